@@ -1,0 +1,1 @@
+"""Benchmarks: timing, quality metrics, one record per model × backend × precision × shape."""

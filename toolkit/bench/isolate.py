@@ -1,0 +1,46 @@
+"""Run one benchmark case in a fresh process, so peak resident memory is per backend.
+
+``ru_maxrss`` only grows, so measuring several backends in one process would report the
+largest so far for every one of them. Each case runs in a spawned child and returns its record
+with ``peak_rss_mb`` of that child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import traceback
+from typing import Callable
+
+
+def _child(fn, args, kwargs, q):
+    try:
+        result = fn(*args, **kwargs)
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        q.put(("ok", result, peak_kb / 1024.0))
+    except BaseException as exc:  # noqa: BLE001 - report any failure back to the parent
+        from ..errors import ToolkitError
+
+        msg = str(exc) if isinstance(exc, ToolkitError) else \
+            f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
+        q.put(("error", msg, 0.0))
+
+
+def run_isolated(fn: Callable, *args, isolate: bool = True, **kwargs):
+    """Return ``(result, peak_rss_mb)``; raises ToolkitError if the child failed."""
+    from ..errors import ToolkitError
+
+    if not isolate:
+        result = fn(*args, **kwargs)
+        return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(fn, args, kwargs, q))
+    p.start()
+    try:
+        status, payload, peak = q.get()
+    finally:
+        p.join()
+    if status != "ok":
+        raise ToolkitError(f"benchmark case failed: {payload}")
+    return payload, peak

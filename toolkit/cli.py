@@ -1,0 +1,217 @@
+"""The ``toolkit`` command line: thin Typer commands that call into the package.
+
+Every ``ToolkitError`` becomes one line on stderr and exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import ToolkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Export PyTorch speech, TTS and video models to ONNX/TensorRT, run and "
+                       "benchmark them.")
+train_app = typer.Typer(no_args_is_help=True, help="Train a model family on local data.")
+app.add_typer(train_app, name="train")
+out = Console()
+err = Console(stderr=True, highlight=False)
+
+
+def friendly(fn):
+    """Turn user errors into one line + non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ToolkitError as exc:
+            err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _precision(fp16: bool, int8: bool) -> str:
+    if fp16 and int8:
+        raise ToolkitError("choose one of --fp16 and --int8")
+    return "fp16" if fp16 else "int8" if int8 else "fp32"
+
+
+Checkpoint = Annotated[Optional[str], typer.Option(
+    "--checkpoint", "-c", help="Local checkpoint directory or Hugging Face hub id.")]
+Preset = Annotated[Optional[str], typer.Option(
+    "--preset", "-p", help="Published architecture with seeded random weights (no download).")]
+Artifact = Annotated[Optional[Path], typer.Option(
+    "--artifact", "-a", help="Exported artifact directory (manifest.json + graphs).")]
+Seed = Annotated[int, typer.Option(help="Seed for random initialisation of presets.")]
+
+
+# ------------------------------------------------------------------------------------------
+# general
+# ------------------------------------------------------------------------------------------
+
+@app.command()
+@friendly
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
+    """Versions, execution providers, GPU and threads — paste this into a bug report."""
+    from .doctor import collect
+
+    info = collect()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="toolkit doctor", show_header=False)
+    for k, v in info.items():
+        table.add_row(k, str(v))
+    out.print(table)
+
+
+@app.command()
+@friendly
+def export(
+    model: Annotated[str, typer.Argument(help="Model family: whisper, gradtts, svt.")],
+    checkpoint: Checkpoint = None,
+    preset: Preset = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision graphs (LayerNorm/Softmax kept fp32).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="int8 QDQ graphs calibrated on real data.")] = False,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory.")] = None,
+    calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Real data for int8 calibration.")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    seed: Seed = 0,
+    trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt).")] = False,
+):
+    """Export a model's accelerated parts to ONNX (validated against PyTorch) + manifest.json."""
+    from . import registry
+
+    fam = registry.get(model)
+    precision = _precision(fp16, int8)
+    if out_dir is None:
+        tag = (preset or (Path(checkpoint).name if checkpoint else fam.default_preset))
+        out_dir = Path("artifacts") / f"{model}-{tag}-{precision}"
+    if trt:
+        from .export.tensorrt import require_tensorrt
+
+        require_tensorrt(out_dir)  # fail before a long export if the build cannot happen
+    fam.export(checkpoint=checkpoint, preset=preset, precision=precision, out=out_dir,
+               calib_data=calib_data, opset=opset, seed=seed)
+    if trt:
+        from .export.tensorrt import build_artifact
+
+        build_artifact(out_dir, fp16=precision == "fp16", int8=precision == "int8")
+
+
+@app.command()
+@friendly
+def bench(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model family: whisper, gradtts, svt.")] = "whisper",
+    checkpoint: Checkpoint = None,
+    preset: Preset = None,
+    backend: Annotated[str, typer.Option(help="Comma list: torch,ort (GPU: ort-cuda,ort-trt,trt).")] = "torch,ort",
+    precision: Annotated[str, typer.Option(help="Comma list of fp32,fp16,int8.")] = "fp32,fp16,int8",
+    data: Annotated[Optional[Path], typer.Option(help="Data folder (LJSpeech-style for speech).")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs per case.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs per case.")] = 1,
+    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Records JSON (CSV beside it).")] = None,
+    tokens: Annotated[Optional[int], typer.Option(help="Whisper: force this many decoded tokens (default with random weights: 48).")] = None,
+    steps: Annotated[Optional[str], typer.Option(help="Grad-TTS: comma list of ODE steps.")] = None,
+    frames: Annotated[Optional[str], typer.Option(help="SVT: comma list of clip frame counts.")] = None,
+    size: Annotated[Optional[str], typer.Option(help="SVT: comma list of clip sizes (px).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use at most this many data items.")] = None,
+    seed: Seed = 0,
+    workdir: Annotated[Optional[Path], typer.Option(help="Where exported artifacts are cached.")] = None,
+):
+    """Every backend × precision on the same inputs: latency, RTF, memory, quality parity."""
+    from . import registry
+
+    fam = registry.get(model)
+    opts = dict(checkpoint=checkpoint, preset=preset, backends=_csv(backend),
+                precisions=_csv(precision), data=data, runs=runs, warmup=warmup,
+                out=out_file, seed=seed, limit=limit, workdir=workdir)
+    family_opts = {"tokens": tokens, "steps": _csv(steps), "frames": _csv(frames),
+                   "size": _csv(size)}
+    accepted = fam.extra.get("bench_options", ())
+    for k, v in family_opts.items():
+        if v is None:
+            continue
+        if k not in accepted:
+            raise ToolkitError(f"--{k} does not apply to {model}; it applies to "
+                               f"{ {'tokens': 'whisper', 'steps': 'gradtts', 'frames': 'svt', 'size': 'svt'}[k]}")
+        opts[k] = v
+    fam.bench(**opts)
+
+
+# ------------------------------------------------------------------------------------------
+# whisper
+# ------------------------------------------------------------------------------------------
+
+@app.command()
+@friendly
+def transcribe(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files (any common format/rate/channels).")],
+    artifact: Artifact = None,
+    checkpoint: Checkpoint = None,
+    preset: Preset = None,
+    backend: Annotated[str, typer.Option(help="torch or ort (GPU: ort-cuda, ort-trt, trt).")] = "ort",
+    language: Annotated[Optional[str], typer.Option(help="Language code, e.g. en, ko.")] = None,
+    task: Annotated[str, typer.Option(help="transcribe or translate.")] = "transcribe",
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens decoded per 30 s window.")] = 224,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per file.")] = False,
+    seed: Seed = 0,
+):
+    """Transcribe audio with Whisper on any backend (one decode loop for all)."""
+    from .runtime.whisper.pipeline import load_pipeline
+
+    pipe = load_pipeline(artifact=artifact, checkpoint=checkpoint, preset=preset,
+                         backend=backend, seed=seed)
+    if pipe.random_init:
+        err.print("[yellow]note:[/] random-initialised weights (preset) — the text is "
+                  "meaningless; use --checkpoint for real transcripts")
+    for path in audio:
+        result = pipe.transcribe(path, language=language, task=task,
+                                 max_new_tokens=max_new_tokens)
+        if as_json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            out.print(f"[bold]{path}[/]: {result['text']}", soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------
+# gradtts  (toolkit synthesize, toolkit train gradtts)
+# ------------------------------------------------------------------------------------------
+
+
+# ------------------------------------------------------------------------------------------
+# svt  (toolkit embed, toolkit train svt)
+# ------------------------------------------------------------------------------------------
+
+
+# ------------------------------------------------------------------------------------------
+# tensorrt  (toolkit build, toolkit check-trt)
+# ------------------------------------------------------------------------------------------
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

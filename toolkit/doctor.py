@@ -1,0 +1,56 @@
+"""``toolkit doctor``: what a user pastes into a bug report."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return None
+
+
+def collect() -> dict:
+    from .bench.records import cpu_name
+    from .runtime.session import default_threads
+
+    info: dict = {
+        "toolkit": _version("toolkit"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "threads_used": default_threads(),
+    }
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt",
+                "optimum", "numpy"):
+        info[pkg] = _version(pkg)
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime_providers"] = ort.get_available_providers()
+    except Exception as exc:  # noqa: BLE001 - report, never crash
+        info["onnxruntime_providers"] = f"unavailable ({exc})"
+    try:
+        import torch
+
+        info["torch_cuda"] = torch.version.cuda
+        info["cuda_available"] = torch.cuda.is_available()
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if info["gpus"]:
+            cap = torch.cuda.get_device_capability(0)
+            info["gpu_compute_capability"] = f"{cap[0]}.{cap[1]}"
+    except Exception as exc:  # noqa: BLE001
+        info["cuda_available"] = f"unknown ({exc})"
+    try:
+        import tensorrt  # noqa: F401  (lazy, optional)
+
+        info["tensorrt_importable"] = True
+    except Exception as exc:  # noqa: BLE001
+        info["tensorrt_importable"] = f"no ({type(exc).__name__})"
+    return info

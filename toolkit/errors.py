@@ -1,0 +1,19 @@
+"""User-facing errors.
+
+Anything a user can cause (bad input file, missing checkpoint, wrong artifact) is raised as a
+``ToolkitError`` whose message is one line naming the problem and the fix. The CLI prints it
+without a traceback and exits non-zero.
+"""
+
+
+class ToolkitError(Exception):
+    """An error the user can fix; ``str(err)`` is the whole message."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # always one line
+
+
+class MissingDependency(ToolkitError):
+    """An optional package (tensorrt, onnxruntime-gpu, ...) is not installed."""

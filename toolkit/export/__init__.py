@@ -1,0 +1,1 @@
+"""Export: graph specs per family, ONNX export, precision conversion, TensorRT engines."""

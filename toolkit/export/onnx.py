@@ -1,0 +1,214 @@
+"""Generic ONNX export → precision conversion → validation → manifest, for any family's plan."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ToolkitError
+from ..progress import Steps, console
+from .artifact import atomic_dir
+from .manifest import sha256_file, tool_versions, write_manifest
+from .spec import ExportPlan, GraphSpec, cosine, rel_l2
+
+DEFAULT_OPSET = 17
+# Control flow TensorRT cannot take from a TensorRT-friendly export (a merged decoder with an
+# `If` on "has past" is the classic failure).
+FORBIDDEN_OPS = ("If", "Loop", "Scan")
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool", 11: "float64",
+                3: "int8", 2: "uint8", 16: "bfloat16"}
+
+
+def export_graph(spec: GraphSpec, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Trace ``spec.module`` to ONNX (TorchScript exporter: stable, plain opset-17 graphs)."""
+    import torch
+
+    module = spec.module.eval()
+    args = spec.example_inputs()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=list(spec.input_names),
+                          output_names=list(spec.output_names),
+                          dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()},
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    bad = control_flow_nodes(path)
+    if bad:
+        raise ToolkitError(f"graph {spec.name} contains control-flow nodes {bad[:5]} that TensorRT "
+                           "rejects; this is an exporter bug — please report it")
+
+
+def control_flow_nodes(path: str | Path) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [f"{n.op_type}:{n.name}" for n in model.graph.node if n.op_type in FORBIDDEN_OPS]
+
+
+def graph_io(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """Inputs/outputs of an ONNX file: name, dtype, shape (ints or axis names)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def info(v):
+        t = v.type.tensor_type
+        dims = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
+        return {"name": v.name, "dtype": _ONNX_DTYPES.get(t.elem_type, str(t.elem_type)),
+                "shape": dims}
+
+    inits = {i.name for i in model.graph.initializer}
+    return ([info(v) for v in model.graph.input if v.name not in inits],
+            [info(v) for v in model.graph.output])
+
+
+def validate(plan: ExportPlan, files: dict[str, Path], precision: str,
+             feeds: dict[str, list[dict]]) -> dict:
+    """Run every graph on onnxruntime (CPU) and its PyTorch module on the same real inputs."""
+    import torch
+
+    from ..runtime.session import OrtSession
+
+    report: dict = {}
+    for spec in plan.graphs:
+        sess = OrtSession(files[spec.name], precision=precision)
+        tol = spec.tolerance[precision]
+        worst: dict = {}
+        for feed in feeds.get(spec.name, []):
+            args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names]
+            with torch.inference_mode():
+                ref = spec.module(*args)
+            ref = (ref,) if isinstance(ref, torch.Tensor) else ref
+            got = sess.run(feed)
+            for name, r in zip(spec.output_names, ref):
+                r = r.float().numpy()
+                g = got[name]
+                if g.shape != r.shape:
+                    raise ToolkitError(f"validation: {spec.name}/{name} has shape {g.shape} on "
+                                       f"onnxruntime but {r.shape} in PyTorch")
+                m = {"rel_l2": rel_l2(g, r), "cosine": cosine(g, r),
+                     "max_abs": float(np.max(np.abs(g.astype(np.float64) - r))) if r.size else 0.0,
+                     "finite": bool(np.isfinite(g).all())}
+                w = worst.setdefault(name, m)
+                if m["rel_l2"] >= w["rel_l2"]:
+                    worst[name] = m
+        for name, m in worst.items():
+            m["tolerance"] = dict(tol)
+            m["passed"] = bool(m["finite"] and m["rel_l2"] <= tol["rel_l2"]
+                               and m["cosine"] >= tol["cosine"])
+        report[spec.name] = worst
+    return report
+
+
+def print_validation(report: dict, precision: str, title: str = "Validation against PyTorch fp32"):
+    from rich.table import Table
+
+    table = Table(title=f"{title} ({precision}, onnxruntime CPU, worst case over real inputs)")
+    for col in ("graph", "output", "rel L2", "cosine", "max |Δ|", "tolerance", "result"):
+        table.add_column(col, justify="right" if col not in ("graph", "output") else "left")
+    for graph, outs in report.items():
+        for name, m in outs.items():
+            tol = m["tolerance"]
+            table.add_row(graph, name, f"{m['rel_l2']:.2e}", f"{m['cosine']:.6f}",
+                          f"{m['max_abs']:.2e}",
+                          f"rel≤{tol['rel_l2']:g}, cos≥{tol['cosine']:g}",
+                          "[green]pass[/]" if m["passed"] else "[red]FAIL[/]")
+    console.print(table)
+
+
+def export_plan(plan: ExportPlan, precision: str, out: str | Path,
+                opset: int = DEFAULT_OPSET) -> dict:
+    """Export every graph of ``plan`` at ``precision`` into the artifact directory ``out``.
+
+    Writes atomically: on any failure (including failed validation) nothing is left behind.
+    Returns the manifest.
+    """
+    from . import precision as prec
+
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ToolkitError(f"unknown precision {precision!r}; use fp32, fp16 or int8")
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        files: dict[str, Path] = {}
+        graphs_meta: dict[str, dict] = {}
+        with Steps(f"export {plan.family} ({precision})", total=len(plan.graphs)) as bar:
+            for spec in plan.graphs:
+                fp32_path = work / f"{spec.name}.fp32.onnx"
+                export_graph(spec, fp32_path, opset)
+                files[spec.name] = fp32_path
+                bar.advance(spec.name)
+        val_feeds = plan.validation_feeds()
+        conv_info: dict[str, dict] = {name: {} for name in files}
+        if precision == "fp16":
+            for spec in plan.graphs:
+                dst = work / f"{spec.name}.fp16.onnx"
+                conv_info[spec.name] = prec.convert_fp16(files[spec.name], dst, spec,
+                                                         val_feeds.get(spec.name, []))
+                files[spec.name] = dst
+        elif precision == "int8":
+            if plan.calibration_feeds is None:
+                raise ToolkitError(f"{plan.family} has no calibration data source for int8")
+            calib = plan.calibration_feeds()
+            for spec in plan.graphs:
+                dst = work / f"{spec.name}.int8.onnx"
+                conv_info[spec.name] = prec.quantize_int8(files[spec.name], dst, spec,
+                                                          calib.get(spec.name, []))
+                files[spec.name] = dst
+        final: dict[str, Path] = {}
+        for spec in plan.graphs:
+            target = tmp / f"{spec.name}.onnx"
+            shutil.move(str(files[spec.name]), target)
+            final[spec.name] = target
+        with console.status("validating against PyTorch on real inputs"):
+            report = validate(plan, final, precision, val_feeds)
+        print_validation(report, precision)
+        failed = [f"{g}/{o}" for g, outs in report.items() for o, m in outs.items()
+                  if not m["passed"]]
+        if failed:
+            raise ToolkitError(f"validation failed for {', '.join(failed)} at {precision} "
+                               "(see the table above); the artifact was not written")
+        for spec in plan.graphs:
+            inputs, outputs = graph_io(final[spec.name])
+            graphs_meta[spec.name] = {
+                "file": final[spec.name].name,
+                "sha256": sha256_file(final[spec.name]),
+                "bytes": final[spec.name].stat().st_size,
+                "inputs": inputs,
+                "outputs": outputs,
+                "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                                 for k, v in spec.dynamic_axes.items()},
+                "trt_profiles": {k: p.as_dict() for k, p in spec.profiles.items()},
+                **conv_info[spec.name],
+            }
+        shutil.rmtree(work)
+        for name, content in plan.extra_files.items():
+            dst = tmp / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, (bytes, bytearray)):
+                dst.write_bytes(content)
+            else:
+                shutil.copyfile(content, dst)
+        manifest = {
+            "family": plan.family,
+            "precision": precision,
+            "opset": opset,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": plan.source,
+            "random_init": bool(plan.source.get("random_init")),
+            "model_config": plan.model_config,
+            "graphs": graphs_meta,
+            "parity": {"reference": "PyTorch fp32 on the same real inputs",
+                       "backend": "onnxruntime CPUExecutionProvider", "graphs": report},
+            "extra_files": sorted(plan.extra_files),
+            "tools": tool_versions(),
+        }
+        write_manifest(tmp, manifest)
+    console.print(f"[green]✓[/] wrote {out} ({', '.join(f.name for f in final.values())}"
+                  f" + manifest.json)")
+    return manifest

@@ -1,0 +1,98 @@
+"""What a model family declares so that the generic exporter, validator and TensorRT builder
+can handle it (in the spirit of optimum's per-architecture ONNX configs).
+
+A family's ``export/<family>/`` folder builds a list of ``GraphSpec`` for a loaded model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+# Relative-L2 / cosine tolerances used when a family declares none. fp32 should be numerically
+# the same graph; fp16 loses ~3 decimal digits; int8 QDQ is a quantised approximation.
+DEFAULT_TOLERANCE = {
+    "fp32": {"rel_l2": 1e-4, "cosine": 0.99999},
+    "fp16": {"rel_l2": 1e-2, "cosine": 0.9999},
+    "int8": {"rel_l2": 0.25, "cosine": 0.97},
+}
+
+
+@dataclass
+class Profile:
+    """TensorRT optimization profile for one dynamic input: min/opt/max shapes."""
+
+    min: list[int]
+    opt: list[int]
+    max: list[int]
+
+    def as_dict(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+@dataclass
+class GraphSpec:
+    """One exported sub-graph.
+
+    module        PyTorch module whose ``forward(*inputs)`` returns the outputs in order
+    input_names / output_names   positional order of the forward signature
+    dynamic_axes  {tensor name: {axis index: axis name}} (inputs and outputs)
+    example_inputs  callable returning a tuple of torch tensors used for tracing
+    profiles      {input name: Profile} from which TensorRT profiles are built
+    fp32_ops      op types that must stay fp32 in an fp16 graph (besides the defaults)
+    quantize_ops  op types quantised in the int8 QDQ graph
+    """
+
+    name: str
+    module: object
+    input_names: Sequence[str]
+    output_names: Sequence[str]
+    dynamic_axes: Mapping[str, Mapping[int, str]]
+    example_inputs: Callable[[], tuple]
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    fp32_ops: Sequence[str] = ()
+    quantize_ops: Sequence[str] = ("MatMul", "Conv", "Gemm")
+    tolerance: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: DEFAULT_TOLERANCE)
+    input_dtypes: Mapping[str, str] = field(default_factory=dict)
+
+
+Feeds = dict  # {input name: np.ndarray}
+
+
+@dataclass
+class ExportPlan:
+    """Everything the generic exporter needs for one model.
+
+    graphs           the sub-graphs
+    validation_feeds {graph name: [feeds]} real-data inputs for the parity check
+    calibration_feeds  callable -> {graph name: [feeds]} for int8 (may be slow: real audio/video)
+    source           manifest "source" block (checkpoint path + hash or preset, random_init)
+    model_config     what the runtime needs to rebuild the pipeline around the graphs
+    extra_files      {name in artifact: bytes or source path} (tokenizer files, configs)
+    """
+
+    family: str
+    graphs: list[GraphSpec]
+    validation_feeds: Callable[[], dict[str, list[Feeds]]]
+    calibration_feeds: Callable[[], dict[str, list[Feeds]]] | None
+    source: dict
+    model_config: dict
+    extra_files: dict = field(default_factory=dict)
+
+
+def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    denom = np.linalg.norm(ref)
+    return float(np.linalg.norm(a - ref) / denom) if denom > 0 else float(np.linalg.norm(a))
+
+
+def cosine(a: np.ndarray, ref: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    ref = np.asarray(ref, dtype=np.float64).ravel()
+    na, nr = np.linalg.norm(a), np.linalg.norm(ref)
+    if na == 0 or nr == 0:
+        return 1.0 if na == nr else 0.0
+    return float(a @ ref / (na * nr))

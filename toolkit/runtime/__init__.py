@@ -1,0 +1,1 @@
+"""Runtime: one Session interface for every backend, and the pipelines written once on top."""

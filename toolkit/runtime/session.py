@@ -1,0 +1,271 @@
+"""One Session interface for every backend.
+
+A Session runs one graph: ``run(feeds) -> outputs`` with NumPy arrays keyed by the graph's
+input/output names (the names in the artifact manifest). Pipelines (Whisper decode loop,
+Grad-TTS sampler, SVT embedding) only ever talk to this interface, so the backends differ in
+numerics and speed, never in logic.
+
+Backends:
+- ``torch``   — the PyTorch module the graph was exported from (eager, CPU or CUDA)
+- ``ort``     — onnxruntime, CPU execution provider
+- ``ort-cuda``/``ort-trt`` — onnxruntime CUDA / TensorRT execution providers (GPU extra)
+- ``trt``     — native TensorRT engine (GPU extra; see ``runtime/tensorrt.py``)
+
+Heavy optional imports happen inside the backends, so the CPU install never needs them.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import MissingDependency, ToolkitError
+
+BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def default_threads() -> int:
+    """Threads per session: all cores of this process (same for every backend, for fairness)."""
+    env = os.environ.get("TOOLKIT_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str               # numpy dtype name, e.g. "float32", "int64"
+    shape: list              # ints for static dims, strings for named dynamic axes
+
+
+class Session(abc.ABC):
+    """Runs one graph. Context manager; ``run`` maps input names to arrays."""
+
+    backend: str = "?"
+    precision: str = "fp32"
+
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> list[TensorInfo]: ...
+
+    @property
+    @abc.abstractmethod
+    def outputs(self) -> list[TensorInfo]: ...
+
+    @abc.abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def close(self) -> None:
+        """Release backend resources (device buffers, engines)."""
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise ToolkitError(f"{self.backend} session is missing inputs {missing}; "
+                               f"the graph takes {self.input_names}")
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch
+# --------------------------------------------------------------------------------------------
+
+class TorchSession(Session):
+    """Runs the PyTorch module a graph is exported from: ``module(*inputs) -> tuple(outputs)``.
+
+    ``input_names``/``output_names`` give the positional order (the same as the ONNX export).
+    """
+
+    backend = "torch"
+
+    def __init__(self, module, input_names: Sequence[str], output_names: Sequence[str],
+                 precision: str = "fp32", device: str = "cpu", threads: int | None = None,
+                 input_dtypes: Mapping[str, str] | None = None):
+        import torch
+
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise ToolkitError(f"the torch backend runs fp32, fp16 or bf16, not {precision}; "
+                               "int8 runs on onnxruntime (QDQ graph) or TensorRT")
+        torch.set_num_threads(threads or default_threads())
+        self._torch = torch
+        self.precision = precision
+        self.device = torch.device(device)
+        self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.module = module.eval().to(self.device)
+        if precision != "fp32":
+            self.module = self.module.to(self._dtype)
+        self._in = [TensorInfo(n, (input_dtypes or {}).get(n, "float32"), []) for n in input_names]
+        self._out = [TensorInfo(n, "float32", []) for n in output_names]
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._in
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._out
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        self._check_feeds(feeds)
+        args = []
+        for info in self._in:
+            t = torch.from_numpy(np.ascontiguousarray(feeds[info.name])).to(self.device)
+            if t.is_floating_point():
+                t = t.to(self._dtype)
+            args.append(t)
+        with torch.inference_mode():
+            out = self.module(*args)
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        return {info.name: _to_numpy(o) for info, o in zip(self._out, out)}
+
+
+def _to_numpy(t) -> np.ndarray:
+    if t.is_floating_point():
+        t = t.float()  # fp16/bf16 results are reported in fp32, like the ORT session does
+    return t.detach().cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# onnxruntime
+# --------------------------------------------------------------------------------------------
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(double)": "float64",
+              "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+
+ORT_PROVIDERS = {"ort": ["CPUExecutionProvider"],
+                 "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                 "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                             "CPUExecutionProvider"]}
+
+
+class OrtSession(Session):
+    """onnxruntime InferenceSession behind the Session interface.
+
+    ``provider_options`` per provider (e.g. the TensorRT EP's profile shapes and engine cache,
+    filled from the manifest by ``runtime/gpu.py``) pass straight through.
+    """
+
+    def __init__(self, path: str | Path, backend: str = "ort", precision: str = "fp32",
+                 threads: int | None = None, provider_options: Mapping[str, dict] | None = None,
+                 optimization: str = "all"):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ToolkitError(f"ONNX graph {path} does not exist; re-export the artifact "
+                               "with `toolkit export`")
+        providers = ORT_PROVIDERS.get(backend)
+        if providers is None:
+            raise ToolkitError(f"unknown onnxruntime backend {backend!r}; use one of "
+                               f"{sorted(ORT_PROVIDERS)}")
+        available = ort.get_available_providers()
+        if providers[0] not in available:
+            raise MissingDependency(
+                f"backend {backend} needs onnxruntime's {providers[0]}, but this install has "
+                f"{available}; install the GPU build: pip install 'toolkit[gpu]' "
+                "(and uninstall the CPU onnxruntime)")
+        self.backend = backend
+        self.precision = precision
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or default_threads()
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        so.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
+        opts = [dict((provider_options or {}).get(p, {})) for p in providers]
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=providers,
+                                             provider_options=opts)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ToolkitError(f"onnxruntime cannot load {path.name}: {first[:300]} — the file "
+                               "is corrupt or from an incompatible export; re-export it") from None
+        self._in = [TensorInfo(i.name, _ORT_TYPES.get(i.type, i.type), list(i.shape))
+                    for i in self.sess.get_inputs()]
+        self._out = [TensorInfo(o.name, _ORT_TYPES.get(o.type, o.type), list(o.shape))
+                     for o in self.sess.get_outputs()]
+        self._in_dtype = {t.name: np.dtype(t.dtype) for t in self._in if t.dtype in
+                          ("float32", "float16", "int64", "int32", "bool")}
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._in
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._out
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._check_feeds(feeds)
+        cast = {}
+        for name in self.input_names:
+            a = np.asarray(feeds[name])
+            want = self._in_dtype.get(name)
+            cast[name] = a.astype(want, copy=False) if want is not None and a.dtype != want else a
+        out = self.sess.run(None, cast)
+        return {n: (o.astype(np.float32) if o.dtype == np.float16 else o)
+                for n, o in zip(self.output_names, out)}
+
+
+# --------------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------------
+
+SessionFactory = Callable[[str], Session]
+
+
+def open_onnx_session(path: str | Path, backend: str, precision: str = "fp32",
+                      threads: int | None = None, manifest_graph: dict | None = None,
+                      cache_dir: str | Path | None = None) -> Session:
+    """Open a graph file from an artifact on any non-torch backend."""
+    if backend in ORT_PROVIDERS:
+        options = None
+        if backend != "ort" and manifest_graph is not None:
+            from .gpu import ort_provider_options  # lazy: GPU-only helpers
+            options = ort_provider_options(backend, manifest_graph, precision, cache_dir)
+        return OrtSession(path, backend=backend, precision=precision, threads=threads,
+                          provider_options=options)
+    if backend == "trt":
+        from .tensorrt import TensorRTSession  # lazy: needs tensorrt
+        return TensorRTSession.from_artifact_graph(path, manifest_graph or {}, precision)
+    raise ToolkitError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ToolkitError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+    return name
+
+
+def check_precision(name: str) -> str:
+    if name not in PRECISIONS + ("bf16",):
+        raise ToolkitError(f"unknown precision {name!r}; use one of fp32, fp16, int8 (bf16 on torch)")
+    return name
