@@ -21,8 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "benchmark them.")
 train_app = typer.Typer(no_args_is_help=True, help="Train a model family on local data.")
 app.add_typer(train_app, name="train")
-out = Console()
-err = Console(stderr=True, highlight=False)
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 
 def friendly(fn):

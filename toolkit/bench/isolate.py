@@ -13,11 +13,24 @@ import traceback
 from typing import Callable
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Unlike ``ru_maxrss``, which Linux carries
+    across fork+exec (a spawned child would report at least its parent's peak), VmHWM
+    belongs to the address space and starts afresh in the child."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _child(fn, args, kwargs, q):
     try:
         result = fn(*args, **kwargs)
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        q.put(("ok", result, peak_kb / 1024.0))
+        q.put(("ok", result, peak_rss_mb()))
     except BaseException as exc:  # noqa: BLE001 - report any failure back to the parent
         from ..errors import ToolkitError
 
@@ -32,7 +45,7 @@ def run_isolated(fn: Callable, *args, isolate: bool = True, **kwargs):
 
     if not isolate:
         result = fn(*args, **kwargs)
-        return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        return result, peak_rss_mb()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(fn, args, kwargs, q))

@@ -108,15 +108,20 @@ def print_validation(report: dict, precision: str, title: str = "Validation agai
     from rich.table import Table
 
     table = Table(title=f"{title} ({precision}, onnxruntime CPU, worst case over real inputs)")
-    for col in ("graph", "output", "rel L2", "cosine", "max |Δ|", "tolerance", "result"):
-        table.add_column(col, justify="right" if col not in ("graph", "output") else "left")
+    for col in ("graph", "outputs", "worst output", "rel L2", "min cosine", "max |Δ|",
+                "tolerance", "result"):
+        table.add_column(col, justify="left" if col in ("graph", "worst output") else "right")
     for graph, outs in report.items():
-        for name, m in outs.items():
-            tol = m["tolerance"]
-            table.add_row(graph, name, f"{m['rel_l2']:.2e}", f"{m['cosine']:.6f}",
-                          f"{m['max_abs']:.2e}",
-                          f"rel≤{tol['rel_l2']:g}, cos≥{tol['cosine']:g}",
-                          "[green]pass[/]" if m["passed"] else "[red]FAIL[/]")
+        if not outs:
+            continue
+        worst = max(outs, key=lambda k: outs[k]["rel_l2"])
+        tol = outs[worst]["tolerance"]
+        ok = all(m["passed"] for m in outs.values())
+        table.add_row(graph, str(len(outs)), worst, f"{outs[worst]['rel_l2']:.2e}",
+                      f"{min(m['cosine'] for m in outs.values()):.6f}",
+                      f"{max(m['max_abs'] for m in outs.values()):.2e}",
+                      f"rel≤{tol['rel_l2']:g} cos≥{tol['cosine']:g}",
+                      "[green]pass[/]" if ok else "[red]FAIL[/]")
     console.print(table)
 
 

@@ -93,6 +93,7 @@ def convert_fp16(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) -
     max_act = max(peak.values()) if peak else float("nan")
     m16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=sorted(keep_ops),
                                    node_block_list=sorted(block_nodes))
+    _dedupe_casts(m16)
     onnx.save(m16, str(dst))
     pinned = sum(1 for n in model.graph.node if n.op_type in keep_ops or n.name in block_nodes)
     console.print(f"  {spec.name}: fp16 with {pinned}/{len(model.graph.node)} nodes kept fp32 "
@@ -100,6 +101,31 @@ def convert_fp16(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) -
                   f"{max_act:.3g}")
     return {"fp32_nodes": pinned, "fp32_ops": sorted(keep_ops), "range_pinned_nodes": len(hot),
             "max_abs_activation_fp32": max_act, "total_nodes": len(model.graph.node)}
+
+
+def _dedupe_casts(model) -> None:
+    """The fp16 converter emits one Cast per consumer when a tensor feeds several fp32-pinned
+    nodes, all with the same output (and node) name; onnxruntime rejects duplicate definitions.
+    The copies are identical, so keep the first and rename any other clashing node names."""
+    produced: dict[str, tuple] = {}
+    keep = []
+    for node in model.graph.node:
+        sig = (node.op_type, tuple(node.input), tuple(a.SerializeToString() for a in node.attribute))
+        if node.op_type == "Cast" and node.output and node.output[0] in produced:
+            if produced[node.output[0]] == sig:
+                continue
+        for o in node.output:
+            produced.setdefault(o, sig)
+        keep.append(node)
+    seen: dict[str, int] = {}
+    for node in keep:
+        if node.name in seen:
+            seen[node.name] += 1
+            node.name = f"{node.name}_{seen[node.name]}"
+        else:
+            seen[node.name] = 0
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
 
 
 class _Reader:
@@ -139,6 +165,9 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) 
         raise ToolkitError(f"graph {spec.name} has no {'/'.join(spec.quantize_ops)} layer with "
                            "constant weights to quantise")
     input_names = [i.name for i in model.graph.input]
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" hint
     with console.status(f"calibrating {spec.name} on {len(feeds)} real inputs"):
         quantize_static(str(src), str(dst), _Reader(feeds, input_names),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,

@@ -1,0 +1,147 @@
+"""The Whisper ExportPlan: graph specs, TensorRT profiles, real-audio validation/calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...export.spec import ExportPlan, GraphSpec, Profile
+from ...models.whisper.loading import LoadedWhisper
+from .graphs import (WhisperDecoderGraph, WhisperEncoderGraph, decoder_inputs, decoder_outputs,
+                     encoder_io)
+
+MAX_BATCH = 8   # windows decoded together (TensorRT profile max)
+OPT_PAST = 32
+
+# Whisper-specific tolerances (rel L2 / cosine of each output vs PyTorch fp32). int8 QDQ with
+# static activation ranges is an approximation: its real check is CER drift in `toolkit bench`.
+TOLERANCE = {
+    "fp32": {"rel_l2": 1e-3, "cosine": 0.99999},
+    "fp16": {"rel_l2": 2e-2, "cosine": 0.999},
+    "int8": {"rel_l2": 0.35, "cosine": 0.94},
+}
+
+
+def model_config(lw: LoadedWhisper) -> dict:
+    cfg = lw.config
+    tok = lw.tokenizer
+    return {
+        "architecture": "whisper",
+        "num_mel_bins": cfg.num_mel_bins,
+        "d_model": cfg.d_model,
+        "encoder_layers": cfg.encoder_layers,
+        "decoder_layers": cfg.decoder_layers,
+        "decoder_attention_heads": cfg.decoder_attention_heads,
+        "head_dim": cfg.d_model // cfg.decoder_attention_heads,
+        "vocab_size": cfg.vocab_size,
+        "max_source_positions": cfg.max_source_positions,
+        "max_target_positions": cfg.max_target_positions,
+        "generation": lw.generation.as_dict(),
+        "tokenizer": {"source": tok.source, "vocab_size": tok.vocab_size,
+                      "num_languages": tok.num_languages,
+                      "files": "tokenizer/" if not tok.source.startswith("built-in") else None},
+    }
+
+
+def build_graphs(lw: LoadedWhisper) -> list[GraphSpec]:
+    cfg = lw.config
+    n, h, dh = cfg.decoder_layers, cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    mels, frames, src = cfg.num_mel_bins, 3000, cfg.max_source_positions
+    max_tok = cfg.max_target_positions
+    enc_out = encoder_io(n)
+    enc = GraphSpec(
+        name="encoder", module=WhisperEncoderGraph(lw.model).eval(),
+        input_names=["input_features"], output_names=enc_out,
+        dynamic_axes={"input_features": {0: "batch"}, **{o: {0: "batch"} for o in enc_out}},
+        example_inputs=lambda: (torch.randn(1, mels, frames),),
+        profiles={"input_features": Profile([1, mels, frames], [1, mels, frames],
+                                            [MAX_BATCH, mels, frames])},
+        tolerance=TOLERANCE)
+    dec_in, dec_out = decoder_inputs(n), decoder_outputs(n)
+    axes: dict = {"input_ids": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
+    profiles = {"input_ids": Profile([1, 1], [1, 1], [MAX_BATCH, max_tok])}
+    for name in dec_in[1:]:
+        if name.startswith("past"):
+            axes[name] = {0: "batch", 2: "past"}
+            profiles[name] = Profile([1, h, 0, dh], [1, h, OPT_PAST, dh],
+                                     [MAX_BATCH, h, max_tok - 1, dh])
+        else:
+            axes[name] = {0: "batch"}
+            profiles[name] = Profile([1, h, src, dh], [1, h, src, dh], [MAX_BATCH, h, src, dh])
+    for name in dec_out[1:]:
+        axes[name] = {0: "batch", 2: "total"}
+
+    def dec_example():
+        ids = torch.tensor([[lw.tokenizer.sot, lw.tokenizer.no_timestamps, 400]])
+        past = [torch.randn(1, h, 2, dh) for _ in range(2 * n)]
+        cross = [torch.randn(1, h, src, dh) for _ in range(2 * n)]
+        return (ids, *past, *cross)
+
+    dec = GraphSpec(name="decoder", module=WhisperDecoderGraph(lw.model).eval(),
+                    input_names=dec_in, output_names=dec_out, dynamic_axes=axes,
+                    example_inputs=dec_example, profiles=profiles, tolerance=TOLERANCE,
+                    input_dtypes={"input_ids": "int64"})
+    return [enc, dec]
+
+
+def real_feeds(lw: LoadedWhisper, audio_files: list[Path], steps: int = 2,
+               prompt: list[int] | None = None) -> dict[str, list[dict]]:
+    """Encoder and decoder inputs taken from running the fp32 PyTorch model on real audio.
+
+    Decoder feeds follow a real greedy decode (prompt step with an empty cache, then ``steps - 1``
+    single-token steps with the growing cache), so validation and calibration see the same
+    shapes and value ranges the runtime produces.
+    """
+    from ...models.whisper.audio import features_for, load_audio
+    from ...runtime.session import TorchSession
+
+    cfg = lw.config
+    n, h, dh = cfg.decoder_layers, cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    graphs = build_graphs(lw)
+    enc_s = TorchSession(graphs[0].module, graphs[0].input_names, graphs[0].output_names)
+    dec_s = TorchSession(graphs[1].module, graphs[1].input_names, graphs[1].output_names)
+    prompt = prompt or lw.tokenizer.sot_sequence("en" if lw.tokenizer.multilingual else None)
+    feeds: dict[str, list[dict]] = {"encoder": [], "decoder": []}
+    for f in audio_files:
+        feats = features_for(load_audio(f), cfg.num_mel_bins)[:1]
+        feeds["encoder"].append({"input_features": feats})
+        cross = enc_s.run({"input_features": feats})
+        past = {f"past_{kv}_{i}": np.zeros((1, h, 0, dh), np.float32)
+                for i in range(n) for kv in ("key", "value")}
+        ids = np.array([prompt], dtype=np.int64)
+        for _ in range(steps):
+            feed = {"input_ids": ids, **past, **cross}
+            feeds["decoder"].append(feed)
+            out = dec_s.run(feed)
+            nxt = int(np.argmax(out["logits"][0][: lw.tokenizer.eot]))
+            ids = np.array([[nxt]], dtype=np.int64)
+            past = {f"past_{kv}_{i}": out[f"present_{kv}_{i}"] for i in range(n)
+                    for kv in ("key", "value")}
+    return feeds
+
+
+def build_plan(lw: LoadedWhisper, validation_audio: list[Path],
+               calibration_audio: list[Path] | None = None, calib_steps: int = 12) -> ExportPlan:
+    extra: dict = {}
+    if not lw.tokenizer.source.startswith("built-in"):
+        extra = _tokenizer_files(lw)
+    return ExportPlan(
+        family="whisper", graphs=build_graphs(lw),
+        validation_feeds=lambda: real_feeds(lw, validation_audio, steps=2),
+        calibration_feeds=(lambda: real_feeds(lw, calibration_audio, steps=calib_steps))
+        if calibration_audio else None,
+        source=lw.source, model_config=model_config(lw), extra_files=extra)
+
+
+def _tokenizer_files(lw: LoadedWhisper) -> dict:
+    import tempfile
+
+    from transformers import WhisperTokenizerFast
+
+    src = lw.tokenizer.source.split("(", 1)[1].rstrip(")")
+    tok = WhisperTokenizerFast.from_pretrained(src)
+    tmp = Path(tempfile.mkdtemp(prefix="toolkit-tok-"))
+    tok.save_pretrained(str(tmp))
+    return {f"tokenizer/{p.name}": p.read_bytes() for p in tmp.iterdir() if p.is_file()}

@@ -1,0 +1,1 @@
+"""PyTorch models, loading and training — one folder per family."""

@@ -1,0 +1,1 @@
+"""Whisper: Hugging Face checkpoints or seeded presets, the offline tokenizer, audio features."""

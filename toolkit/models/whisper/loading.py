@@ -1,0 +1,180 @@
+"""Load Whisper: a Hugging Face checkpoint (local directory or hub id) or a seeded preset."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...errors import ToolkitError
+from .tokenizer import WhisperTokenizer, builtin_tokenizer, hf_tokenizer
+
+# Published architectures (d_model, encoder layers, decoder layers, heads, ffn, mels, vocab).
+PRESETS = {
+    "tiny": (384, 4, 4, 6, 1536, 80, 51865),
+    "tiny.en": (384, 4, 4, 6, 1536, 80, 51864),
+    "base": (512, 6, 6, 8, 2048, 80, 51865),
+    "small": (768, 12, 12, 12, 3072, 80, 51865),
+    "medium": (1024, 24, 24, 16, 4096, 80, 51865),
+    "large-v2": (1280, 32, 32, 20, 5120, 80, 51865),
+    "large-v3": (1280, 32, 32, 20, 5120, 128, 51866),
+    "large-v3-turbo": (1280, 32, 4, 20, 5120, 128, 51866),
+}
+DEFAULT_PRESET = "tiny"
+
+
+@dataclass
+class GenerationSettings:
+    """Whisper's decoding rules, from the checkpoint's generation_config or the defaults."""
+
+    suppress_tokens: list[int] = field(default_factory=list)
+    begin_suppress_tokens: list[int] = field(default_factory=list)
+    max_length: int = 448
+
+    def as_dict(self) -> dict:
+        return {"suppress_tokens": self.suppress_tokens,
+                "begin_suppress_tokens": self.begin_suppress_tokens,
+                "max_length": self.max_length}
+
+
+@dataclass
+class LoadedWhisper:
+    model: object                     # transformers WhisperForConditionalGeneration (eval)
+    tokenizer: WhisperTokenizer
+    generation: GenerationSettings
+    source: dict                      # manifest "source" block
+    random_init: bool
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def tag(self) -> str:
+        return self.source.get("preset") or Path(self.source.get("checkpoint", "model")).name
+
+
+def preset_config(name: str):
+    from transformers import WhisperConfig
+
+    if name not in PRESETS:
+        raise ToolkitError(f"unknown Whisper preset {name!r}; choose one of {', '.join(PRESETS)}")
+    d, enc, dec, heads, ffn, mels, vocab = PRESETS[name]
+    eot = 50256 if vocab == 51864 else 50257
+    return WhisperConfig(vocab_size=vocab, num_mel_bins=mels, d_model=d, encoder_layers=enc,
+                         decoder_layers=dec, encoder_attention_heads=heads,
+                         decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn,
+                         decoder_start_token_id=eot + 1, eos_token_id=eot, pad_token_id=eot,
+                         bos_token_id=eot, max_source_positions=1500, max_target_positions=448)
+
+
+def _generation_config(tok: WhisperTokenizer, max_length: int):
+    """A GenerationConfig that lets Hugging Face ``generate`` run on a preset (no hub files)."""
+    from transformers import GenerationConfig
+
+    gc = GenerationConfig(
+        decoder_start_token_id=tok.sot, eos_token_id=tok.eot, pad_token_id=tok.eot,
+        bos_token_id=tok.eot, max_length=max_length, no_timestamps_token_id=tok.no_timestamps,
+        suppress_tokens=tok.non_speech_tokens, begin_suppress_tokens=[tok.encode(" ")[0], tok.eot],
+        is_multilingual=tok.multilingual, forced_decoder_ids=None)
+    if tok.multilingual:
+        gc.lang_to_id = {f"<|{c}|>": tok.language_token(c) for c in tok.languages}
+        gc.task_to_id = {"transcribe": tok.transcribe, "translate": tok.translate}
+    return gc
+
+
+def load_whisper(checkpoint: str | None = None, preset: str | None = None,
+                 seed: int = 0) -> LoadedWhisper:
+    """Load from ``checkpoint`` (directory or hub id) or build ``preset`` with seeded weights."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    if checkpoint and preset:
+        raise ToolkitError("give either --checkpoint or --preset, not both")
+    if not checkpoint:
+        preset = preset or DEFAULT_PRESET
+        config = preset_config(preset)
+        tok = builtin_tokenizer(config.vocab_size)
+        config.suppress_tokens = tok.non_speech_tokens
+        config.begin_suppress_tokens = [tok.encode(" ")[0], tok.eot]
+        torch.manual_seed(seed)
+        model = WhisperForConditionalGeneration(config).eval()
+        model.generation_config = _generation_config(tok, config.max_target_positions)
+        gen = GenerationSettings(tok.non_speech_tokens, [tok.encode(" ")[0], tok.eot],
+                                 config.max_target_positions)
+        source = {"preset": preset, "seed": seed, "random_init": True,
+                  "weights": "random initialisation (seeded) — not a trained model"}
+        return LoadedWhisper(model, tok, gen, source, random_init=True)
+
+    path = Path(checkpoint).expanduser()
+    if path.exists():
+        config_file = path / "config.json"
+        if not path.is_dir() or not config_file.is_file():
+            raise ToolkitError(f"checkpoint {path} has no config.json; point --checkpoint at a "
+                               "Hugging Face Whisper directory (config.json + weights)")
+        try:
+            model_type = json.loads(config_file.read_text()).get("model_type")
+        except json.JSONDecodeError:
+            raise ToolkitError(f"{config_file} is not valid JSON; the checkpoint is corrupt") from None
+        if model_type != "whisper":
+            raise ToolkitError(f"checkpoint {path} is a {model_type!r} model, not Whisper; give a "
+                               "Whisper checkpoint (config.json model_type 'whisper')")
+        where = str(path)
+    elif checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") != 1:
+        raise ToolkitError(f"checkpoint {checkpoint} does not exist; give a local directory or a "
+                           "hub id like openai/whisper-tiny")
+    else:
+        where = checkpoint
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(where).eval()
+    except OSError as exc:
+        raise ToolkitError(f"cannot load Whisper checkpoint {where}: "
+                           f"{str(exc).splitlines()[0][:200]} — for a hub id you need network or "
+                           "a local cache; otherwise download it and pass the directory") from None
+    except (ValueError, RuntimeError) as exc:
+        raise ToolkitError(f"checkpoint {where} could not be loaded as Whisper "
+                           f"({str(exc).splitlines()[0][:200]})") from None
+    config = model.config
+    tok = None
+    if path.exists():
+        tok = hf_tokenizer(path, config.vocab_size)
+    elif where == checkpoint:
+        try:
+            tok = hf_tokenizer(Path(_hub_snapshot(where)), config.vocab_size)
+        except Exception:  # noqa: BLE001 - no tokenizer in the cache: use the built-in one
+            tok = None
+    tok = tok or builtin_tokenizer(config.vocab_size)
+    gc = model.generation_config
+    suppress = list(getattr(gc, "suppress_tokens", None) or config.suppress_tokens or [])
+    begin = list(getattr(gc, "begin_suppress_tokens", None) or config.begin_suppress_tokens or [])
+    if getattr(gc, "lang_to_id", None) is None or getattr(gc, "no_timestamps_token_id", None) is None:
+        model.generation_config = _generation_config(tok, config.max_target_positions)
+        model.generation_config.suppress_tokens = suppress
+        model.generation_config.begin_suppress_tokens = begin
+    gen = GenerationSettings(suppress, begin, config.max_target_positions)
+    source = {"checkpoint": where, "random_init": False, "sha256": _checkpoint_hash(path)
+              if path.exists() else None}
+    return LoadedWhisper(model, tok, gen, source, random_init=False)
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id, local_files_only=True)
+
+
+def _checkpoint_hash(path: Path) -> str | None:
+    """sha256 over the weight files (what identifies the checkpoint's numbers)."""
+    import hashlib
+
+    from ...export.manifest import sha256_file
+
+    files = sorted(p for p in path.iterdir()
+                   if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Whisper runtime: the decode loop, written once over Session objects."""
