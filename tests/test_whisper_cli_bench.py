@@ -1,0 +1,110 @@
+"""The CLI end to end (export, transcribe, bench, doctor) and its one-line errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from toolkit.cli import app
+
+from whisper_helpers import save_small_checkpoint
+
+runner = CliRunner()
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    return result
+
+
+def _fails_cleanly(result, pattern):
+    assert result.exit_code == 2, result.output
+    text = result.stderr or result.output
+    assert "Traceback" not in text and result.exception is None or isinstance(
+        result.exception, SystemExit)
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    assert lines[0].startswith("error:") and pattern in " ".join(lines), text
+    return text
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_small_checkpoint(tmp_path_factory.mktemp("cli") / "ckpt", mels=80, vocab=51865)
+
+
+def test_doctor_json():
+    info = json.loads(_ok(runner.invoke(app, ["doctor", "--json"])).stdout)
+    assert "CPUExecutionProvider" in info["onnxruntime_providers"]
+    assert info["torch"] and info["threads_used"] >= 1
+
+
+def test_export_transcribe_json(ckpt, tmp_path, shared_data):
+    out = tmp_path / "art"
+    _ok(runner.invoke(app, ["export", "whisper", "--checkpoint", str(ckpt), "--out", str(out)]))
+    assert (out / "manifest.json").is_file() and (out / "decoder.onnx").is_file()
+    res = _ok(runner.invoke(app, ["transcribe", str(shared_data / "audio" / "jfk.flac"),
+                                  "--artifact", str(out), "--language", "en",
+                                  "--max-new-tokens", "6", "--json"]))
+    rec = json.loads(res.stdout.strip().splitlines()[-1])
+    assert rec["backend"] == "ort" and rec["language"] == "en" and rec["random_init"] is False
+    assert isinstance(rec["text"], str) and 1 <= len(rec["tokens"]) <= 6
+    res = _ok(runner.invoke(app, ["transcribe", str(shared_data / "audio" / "jfk.flac"),
+                                  "--checkpoint", str(ckpt), "--backend", "torch",
+                                  "--language", "en", "--max-new-tokens", "6", "--json"]))
+    assert json.loads(res.stdout.strip().splitlines()[-1])["tokens"] == rec["tokens"]
+
+
+def test_one_line_errors(ckpt, tmp_path, shared_data):
+    _fails_cleanly(runner.invoke(app, ["export", "llama"]), "unknown model 'llama'")
+    _fails_cleanly(runner.invoke(app, ["export", "whisper", "--preset", "huge"]),
+                   "unknown Whisper preset")
+    _fails_cleanly(runner.invoke(app, ["export", "whisper", "--checkpoint",
+                                       str(tmp_path / "missing")]), "does not exist")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _fails_cleanly(runner.invoke(app, ["export", "whisper", "--checkpoint", str(ckpt),
+                                       "--out", str(blocker / "sub")]), "cannot write")
+    assert not (blocker.parent / "sub").exists()
+    notaudio = tmp_path / "readme.mp3"
+    notaudio.write_text("hello")
+    _fails_cleanly(runner.invoke(app, ["transcribe", str(notaudio), "--checkpoint", str(ckpt),
+                                       "--backend", "torch"]), "cannot decode")
+    _fails_cleanly(runner.invoke(app, ["transcribe", str(shared_data / "audio" / "jfk.flac"),
+                                       "--artifact", str(tmp_path)]), "no manifest.json")
+    _fails_cleanly(runner.invoke(app, ["transcribe", str(shared_data / "audio" / "jfk.flac"),
+                                       "--checkpoint", str(ckpt), "--backend", "tpu"]),
+                   "unknown backend")
+    import numpy as np
+
+    feats = tmp_path / "feats.npy"
+    np.save(feats, np.zeros((128, 3000), np.float32))
+    _fails_cleanly(runner.invoke(app, ["transcribe", str(feats), "--checkpoint", str(ckpt),
+                                       "--backend", "torch"]),
+                   "128 mel bins but this model expects 80")
+    _fails_cleanly(runner.invoke(app, ["bench", "--model", "whisper", "--steps", "10"]),
+                   "does not apply to whisper")
+
+
+def test_bench_writes_records(ckpt, tmp_path):
+    out = tmp_path / "bench.json"
+    res = _ok(runner.invoke(app, [
+        "bench", "--model", "whisper", "--checkpoint", str(ckpt), "--backend", "torch,ort",
+        "--precision", "fp32,int8", "--runs", "1", "--warmup", "0", "--limit", "2",
+        "--tokens", "6", "--out", str(out), "--workdir", str(tmp_path / "work")]))
+    assert "whisper-ckpt bench" in res.stdout and "RTF = processing time" in res.stdout
+    records = json.loads(out.read_text())
+    assert {(r["backend"], r["precision"]) for r in records} == {
+        ("torch", "fp32"), ("ort", "fp32"), ("ort", "int8")}
+    from toolkit.bench.records import REQUIRED
+
+    for r in records:
+        assert all(k in r for k in REQUIRED), set(REQUIRED) - set(r)
+        assert r["tokens_per_utterance"] == [6, 6]
+        assert r["latency_ms_p50"] > 0 and r["rtf"] > 0 and r["peak_rss_mb"] > 50
+        assert len(r["latency_ms_samples"]) == 2
+        assert r["random_init"] is False and r["environment"]["threads"] >= 1
+    by = {(r["backend"], r["precision"]): r for r in records}
+    assert by[("ort", "fp32")]["cer_vs_torch_fp32"] == 0.0
+    assert by[("ort", "fp32")]["token_exact_match_vs_torch_fp32"] == 1.0
+    assert by[("torch", "fp32")]["quality_metric"] == "cer_pp"  # bundled data has references
+    assert (tmp_path / "bench.csv").read_text().startswith("model,")
