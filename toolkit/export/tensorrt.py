@@ -44,10 +44,11 @@ MIN_TRT_MAJOR = 10
 DEFAULT_WORKSPACE_MB = 2048
 # ONNX ops that TensorRT should run in fp32 inside an fp16 engine (same policy as the fp16 ONNX
 # export in export/precision.py): normalisations and softmax, and what feeds them.
-FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX")
-# Layer types walked back from a pinned layer (the score/variance computations that feed it).
-FEEDER_LAYER_TYPES = ("ELEMENTWISE", "MATRIX_MULTIPLY", "SELECT", "REDUCE", "UNARY")
-FEEDER_HOPS = 3
+# Layers walked back from a pinned layer, per pinned type, and how far: the attention scores
+# feeding Softmax (QK^T, scale, mask add/select — as in the fp16 ONNX export), and the residual
+# add feeding a normalisation (whose variance overflows fp16 first).
+FEEDERS = {"SOFTMAX": (("ELEMENTWISE", "MATRIX_MULTIPLY", "SELECT"), 3),
+           "NORMALIZATION": (("ELEMENTWISE",), 1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,14 +291,15 @@ def _pin_fp32_layers(trt, network, keep_fp32_typed: bool) -> list[str]:
     for layer in layers:
         for j in range(layer.num_outputs):
             producer[layer.get_output(j).name] = layer
-    pin_types = {getattr(trt.LayerType, t) for t in FP32_LAYER_TYPES}
-    feeder_types = {getattr(trt.LayerType, t) for t in FEEDER_LAYER_TYPES}
+    feeders = {getattr(trt.LayerType, t): ({getattr(trt.LayerType, f) for f in fs}, hops)
+               for t, (fs, hops) in FEEDERS.items()}
     chosen: dict[str, object] = {}
     for layer in layers:
-        if layer.type in pin_types:
+        if layer.type in feeders:
+            feeder_types, hops = feeders[layer.type]
             chosen[layer.name] = layer
             frontier = [layer]
-            for _ in range(FEEDER_HOPS):
+            for _ in range(hops):
                 nxt = []
                 for lay in frontier:
                     for k in range(lay.num_inputs):
