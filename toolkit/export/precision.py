@@ -129,13 +129,17 @@ def _dedupe_casts(model) -> None:
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over a list of feeds."""
+    """onnxruntime CalibrationDataReader over a list of feeds, advancing a progress bar."""
 
-    def __init__(self, feeds: Sequence[dict], input_names: Sequence[str]):
+    def __init__(self, feeds: Sequence[dict], input_names: Sequence[str], bar=None):
         self._it = iter([{k: f[k] for k in input_names} for f in feeds])
+        self._bar = bar
 
     def get_next(self):
-        return next(self._it, None)
+        item = next(self._it, None)
+        if item is not None and self._bar is not None:
+            self._bar.advance()
+        return item
 
 
 def weight_matmuls(model, op_types: Sequence[str]) -> list[str]:
@@ -168,8 +172,10 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) 
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" hint
-    with console.status(f"calibrating {spec.name} on {len(feeds)} real inputs"):
-        quantize_static(str(src), str(dst), _Reader(feeds, input_names),
+    from ..progress import Steps
+
+    with Steps(f"calibrating {spec.name} (int8)", total=len(feeds)) as bar:
+        quantize_static(str(src), str(dst), _Reader(feeds, input_names, bar),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, per_channel=True,
                         nodes_to_quantize=nodes, op_types_to_quantize=list(spec.quantize_ops),
