@@ -13,6 +13,10 @@
   no host round trip. Outputs are double-buffered so that feeding step *n*'s output into step
   *n+1* never reads and writes the same memory; a ``DeviceTensor`` stays valid until the
   second-next call of the same session.
+- ``device_stats()``: device compute time from CUDA events recorded around every enqueue (read
+  lazily, no extra sync in the loop) and peak device memory of this session's own allocations
+  (I/O buffers + the engine's activation memory) — the figures trtexec reports as GPU Compute
+  Time and device memory, next to the host end-to-end latency the benchmarks time.
 - ``cuda_graph=True`` captures the enqueue in a CUDA graph per (shapes, addresses) signature
   and replays it (for fixed-shape steps such as a decode step at a given cache length).
 
