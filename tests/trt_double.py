@@ -37,6 +37,7 @@ __version__ = "10.3.0"
 CALLS: list = []                      # (what, details) recorded by the double
 UNSUPPORTED_OPS: set = set()          # ops the fake parser reports as errors
 DEVICE: "FakeCuda | None" = None      # the fake device memory engines execute against
+ACTIVATION_BYTES = 3 << 20            # what every fake engine reports as device_memory_size_v2
 
 
 def _enum(name, members):
@@ -497,6 +498,14 @@ class ICudaEngine:
     def get_tensor_dtype(self, name):
         return self._find(name)[2]
 
+    @property
+    def device_memory_size(self):      # TensorRT 10.0 (deprecated in 10.1)
+        return self.device_memory_size_v2
+
+    @property
+    def device_memory_size_v2(self):   # TensorRT >= 10.1: activation memory of a context
+        return ACTIVATION_BYTES
+
     def get_tensor_profile_shape(self, name, profile_index):
         return [tuple(s) for s in self._plan["profile"][name]]
 
@@ -569,10 +578,25 @@ class IExecutionContext:
 
 
 # ----------------------------------------------------------------------------- fake CUDA
-class FakeCuda:
-    """Device memory as host byte arrays, streams as queues, CUDA graphs as recorded work."""
+class FakeEvent:
+    __slots__ = ("time_ms", "destroyed")
 
     def __init__(self):
+        self.time_ms, self.destroyed = None, False
+
+
+class FakeCuda:
+    """Device memory as host byte arrays, streams as queues, CUDA graphs as recorded work.
+
+    The device clock (``clock_ms``) advances by the wall time of the work the "device" runs,
+    so CUDA events recorded around it measure that work and nothing the host does between.
+    ``dtoh_log`` records every device→host copy as (source pointer, bytes).
+    """
+
+    def __init__(self):
+        self.clock_ms = 0.0
+        self.events_created = 0
+        self.dtoh_log: list = []
         self.mem: dict[int, bytearray] = {}
         self.next = 1 << 20
         self.mallocs = 0
@@ -614,16 +638,49 @@ class FakeCuda:
         assert len(b) <= len(buf), "write past the end of a device buffer"
         buf[:len(b)] = b
 
+    def _execute(self, work):
+        import time
+
+        t0 = time.perf_counter()
+        work()
+        self.clock_ms += (time.perf_counter() - t0) * 1e3
+
     def enqueue(self, stream, work):
         if self.capturing is not None:
             self.capturing.append(work)
         else:
-            work()
+            self._execute(work)
+
+    def event_create(self):
+        self.events_created += 1
+        return FakeEvent()
+
+    def event_destroy(self, event):
+        assert not event.destroyed, "cudaEventDestroy twice"
+        event.destroyed = True
+
+    def event_record(self, event, stream):
+        assert isinstance(event, FakeEvent) and not event.destroyed
+        if self.capturing is not None:
+            raise RuntimeError("event recorded during stream capture (would not be timed)")
+        event.time_ms = self.clock_ms
+
+    def event_synchronize(self, event):
+        assert event.time_ms is not None, "cudaEventSynchronize on an unrecorded event"
+
+    def event_elapsed_ms(self, start, end):
+        assert start.time_ms is not None and end.time_ms is not None, "cudaErrorInvalidResourceHandle"
+        return end.time_ms - start.time_ms
+
+    def mem_get_info(self):
+        total = 8 << 30
+        return total - sum(len(b) for b in self.mem.values()), total
 
     def htod(self, dst, src, stream):
         self.write(dst, src)
 
     def dtoh(self, dst, src, stream):
+        self.dtoh_log.append((src, dst.nbytes))
         dst[...] = self.read(src, dst.shape, dst.dtype)
 
     def graph_capture_begin(self, stream):
@@ -637,7 +694,7 @@ class FakeCuda:
     def graph_launch(self, graph_exec, stream):
         self.graph_launches += 1
         for w in graph_exec:
-            w()
+            self._execute(w)
 
     def graph_destroy(self, graph_exec):
         pass
@@ -662,7 +719,7 @@ def install(monkeypatch, gpu=None):
 def public_names():
     return sorted(n for n in globals() if not n.startswith("_") and n not in (
         "annotations", "enum", "json", "types", "np", "CALLS", "UNSUPPORTED_OPS", "DEVICE",
-        "FakeCuda", "install", "public_names"))
+        "ACTIVATION_BYTES", "FakeCuda", "FakeEvent", "install", "public_names"))
 
 
 types  # noqa: B018 - imported for callers building fake modules

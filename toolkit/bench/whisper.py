@@ -42,6 +42,8 @@ def _run_case(case: dict) -> dict:
     tok = pipe.tokenizer
     prompt = tok.sot_sequence(case["language"] if tok.multilingual else None, "transcribe")
     utt_ms, enc_ms, step_ms, run_ms = [], [], [], []
+    dev_ms: list[float] = []         # device compute time per utterance (encoder + decoder)
+    dev_peak, dev_memory = None, None
     tokens: list[list[int]] = []
     texts: list[str] = []
     for r in range(case["warmup"] + case["runs"]):
@@ -49,6 +51,8 @@ def _run_case(case: dict) -> dict:
         run_total = 0.0
         tokens, texts = [], []
         for a in audio:
+            for s in pipe.sessions:
+                s.reset_device_stats()
             t0 = time.perf_counter()
             feats = features_for(a, pipe.n_mels)
             te = time.perf_counter()
@@ -61,13 +65,26 @@ def _run_case(case: dict) -> dict:
                 utt_ms.append(total)
                 enc_ms.append(t_enc / feats.shape[0])
                 step_ms.extend(res.step_ms[1:])  # single-token steps (the prompt step excluded)
+                stats = [s.device_stats() for s in pipe.sessions]
+                ms = [st["device_ms"] for st in stats if st.get("device_ms") is not None]
+                if ms:
+                    dev_ms.append(float(sum(ms)))
+                peaks = [st["device_peak_mb"] for st in stats if st.get("device_peak_mb") is not None]
+                if peaks:  # encoder + decoder sessions are alive together: their sum
+                    dev_peak = max(dev_peak or 0.0, float(sum(peaks)))
+                    dev_memory = next(st["device_memory"] for st in stats if st.get("device_memory"))
             flat = [t for w in res.tokens for t in w]
             tokens.append(flat)
             texts.append("".join(tok.decode(w) for w in res.tokens).strip())
         if timed:
             run_ms.append(run_total)
+    if case["backend"] == "torch":
+        device = pipe.encoder.device.type
+    else:
+        device = "cpu" if case["backend"] == "ort" else "cuda"
     return {"utt_ms": utt_ms, "enc_ms": enc_ms, "step_ms": step_ms, "run_ms": run_ms,
-            "tokens": tokens, "texts": texts}
+            "tokens": tokens, "texts": texts, "device": device, "device_ms": dev_ms,
+            "device_peak_mb": dev_peak, "device_memory": dev_memory}
 
 
 def _artifact_for(lw, precision: str, workdir: Path, calib_data=None) -> Path:
@@ -154,6 +171,7 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
             "forced_tokens": max_new if force else None,
             "rtf": rtf,
             "peak_rss_mb": round(res["peak_rss_mb"], 1),
+            "device": res.get("device", "cpu"),
             "cer_vs_reference": corpus_cer(res["texts"], refs) if has_refs else None,
             "cer_vs_torch_fp32": corpus_cer(res["texts"], ref_case["texts"]),
             "token_exact_match_vs_torch_fp32": token_exact_match(res["tokens"], ref_case["tokens"]),
@@ -163,6 +181,12 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
             "texts": res["texts"],
             "environment": env,
         }
+        if res.get("device_ms"):  # GPU backends that can time the device (trt, torch on CUDA)
+            rec.update(percentiles(res["device_ms"], "device_ms"))
+            rec["device_ms_samples"] = [round(x, 3) for x in res["device_ms"]]
+        if res.get("device_peak_mb") is not None:
+            rec["device_peak_mb"] = round(res["device_peak_mb"], 1)
+            rec["device_memory_counts"] = res["device_memory"]
         if lw.random_init or not has_refs:
             rec.update(quality_metric="cer_vs_torch_fp32_pp", quality_value=rec["cer_vs_torch_fp32"],
                        quality_reference="PyTorch fp32 transcripts of the same model and audio")
@@ -194,9 +218,17 @@ def _print(records, lw, utts, total_audio, force, max_new, skipped):
             ("e2e p50 ms", "latency_ms_p50", ".1f"), ("p90", "latency_ms_p90", ".1f"),
             ("p99", "latency_ms_p99", ".1f"), ("encoder p50 ms", "encoder_ms_p50", ".1f"),
             ("ms/token p50", "decode_token_ms_p50", ".2f"), ("RTF", "rtf", ".4f"),
-            ("speed-up", "speedup_vs_torch_fp32", ".2f"), ("peak RSS MB", "peak_rss_mb", ".0f"),
-            ("CER ref", "cer_vs_reference", ".2f"), ("CER vs torch fp32", "cer_vs_torch_fp32", ".2f"),
-            ("token match", "token_exact_match_vs_torch_fp32", ".2f")]
+            ("speed-up", "speedup_vs_torch_fp32", ".2f"), ("peak RSS MB", "peak_rss_mb", ".0f")]
+    has_dev_ms = any("device_ms_p50" in r for r in records)
+    has_dev_mem = any("device_peak_mb" in r for r in records)
+    if has_dev_ms:
+        cols += [("device ms p50", "device_ms_p50", ".1f"), ("dev p90", "device_ms_p90", ".1f"),
+                 ("dev p99", "device_ms_p99", ".1f")]
+    if has_dev_mem:
+        cols.append(("device peak MB", "device_peak_mb", ".0f"))
+    cols += [("CER ref", "cer_vs_reference", ".2f"),
+             ("CER vs torch fp32", "cer_vs_torch_fp32", ".2f"),
+             ("token match", "token_exact_match_vs_torch_fp32", ".2f")]
     weights = ("RANDOM INITIALISATION (seeded preset) — latency is real, transcripts are not; "
                "quality = parity with PyTorch fp32" if lw.random_init else
                f"weights: {lw.source.get('checkpoint')}")
@@ -214,6 +246,16 @@ def _print(records, lw, utts, total_audio, force, max_new, skipped):
         "utterances whose tokens equal PyTorch fp32's exactly",
         "peak RSS = peak resident memory of the process that ran the case (one process per case)",
     ]
+    if has_dev_ms:
+        notes.append("device ms = device compute time per utterance (encoder + every decoder "
+                     "step), from CUDA events around each engine/module call, as trtexec's GPU "
+                     "Compute Time; e2e − device = host + transfer overhead; — = backend cannot "
+                     "time the device (ort-cuda/ort-trt, CPU)")
+    if has_dev_mem:
+        kinds = sorted({f"{r['backend']}: {r['device_memory_counts']}" for r in records
+                        if r.get("device_memory_counts")})
+        notes.append("device peak MB = peak device memory of encoder + decoder sessions; it "
+                     "counts " + "; ".join(kinds))
     if skipped:
         notes.append(f"not run (precision not available on that backend here): {', '.join(skipped)}")
     print_table(records, cols, title=f"whisper-{lw.tag} bench", notes=notes,

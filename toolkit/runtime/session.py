@@ -76,6 +76,22 @@ class Session(abc.ABC):
     def close(self) -> None:
         """Release backend resources (device buffers, engines)."""
 
+    # -- device figures (GPU backends; trtexec-style "GPU compute time" and device memory) -----
+    def device_stats(self) -> dict:
+        """Device figures accumulated since the last ``reset_device_stats()``.
+
+        ``{"device_ms": float | None, "device_runs": int, "device_peak_mb": float | None,
+        "device_memory": str | None}``: ``device_ms`` = summed device compute time of the
+        ``run``/``run_device`` calls (CUDA events around the enqueue, so host-side work is
+        excluded), ``device_peak_mb`` = peak device memory, ``device_memory`` = what that
+        peak counts (backends measure different things; see docs/tensorrt.md). ``None`` where
+        the backend cannot measure it — always on CPU backends, which have no device.
+        """
+        return {"device_ms": None, "device_runs": 0, "device_peak_mb": None, "device_memory": None}
+
+    def reset_device_stats(self) -> None:
+        """Start a new accumulation window for ``device_stats()`` (no-op on CPU backends)."""
+
     def __enter__(self) -> "Session":
         return self
 
@@ -119,6 +135,8 @@ class TorchSession(Session):
             self.module = self.module.to(self._dtype)
         self._in = [TensorInfo(n, (input_dtypes or {}).get(n, "float32"), []) for n in input_names]
         self._out = [TensorInfo(n, "float32", []) for n in output_names]
+        self._cuda = self.device.type == "cuda"
+        self._dev_ms, self._dev_runs = 0.0, 0
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -137,11 +155,34 @@ class TorchSession(Session):
             if t.is_floating_point():
                 t = t.to(self._dtype)
             args.append(t)
+        if self._cuda:  # device compute time of the module call, like trtexec's GPU compute
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            start.record()
         with torch.inference_mode():
             out = self.module(*args)
+        if self._cuda:
+            end.record()
         if isinstance(out, torch.Tensor):
             out = (out,)
-        return {info.name: _to_numpy(o) for info, o in zip(self._out, out)}
+        result = {info.name: _to_numpy(o) for info, o in zip(self._out, out)}
+        if self._cuda:
+            end.synchronize()
+            self._dev_ms += float(start.elapsed_time(end))
+            self._dev_runs += 1
+        return result
+
+    def device_stats(self) -> dict:
+        if not self._cuda:
+            return super().device_stats()
+        torch = self._torch
+        return {"device_ms": self._dev_ms, "device_runs": self._dev_runs,
+                "device_peak_mb": torch.cuda.max_memory_allocated(self.device) / 2**20,
+                "device_memory": "torch.cuda.max_memory_allocated (torch's caching allocator)"}
+
+    def reset_device_stats(self) -> None:
+        if self._cuda:
+            self._dev_ms, self._dev_runs = 0.0, 0
+            self._torch.cuda.reset_peak_memory_stats(self.device)
 
 
 def _to_numpy(t) -> np.ndarray:
@@ -214,6 +255,10 @@ class OrtSession(Session):
                      for o in self.sess.get_outputs()]
         self._in_dtype = {t.name: np.dtype(t.dtype) for t in self._in if t.dtype in
                           ("float32", "float16", "int64", "int32", "bool")}
+        # GPU providers: device-wide used memory sampled after each run (see device_stats)
+        self._mem_info = _torch_mem_get_info() if backend != "ort" else None
+        self._peak_used = None
+        self._runs = 0
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -231,8 +276,55 @@ class OrtSession(Session):
             want = self._in_dtype.get(name)
             cast[name] = a.astype(want, copy=False) if want is not None and a.dtype != want else a
         out = self.sess.run(None, cast)
+        self._runs += 1
+        if self._mem_info is not None:
+            free, total = self._mem_info()
+            used = (total - free) / 2**20
+            self._peak_used = used if self._peak_used is None else max(self._peak_used, used)
         return {n: (o.astype(np.float32) if o.dtype == np.float16 else o)
                 for n, o in zip(self.output_names, out)}
+
+    def device_stats(self) -> dict:
+        """ort-cuda / ort-trt: no device compute time (onnxruntime exposes no CUDA events on
+        its stream; use its profiler); ``device_peak_mb`` = peak device-wide used memory
+        (cudaMemGetInfo through torch.cuda, sampled after each run: includes the CUDA
+        context, other sessions and other processes) when torch sees CUDA, else None."""
+        if self.backend == "ort":
+            return super().device_stats()
+        return {"device_ms": None, "device_runs": self._runs, "device_peak_mb": self._peak_used,
+                "device_memory": ("device-wide used memory (cudaMemGetInfo via torch.cuda)"
+                                  if self._mem_info is not None else None)}
+
+    def reset_device_stats(self) -> None:
+        self._peak_used = None
+        self._runs = 0
+
+
+def _torch_mem_get_info():
+    """``torch.cuda.mem_get_info`` (free, total bytes) when torch sees a CUDA device, else None."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.mem_get_info
+    except ImportError:
+        pass
+    return None
+
+
+def torch_device() -> str:
+    """Device for the torch backend: ``TOOLKIT_TORCH_DEVICE`` (cpu|cuda), else CUDA if available."""
+    want = os.environ.get("TOOLKIT_TORCH_DEVICE", "").strip().lower()
+    import torch
+
+    if want:
+        if want not in ("cpu", "cuda"):
+            raise ToolkitError(f"TOOLKIT_TORCH_DEVICE must be cpu or cuda, not {want!r}")
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ToolkitError("TOOLKIT_TORCH_DEVICE=cuda but torch sees no CUDA device (CPU "
+                               "build of torch or no driver); unset it or install a CUDA torch")
+        return want
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # --------------------------------------------------------------------------------------------

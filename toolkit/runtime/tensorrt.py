@@ -13,6 +13,10 @@
   no host round trip. Outputs are double-buffered so that feeding step *n*'s output into step
   *n+1* never reads and writes the same memory; a ``DeviceTensor`` stays valid until the
   second-next call of the same session.
+- ``device_stats()``: device compute time from CUDA events recorded around every enqueue (read
+  lazily, no extra sync in the loop) and peak device memory of this session's own allocations
+  (I/O buffers + the engine's activation memory) — the figures trtexec reports as GPU Compute
+  Time and device memory, next to the host end-to-end latency the benchmarks time.
 - ``cuda_graph=True`` captures the enqueue in a CUDA graph per (shapes, addresses) signature
   and replays it (for fixed-shape steps such as a decode step at a given cache length).
 
@@ -99,6 +103,27 @@ class CudaRuntime:
     def graph_destroy(self, graph_exec) -> None:
         self._check(self.rt.cudaGraphExecDestroy(graph_exec), "cudaGraphExecDestroy")
 
+    # events: device compute time, as trtexec's "GPU Compute Time"
+    def event_create(self):
+        return self._check(self.rt.cudaEventCreate(), "cudaEventCreate")
+
+    def event_destroy(self, event) -> None:
+        self._check(self.rt.cudaEventDestroy(event), "cudaEventDestroy")
+
+    def event_record(self, event, stream: int) -> None:
+        self._check(self.rt.cudaEventRecord(event, stream), "cudaEventRecord")
+
+    def event_synchronize(self, event) -> None:
+        self._check(self.rt.cudaEventSynchronize(event), "cudaEventSynchronize")
+
+    def event_elapsed_ms(self, start, end) -> float:
+        return float(self._check(self.rt.cudaEventElapsedTime(start, end), "cudaEventElapsedTime"))
+
+    def mem_get_info(self) -> tuple[int, int]:
+        """(free, total) bytes of the current device (device-wide, all processes)."""
+        free, total = self._check(self.rt.cudaMemGetInfo(), "cudaMemGetInfo")
+        return int(free), int(total)
+
 
 @dataclass
 class DeviceTensor:
@@ -128,6 +153,17 @@ class _Buffer:
 def _rebuild_hint(artifact_dir: Path, precision: str) -> str:
     flag = {"fp16": " --fp16", "int8": " --int8"}.get(precision, "")
     return f"toolkit build {artifact_dir}{flag}"
+
+
+def _activation_bytes(engine) -> int:
+    """Device memory an execution context allocates for activations (TensorRT >= 10.1 names
+    it ``device_memory_size_v2``; 10.0 only has ``device_memory_size``)."""
+    for attr in ("device_memory_size_v2", "device_memory_size"):
+        try:
+            return int(getattr(engine, attr))
+        except AttributeError:
+            continue
+    return 0
 
 
 def _current_gpu() -> dict:
@@ -209,6 +245,13 @@ class TensorRTSession(Session):
         self._out_bufs: dict[str, list[_Buffer]] = {}
         self._out_slot = 0
         self.allocations = 0          # device allocations made (buffer growth is visible here)
+        # device figures (device_stats): CUDA events around each enqueue, resolved lazily
+        self._events: list = []       # free event pool
+        self._pending: list = []      # (start, end) pairs not yet read
+        self._dev_ms, self._dev_runs = 0.0, 0
+        self._live_bytes = 0          # this session's I/O buffers now
+        self._peak_bytes = 0          # ... and their peak since reset_device_stats()
+        self._activation_bytes = _activation_bytes(self.engine)
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple, object] = {}
         self._seen: set[tuple] = set()
@@ -289,12 +332,33 @@ class TensorRTSession(Session):
         self._enqueue(feeds, result)
         return result
 
+    def device_stats(self) -> dict:
+        """Device compute time (CUDA events around ``execute_async_v3`` / graph launch,
+        summed) and peak device memory of this session: its own I/O buffers (tracked at
+        every cudaMalloc/cudaFree) + the execution context's activation memory
+        (``engine.device_memory_size_v2``). Engine weights and the CUDA context are not
+        counted (compare with cudaMemGetInfo / tegrastats for the whole process)."""
+        self._collect()
+        return {"device_ms": self._dev_ms, "device_runs": self._dev_runs,
+                "device_peak_mb": (self._peak_bytes + self._activation_bytes) / 2**20,
+                "device_memory": "session I/O buffers + TensorRT activation memory"}
+
+    def reset_device_stats(self) -> None:
+        self._collect()
+        self._dev_ms, self._dev_runs = 0.0, 0
+        self._peak_bytes = self._live_bytes
+
     def close(self) -> None:
+        if getattr(self, "_stream", None) is not None:
+            self._collect()
+        for ev in self._events:
+            self._cuda.event_destroy(ev)
+        self._events.clear()
         for g in self._graphs.values():
             self._cuda.graph_destroy(g)
         self._graphs.clear()
         for buf in list(self._in_bufs.values()) + [b for s in self._out_bufs.values() for b in s if b]:
-            self._cuda.free(buf.ptr)
+            self._free(buf)
         self._in_bufs.clear()
         self._out_bufs.clear()
         if getattr(self, "_stream", None) is not None:
@@ -322,14 +386,21 @@ class TensorRTSession(Session):
     def _alloc(self, nbytes: int) -> _Buffer:
         cap = max(ALIGN, -(-int(nbytes) // ALIGN) * ALIGN)
         self.allocations += 1
-        return _Buffer(self._cuda.malloc(cap), cap)
+        buf = _Buffer(self._cuda.malloc(cap), cap)
+        self._live_bytes += cap
+        self._peak_bytes = max(self._peak_bytes, self._live_bytes)
+        return buf
+
+    def _free(self, buf: _Buffer) -> None:
+        self._cuda.free(buf.ptr)
+        self._live_bytes -= buf.capacity
 
     def _ensure(self, bufs: dict, name: str, nbytes: int) -> _Buffer:
         buf = bufs.get(name)
         if buf is None or buf.capacity < nbytes:
             if buf is not None:
                 self._cuda.synchronize(self._stream)  # the old buffer may still be in use
-                self._cuda.free(buf.ptr)
+                self._free(buf)
                 self._drop_graphs()
             # grow with head-room (x1.5) but never beyond what the profile's max needs
             want = nbytes if buf is None else int(nbytes * 1.5)
@@ -343,7 +414,7 @@ class TensorRTSession(Session):
         if buf is None or buf.capacity < nbytes:
             if buf is not None:
                 self._cuda.synchronize(self._stream)
-                self._cuda.free(buf.ptr)
+                self._free(buf)
                 self._drop_graphs()
             want = nbytes if buf is None else int(nbytes * 1.5)
             buf = slots[i] = self._alloc(want)
@@ -356,6 +427,26 @@ class TensorRTSession(Session):
         self._seen.clear()
 
     def _enqueue(self, feeds, result) -> None:
+        """Enqueue between two CUDA events (read later by ``_collect``: no sync here)."""
+        start = self._events.pop() if self._events else self._cuda.event_create()
+        end = self._events.pop() if self._events else self._cuda.event_create()
+        self._cuda.event_record(start, self._stream)
+        self._enqueue_work(feeds, result)
+        self._cuda.event_record(end, self._stream)
+        self._pending.append((start, end))
+        if len(self._pending) >= 64:  # bound the number of live events
+            self._collect()
+
+    def _collect(self) -> None:
+        """Add the elapsed time of every recorded (start, end) pair; recycle the events."""
+        for start, end in self._pending:
+            self._cuda.event_synchronize(end)
+            self._dev_ms += self._cuda.event_elapsed_ms(start, end)
+            self._dev_runs += 1
+            self._events += [start, end]
+        self._pending.clear()
+
+    def _enqueue_work(self, feeds, result) -> None:
         ctx = self.context
         if not self.cuda_graph:
             if not ctx.execute_async_v3(self._stream):

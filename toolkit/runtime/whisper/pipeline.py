@@ -49,6 +49,13 @@ class WhisperPipeline:
         self.suppress = np.array(sorted(set(gen["suppress_tokens"])), dtype=np.int64)
         self.begin_suppress = np.array(sorted(set(gen["begin_suppress_tokens"])), dtype=np.int64)
         self.max_length = int(gen.get("max_length", config["max_target_positions"]))
+        # device-resident decode (trt): cross K/V and the self-attention cache stay on the
+        # device as DeviceTensors; only the logits are copied to the host each step
+        self.device_io = hasattr(encoder, "run_device") and hasattr(decoder, "run_device")
+
+    @property
+    def sessions(self) -> list[Session]:
+        return [self.encoder, self.decoder]
 
     # -- features -----------------------------------------------------------------------------
     def features(self, path: str | Path) -> tuple[np.ndarray, float]:
@@ -67,6 +74,8 @@ class WhisperPipeline:
     # -- the loop -----------------------------------------------------------------------------
     def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
         features = check_features(features, self.n_mels)
+        if self.device_io:  # cross K/V left on the device (valid until the next-but-one encode)
+            return self.encoder.run_device({"input_features": features})
         return self.encoder.run({"input_features": features})
 
     def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
@@ -74,10 +83,22 @@ class WhisperPipeline:
         return {f"past_{kv}_{i}": z for i in range(self.n_layers) for kv in ("key", "value")}
 
     def step(self, ids: np.ndarray, past: dict, cross: dict) -> tuple[np.ndarray, dict]:
-        out = self.decoder.run({"input_ids": ids, **past, **cross})
+        """One decoder call: (logits on the host, the new cache to feed back as ``past``).
+
+        On a session with ``run_device`` the cache it returns are DeviceTensors (never copied
+        to the host); ``past``/``cross`` may be NumPy arrays or DeviceTensors either way.
+        """
+        if self.device_io:
+            out = self.decoder.run_device({"input_ids": ids, **past, **cross})
+            logits = out["logits"].numpy()  # the only device -> host copy of a step
+            if logits.dtype == np.float16:
+                logits = logits.astype(np.float32)
+        else:
+            out = self.decoder.run({"input_ids": ids, **past, **cross})
+            logits = out["logits"]
         present = {f"past_{kv}_{i}": out[f"present_{kv}_{i}"] for i in range(self.n_layers)
                    for kv in ("key", "value")}
-        return out["logits"], present
+        return logits, present
 
     def detect_language(self, cross: dict) -> list[str]:
         tok = self.tokenizer
@@ -214,17 +235,23 @@ def _check_io(sess: Session, graph: dict, artifact: Path) -> None:
 
 
 def from_model(lw, backend: str = "torch", precision: str = "fp32",
-               threads: int | None = None) -> WhisperPipeline:
-    """Torch sessions over the same modules that are exported."""
+               threads: int | None = None, device: str | None = None) -> WhisperPipeline:
+    """Torch sessions over the same modules that are exported.
+
+    ``device``: "cpu" or "cuda"; default ``torch_device()`` (TOOLKIT_TORCH_DEVICE, else CUDA
+    when torch sees one).
+    """
     from ...export.whisper.plan import build_graphs, model_config
+    from ..session import torch_device
 
     if backend != "torch":
         raise ToolkitError(f"backend {backend} needs an exported artifact")
+    device = device or torch_device()
     enc_spec, dec_spec = build_graphs(lw)
     enc = TorchSession(enc_spec.module, enc_spec.input_names, enc_spec.output_names,
-                       precision=precision, threads=threads)
+                       precision=precision, threads=threads, device=device)
     dec = TorchSession(dec_spec.module, dec_spec.input_names, dec_spec.output_names,
-                       precision=precision, threads=threads,
+                       precision=precision, threads=threads, device=device,
                        input_dtypes={"input_ids": "int64"})
     return WhisperPipeline(enc, dec, model_config(lw), lw.tokenizer, lw.random_init, lw.source,
                            "torch", precision)
