@@ -124,10 +124,10 @@ class DividedBlock(nn.Module):
         res_s = ys[:, 1:].reshape(b, t, n, d).permute(0, 2, 1, 3)
         cls = cls + cls_res
         x = xt + res_s
-        # MLP over all tokens
-        cls = cls + self.mlp(self.norm2(cls))
-        x = x + self.mlp(self.norm2(x))
-        return cls, x
+        # MLP over all tokens at once (each weight used by one node: keeps the fp16 graph valid)
+        y = torch.cat([cls, x.reshape(b, n * t, d)], dim=1)
+        y = y + self.mlp(self.norm2(y))
+        return y[:, :1], y[:, 1:].reshape(b, n, t, d)
 
 
 class SVTBackbone(nn.Module):
