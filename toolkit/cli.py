@@ -247,7 +247,7 @@ def train_svt(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints).")] = Path("runs/svt"),
     preset: Annotated[str, typer.Option("--preset", "-p", help="Architecture: vit-base or tiny.")] = "vit-base",
     batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 2,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-4,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, cosine decay).")] = 2e-4,
     global_size: Annotated[Optional[int], typer.Option(help="Global view size (default 224; tiny: 32).")] = None,
     local_size: Annotated[Optional[int], typer.Option(help="Local view size (default 96; tiny: 16).")] = None,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
