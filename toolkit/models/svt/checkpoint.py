@@ -131,13 +131,15 @@ def load_checkpoint(path: str | Path) -> tuple[SVTBackbone, dict]:
                            "corrupt or not a PyTorch checkpoint") from None
     state = map_official_keys(raw)
     cfg_file = (path if path.is_dir() else path.parent) / CONFIG
+    # Architecture from the tensors; a config.json beside the weights (complete for toolkit
+    # checkpoints, or e.g. just {"heads": 8} next to an official .pth) overrides it.
+    cfg = infer_config(state)
     if cfg_file.is_file():
         try:
-            cfg = SVTConfig.from_dict(json.loads(cfg_file.read_text()))
-        except (json.JSONDecodeError, TypeError) as exc:
+            given = json.loads(cfg_file.read_text())
+            cfg = SVTConfig.from_dict({**cfg.to_dict(), **given})
+        except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise ToolkitError(f"{cfg_file} is not a valid SVT config ({exc})") from None
-    else:
-        cfg = infer_config(state)
     model = SVTBackbone(cfg)
     load_state_into(model, state)
     source = {"checkpoint": str(path.resolve()), "weights": wfile.name,

@@ -206,6 +206,9 @@ def train(opts: TrainOptions) -> dict:
                                "it is from another preset or corrupt — pass --no-resume or a new "
                                "--out") from None
         console.print(f"resuming from step {start} ({state_path})")
+        if start >= opts.steps:
+            raise ToolkitError(f"nothing to train: {state_path} is already at step {start}; "
+                               "raise --steps")
 
     with console.status(f"decoding {len(videos)} videos"):
         decoded = [decode_frames(v) for v in videos]
@@ -262,8 +265,8 @@ def train(opts: TrainOptions) -> dict:
                 h_sample = float(entropy(tp).mean())
                 h_marg = float(entropy(tp.mean(0)))
             rec = {"step": step_no + 1, "loss": loss.item(),
-                   "cross_view_loss": float(torch.stack(terms["cross_view"]).mean()),
-                   "motion_loss": float(torch.stack(terms["motion"]).mean()),
+                   "cross_view_loss": torch.stack(terms["cross_view"]).mean().item(),
+                   "motion_loss": torch.stack(terms["motion"]).mean().item(),
                    "teacher_entropy": h_sample, "teacher_marginal_entropy": h_marg, "lr": lr}
             history.append(rec)
             with (out / "log.jsonl").open("a") as f:
@@ -272,9 +275,6 @@ def train(opts: TrainOptions) -> dict:
                         f"{rec['motion_loss']:.3f}) H_t {h_sample:.2f}/{h_marg:.2f} of {ln_k:.2f}")
             if (step_no + 1) % opts.save_every == 0 or step_no + 1 == opts.steps:
                 save(step_no + 1)
-    if not history:
-        raise ToolkitError(f"nothing to train: {state_path} is already at step {start}; "
-                           "raise --steps")
     if not (out / "backbone").is_dir():
         save(len(history))
     k = min(3, len(history))
