@@ -304,11 +304,14 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
         f"machine's measured fp32 matmul peak ({peak:.0f} GFLOP/s). peak MB: max RSS of the case's process.",
         f"RTF = p50 / duration of the source video the frames are sampled from ({duration:.1f} s).",
     ] + [f"skipped: {s}" for s in skipped] + [f"records: {json_path} (+ {csv_path.name})"]
+    from rich.console import Console
+
+    wide = console if console.is_terminal else Console(stderr=True, highlight=False, width=170)
     print_table(records, cols, title=f"SVT bench — {model_name}"
-                f"{' (random init)' if random_init else ''}", notes=notes, console=console)
+                f"{' (random init)' if random_init else ''}", notes=notes, console=wide)
     summary = summarize(records)
     for line in summary:
-        console.print(line)
+        wide.print(line)
     return records
 
 
