@@ -142,7 +142,10 @@ def ensure_artifact(workdir: Path, tag: str, precision: str, checkpoint, preset,
     if (out / "manifest.json").is_file():
         try:
             man = load_manifest(out, family="svt")
-            if man.get("source") == source and man.get("precision") == precision:
+            from ..export.svt import EXPORT_REVISION
+
+            if (man.get("source") == source and man.get("precision") == precision and
+                    man.get("model_config", {}).get("export_revision") == EXPORT_REVISION):
                 console.print(f"[dim]using cached artifact {out}[/]")
                 return out
         except ToolkitError:

@@ -71,13 +71,18 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
         super().__init__()
         self.heads = heads
+        self.dim = dim
         self.scale = (dim // heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        # Sizes are read off the (float) qkv output, never off ``x``: in the int8 QDQ graph ``x``
+        # is quantized, and a Shape reading its DequantizeLinear stops onnxruntime from fusing
+        # DQ→MatMul→Q into an int8 QLinearMatMul.
+        qkv = self.qkv(x)
+        b, n, d = qkv.shape[0], qkv.shape[1], self.dim
+        qkv = qkv.reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = (q * self.scale) @ k.transpose(-2, -1)
         attn = attn.softmax(dim=-1)
