@@ -99,8 +99,11 @@ def load_pipeline(artifact=None, checkpoint=None, preset=None, backend="torch",
         from ...export.onnx import export_graph
         from ...export.svt import backbone_spec
 
-        tmp = Path(tempfile.mkdtemp(prefix="svt-embed-")) / "backbone.onnx"
-        export_graph(backbone_spec(model), tmp)
-        sess = open_onnx_session(tmp, backend, "fp32")
+        # no artifact: trace the backbone to a temporary fp32 graph (unvalidated; use
+        # `toolkit export svt` + --artifact for a validated, reusable one)
+        with tempfile.TemporaryDirectory(prefix="svt-embed-") as tmp:
+            path = Path(tmp) / "backbone.onnx"
+            export_graph(backbone_spec(model), path)
+            sess = open_onnx_session(path, backend, "fp32")
     return EmbedPipeline(sess, model.cfg.patch_size, bool(source.get("random_init")),
                          source.get("checkpoint") or source.get("preset", ""))
