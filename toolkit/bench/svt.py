@@ -308,12 +308,12 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
     json_path, csv_path = write_records(records, out)
 
     cols = [("backend", "backend", ""), ("precision", "precision", ""), ("shape", "shape", ""),
-            ("p50 ms", "latency_ms_p50", ".0f"), ("p90 ms", "latency_ms_p90", ".0f"),
-            ("p99 ms", "latency_ms_p99", ".0f"), ("clips/s", "clips_per_s", ".3f"),
+            ("p50 ms", "latency_ms_p50", ".1f"), ("p90 ms", "latency_ms_p90", ".1f"),
+            ("p99 ms", "latency_ms_p99", ".1f"), ("clips/s", "clips_per_s", ".3f"),
             ("×torch", "speedup_vs_torch_fp32", ".2f"), ("×ort fp32", "clips_per_s_vs_ort_fp32", ".2f"),
             ("peak MB", "peak_rss_mb", ".0f"), ("cos mean", "quality_value", ".5f"),
             ("cos min", "cosine_min", ".5f"), ("NN agree", "nn_retrieval_agreement", ".2f"),
-            ("GMAC", "gmac_per_clip", ".1f"), ("% peak", "share_of_peak", ".1%")]
+            ("GMAC", "gmac_per_clip", ".3g"), ("% peak", "share_of_peak", ".1%")]
     notes = [
         f"{'RANDOM-INIT WEIGHTS (preset ' + str(preset) + ', seed ' + str(seed) + ') — speed is real, quality parity is between backends only, embeddings carry no meaning. ' if random_init else ''}"
         f"Model {model_name}; {env['threads']} threads; batch 1; {max(runs, len(clips))} timed runs "
