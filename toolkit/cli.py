@@ -203,6 +203,70 @@ def transcribe(
 # svt  (toolkit embed, toolkit train svt)
 # ------------------------------------------------------------------------------------------
 
+@app.command()
+@friendly
+def embed(
+    videos: Annotated[list[Path], typer.Argument(help="Video files (mp4, mkv, avi, webm, mov, ...).")],
+    artifact: Artifact = None,
+    checkpoint: Checkpoint = None,
+    preset: Preset = None,
+    backend: Annotated[str, typer.Option(help="torch or ort (GPU: ort-cuda, ort-trt, trt).")] = "torch",
+    frames: Annotated[int, typer.Option(help="Frames sampled uniformly from each video.")] = 8,
+    size: Annotated[int, typer.Option(help="Clip size in px (multiple of 16).")] = 224,
+    slow_fast: Annotated[bool, typer.Option("--slow-fast", help="SVT slow-fast inference: frames/2 at full size + 2×frames at half size, embeddings averaged.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per video with the full embedding.")] = False,
+    seed: Seed = 0,
+):
+    """Embed videos with the SVT backbone (CLS feature), on any backend."""
+    from .runtime.svt import load_pipeline
+
+    if artifact is None and checkpoint is None and preset is None:
+        preset = "vit-base"
+    pipe = load_pipeline(artifact=artifact, checkpoint=checkpoint, preset=preset,
+                         backend=backend, seed=seed)
+    if pipe.random_init:
+        err.print("[yellow]note:[/] random-initialised weights (preset) — embeddings are not "
+                  "semantically meaningful; use --checkpoint for a trained model")
+    for path in videos:
+        r = pipe.embed(path, n_frames=frames, size=size, slow_fast=slow_fast)
+        emb = r.pop("embedding")
+        if as_json:
+            print(json.dumps({**r, "backend": backend, "random_init": pipe.random_init,
+                              "embedding": [round(float(v), 6) for v in emb]}))
+        else:
+            head = ", ".join(f"{v:+.4f}" for v in emb[:6])
+            out.print(f"[bold]{path}[/]: dim {r['dim']}, views {r['views']}, "
+                      f"‖e‖={float((emb ** 2).sum() ** 0.5):.3f}  [{head}, …]", soft_wrap=True)
+
+
+@train_app.command("svt")
+@friendly
+def train_svt(
+    data: Annotated[Path, typer.Option("--data", help="Folder of video clips.")],
+    steps: Annotated[int, typer.Option(help="Optimizer steps (total, including resumed ones).")] = 100,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints).")] = Path("runs/svt"),
+    preset: Annotated[str, typer.Option("--preset", "-p", help="Architecture: vit-base or tiny.")] = "vit-base",
+    batch_size: Annotated[int, typer.Option(help="Clips per step.")] = 2,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, cosine decay).")] = 2e-4,
+    global_size: Annotated[Optional[int], typer.Option(help="Global view size (default 224; tiny: 32).")] = None,
+    local_size: Annotated[Optional[int], typer.Option(help="Local view size (default 96; tiny: 16).")] = None,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/train_state.pt if present.")] = True,
+    seed: Seed = 0,
+):
+    """SVT self-supervised training: student/EMA-teacher self-distillation over space-time views."""
+    from .models.svt.train import TrainOptions, train
+
+    opts = TrainOptions(data=data, steps=steps, out=out_dir, preset=preset,
+                        batch_size=batch_size, lr=lr, global_size=global_size,
+                        local_size=local_size, save_every=save_every, resume=resume, seed=seed)
+    summary = train(opts)
+    out.print(f"loss {summary['first_loss']:.4f} → {summary['last_loss']:.4f}; teacher entropy "
+              f"{summary['teacher_entropy']:.3f} nats (batch-mean distribution "
+              f"{summary['teacher_marginal_entropy']:.3f} of max {summary['max_entropy']:.3f}); "
+              f"backbone saved to {summary['checkpoint']}")
+
+
 
 # ------------------------------------------------------------------------------------------
 # tensorrt  (toolkit build, toolkit check-trt)
