@@ -100,20 +100,7 @@ def _case(kind: str, where: dict, precision: str, clips: list, runs: int, warmup
         i["n"] += 1
 
     samples = time_calls(one, max(runs, len(feeds)), warmup)
-    return {"samples": samples, "embeddings": np.stack(embs), "hwm_mb": _vm_hwm_mb()}
-
-
-def _vm_hwm_mb() -> float | None:
-    """This process's own peak RSS. (``ru_maxrss`` of a spawned child starts at the parent's
-    peak — Linux carries it across fork+exec — so after an export in the parent it would report
-    the parent's peak for every case; VmHWM belongs to the child's fresh address space.)"""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
+    return {"samples": samples, "embeddings": np.stack(embs)}
 
 
 # -------------------------------------------------------------------------------------------
@@ -263,7 +250,6 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
                     with step(f"{b} {p} {t}×{s}"):
                         res, peak_mb = run_isolated(_case, b, where, p, clips, runs, warmup,
                                                     isolate=isolate)
-                peak_mb = res.get("hwm_mb") or peak_mb
                 lat = percentiles(res["samples"])
                 q = quality(res["embeddings"], ref)
                 p50_s = lat["latency_ms_p50"] / 1e3
