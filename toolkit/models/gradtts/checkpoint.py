@@ -40,6 +40,9 @@ def read_config(path: str | Path) -> dict:
     if not path.is_dir():
         raise ToolkitError(f"checkpoint directory {path} does not exist; train one with "
                            "`toolkit train gradtts --data DIR --out DIR` or use --preset")
+    if not cfg.is_file() and (path / "manifest.json").is_file():
+        raise ToolkitError(f"{path} is an exported artifact, not a checkpoint; pass it as "
+                           "--artifact DIR with --backend ort")
     if not cfg.is_file():
         raise ToolkitError(f"{path} has no config.json; it is not a Grad-TTS checkpoint directory")
     try:

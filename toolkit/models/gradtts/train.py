@@ -31,7 +31,10 @@ def train(data, out, steps: int = 300, preset: str = "tiny", batch_size: int = 4
         raise ToolkitError(f"--steps must be at least 1 (got {steps})")
     if preset not in PRESETS:
         raise ToolkitError(f"unknown Grad-TTS preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    from ...runtime.session import default_threads
+
     out = Path(out)
+    torch.set_num_threads(default_threads())   # TOOLKIT_THREADS overrides (shared machines)
     torch.manual_seed(seed)
     start = 0
     if (out / "config.json").is_file():
