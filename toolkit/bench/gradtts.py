@@ -269,8 +269,10 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
     if source["random_init"]:
         notes.insert(0, f"RANDOM INIT: preset {preset_name!r} with seeded random weights — "
                         "speed is real, the audio is not speech.")
+    from rich.console import Console
+
     print_table(records, cols, f"Grad-TTS ({preset_name}) — backends × precisions × steps",
-                notes, console=console)
+                notes, console=Console(width=200))
     out = Path(out or Path("results") / "gradtts-bench.json")
     j, c = write_records(records, out)
     console.print(f"[green]✓[/] wrote {j} and {c}")
