@@ -26,12 +26,14 @@ MAX_BATCH = 4
 UNET_TOLERANCE = {
     "fp32": {"rel_l2": 1e-4, "cosine": 0.99999},
     "fp16": {"rel_l2": 1e-2, "cosine": 0.9999},
-    # static per-tensor int8 over a whole trajectory: with random weights x_t grows ~150x from
-    # t=1 to t=0 (an untrained score does not undo the forward contraction), so the early steps
-    # see a coarse grid. Measured on the tiny/paper random-init presets: rel L2 up to ~0.6 on
-    # early steps, <0.1 late; the final-mel parity is what the bench reports.
-    "int8": {"rel_l2": 0.7, "cosine": 0.7},
+    # trained checkpoint (tiny, 300 steps on ljspeech-mini): measured rel L2 0.11, cos 0.994
+    "int8": {"rel_l2": 0.15, "cosine": 0.98},
 }
+# Static per-tensor int8 calibrated over whole trajectories. With RANDOM weights x_t grows ~150x
+# from t=1 to t=0 (an untrained score does not undo the forward contraction), so early steps see
+# a coarse grid: measured worst-step rel L2 0.60 (tiny) / 0.76 (paper). Random-init artifacts are
+# for speed work; their int8 check only guards against a broken graph.
+UNET_INT8_RANDOM_INIT = {"rel_l2": 1.0, "cosine": 0.5}
 ENCODER_TOLERANCE = {
     "fp32": {"rel_l2": 1e-4, "cosine": 0.99999},
     "fp16": {"rel_l2": 1e-2, "cosine": 0.9999},
@@ -99,7 +101,9 @@ def build_plan(model, source: dict, sentences=None, seed: int = 0) -> ExportPlan
                   "t": Profile([1], [1], [MAX_BATCH])},
         # the time-embedding phase (a Gemm against constant frequencies) and its sin/cos stay
         # fp32: at t·1000 fp16 has 0.5 rad resolution. Only the convolutions go int8.
-        fp32_ops=("Gemm", "Sin", "Cos"), quantize_ops=("Conv",), tolerance=UNET_TOLERANCE)
+        fp32_ops=("Gemm", "Sin", "Cos"), quantize_ops=("Conv",),
+        tolerance={**UNET_TOLERANCE, **({"int8": UNET_INT8_RANDOM_INIT}
+                                        if source.get("random_init") else {})})
 
     cache: dict = {}
 
