@@ -198,6 +198,47 @@ def transcribe(
 # gradtts  (toolkit synthesize, toolkit train gradtts)
 # ------------------------------------------------------------------------------------------
 
+@app.command()
+@friendly
+def synthesize(
+    text: Annotated[str, typer.Argument(help="Text to speak (characters outside a-z and basic punctuation are dropped).")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output .wav (the mel is written beside it as .npy).")],
+    artifact: Artifact = None,
+    checkpoint: Checkpoint = None,
+    preset: Preset = None,
+    backend: Annotated[str, typer.Option(help="torch or ort (GPU: ort-cuda, ort-trt, trt).")] = "torch",
+    steps: Annotated[int, typer.Option(help="Reverse-diffusion (ODE) steps.")] = 10,
+    temperature: Annotated[float, typer.Option(help="Prior temperature τ: start at μ + ε/τ.")] = 1.5,
+    length_scale: Annotated[float, typer.Option(help="Speaking-rate factor on the durations (>1 slower).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the noise ε (and of preset weights).")] = 0,
+):
+    """Text → mel (Grad-TTS, any backend) → waveform (Griffin-Lim)."""
+    from .runtime.gradtts.synthesize import synthesize_to_files
+
+    synthesize_to_files(text, out_file, artifact=artifact, checkpoint=checkpoint, preset=preset,
+                        backend=backend, steps=steps, temperature=temperature,
+                        length_scale=length_scale, seed=seed)
+
+
+@train_app.command("gradtts")
+@friendly
+def train_gradtts(
+    data: Annotated[Path, typer.Option(help="LJSpeech-style folder: metadata.csv + wavs/.")],
+    steps: Annotated[int, typer.Option(help="Total training steps (resumes up to this many).")] = 300,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory (resumed if it exists).")] = Path("checkpoints/gradtts"),
+    preset: Annotated[str, typer.Option(help="Architecture: tiny (CPU demo) or paper.")] = "tiny",
+    batch_size: Annotated[int, typer.Option(help="Utterances per step.")] = 4,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-3 tiny, 1e-4 paper).")] = None,
+    save_every: Annotated[int, typer.Option(help="Write the checkpoint every N steps.")] = 100,
+    seed: Seed = 0,
+):
+    """Train Grad-TTS (duration, prior and diffusion losses) on a local LJSpeech-style folder."""
+    from .models.gradtts.train import train
+
+    train(data, out_dir, steps=steps, preset=preset, batch_size=batch_size, lr=lr,
+          seed=seed, save_every=save_every)
+
+
 
 # ------------------------------------------------------------------------------------------
 # svt  (toolkit embed, toolkit train svt)

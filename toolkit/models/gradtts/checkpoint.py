@@ -1,0 +1,92 @@
+"""Checkpoint directories: ``config.json`` (family, model config, training step) + ``model.pt``
+(state dict) [+ ``train.pt``: optimizer state, for resuming]."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ...errors import ToolkitError
+from .model import PRESETS, GradTTS, GradTTSConfig, build_model
+
+FAMILY = "gradtts"
+
+
+def save_checkpoint(model: GradTTS, out: str | Path, step: int = 0, optimizer=None,
+                    extra: dict | None = None) -> Path:
+    from ...export.artifact import atomic_write_bytes
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write_bytes(out / "model.pt", buf.getvalue())
+    if optimizer is not None:
+        buf = io.BytesIO()
+        torch.save({"optimizer": optimizer.state_dict(), "step": step}, buf)
+        atomic_write_bytes(out / "train.pt", buf.getvalue())
+    meta = {"family": FAMILY, "config": model.config.to_dict(), "step": step, **(extra or {})}
+    atomic_write_bytes(out / "config.json", (json.dumps(meta, indent=2) + "\n").encode())
+    return out
+
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path)
+    cfg = path / "config.json"
+    if not path.is_dir():
+        raise ToolkitError(f"checkpoint directory {path} does not exist; train one with "
+                           "`toolkit train gradtts --data DIR --out DIR` or use --preset")
+    if not cfg.is_file() and (path / "manifest.json").is_file():
+        raise ToolkitError(f"{path} is an exported artifact, not a checkpoint; pass it as "
+                           "--artifact DIR with --backend ort")
+    if not cfg.is_file():
+        raise ToolkitError(f"{path} has no config.json; it is not a Grad-TTS checkpoint directory")
+    try:
+        meta = json.loads(cfg.read_text())
+    except json.JSONDecodeError as exc:
+        raise ToolkitError(f"{cfg} is not valid JSON ({exc.msg}); the checkpoint is corrupt") from None
+    fam = meta.get("family") if isinstance(meta, dict) else None
+    if fam != FAMILY or "config" not in meta:
+        what = fam or (meta.get("model_type") if isinstance(meta, dict) else None) or "unknown"
+        raise ToolkitError(f"{path} is a checkpoint of another model ({what!r}), not Grad-TTS; "
+                           "point --checkpoint at a directory written by `toolkit train gradtts`")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> tuple[GradTTS, dict]:
+    meta = read_config(path)
+    weights = Path(path) / "model.pt"
+    if not weights.is_file():
+        raise ToolkitError(f"{path} has no model.pt; the checkpoint is incomplete")
+    try:
+        config = GradTTSConfig.from_dict(meta["config"])
+        model = GradTTS(config)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ToolkitError(f"{weights} does not match its config.json "
+                           f"({str(exc).splitlines()[0][:120]}); the checkpoint is corrupt") from None
+    return model.eval(), meta
+
+
+def resolve_model(checkpoint=None, preset=None, seed: int = 0) -> tuple[GradTTS, dict]:
+    """Model + source block: a checkpoint directory, or a preset with seeded random weights."""
+    from ...export.manifest import sha256_file
+
+    if checkpoint and preset:
+        raise ToolkitError("pass either --checkpoint or --preset, not both")
+    if checkpoint:
+        model, meta = load_checkpoint(checkpoint)
+        return model, {"checkpoint": str(Path(checkpoint).resolve()),
+                       "sha256": sha256_file(Path(checkpoint) / "model.pt"),
+                       "train_step": meta.get("step"), "random_init": False}
+    preset = preset or "paper"
+    if preset not in PRESETS:
+        raise ToolkitError(f"unknown Grad-TTS preset {preset!r}; choose one of "
+                           f"{', '.join(PRESETS)}")
+    model = build_model(PRESETS[preset], seed=seed)
+    return model, {"preset": preset, "seed": seed, "random_init": True}

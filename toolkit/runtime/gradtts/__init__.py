@@ -1,0 +1,1 @@
+"""Grad-TTS runtime: the N-step probability-flow ODE sampler over Session objects."""
