@@ -89,20 +89,7 @@ def _run_case(case: dict) -> dict:
                   "mels": mels}
     pipe.close()
     del torch
-    out["vm_hwm_mb"] = _vm_hwm_mb()
     return out
-
-
-def _vm_hwm_mb() -> float | None:
-    """This process's peak RSS from /proc (VmHWM is per address space, so unlike ru_maxrss it
-    is not inherited from the parent across fork+exec of a spawned child)."""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
 def _ensure_artifact(model, source, precision, workdir: Path, tag: str, seed: int) -> Path:
@@ -212,7 +199,6 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
                     "sentences": texts, "durations": durations, "steps": step_counts,
                     "runs": runs, "warmup": warmup}
             res, rss = run_isolated(_run_case, case)
-            rss = res.pop("vm_hwm_mb", None) or rss
             results[(b, p)] = (res, rss)
             bar.advance(f"{b} {p}")
 
