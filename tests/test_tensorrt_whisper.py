@@ -138,7 +138,7 @@ def test_bench_reports_device_figures_for_trt_only(built, tmp_path, capsys):
                             precisions=["fp32"], runs=1, warmup=0, limit=2, tokens=4,
                             workdir=work, out=out, isolate=False)
     by = {r["backend"]: r for r in records}
-    assert set(by) == {"torch", "ort", "trt"}
+    assert set(by) == {"hf", "torch", "ort", "trt"}
     t = by["trt"]
     assert t["device"] == "cuda" and t["tokens_per_utterance"] == [4, 4]
     assert len(t["device_ms_samples"]) == 2

@@ -89,12 +89,12 @@ def test_bench_writes_records(ckpt, tmp_path):
     out = tmp_path / "bench.json"
     res = _ok(runner.invoke(app, [
         "bench", "--model", "whisper", "--checkpoint", str(ckpt), "--backend", "torch,ort",
-        "--precision", "fp32,int8", "--runs", "1", "--warmup", "0", "--limit", "2",
+        "--precision", "fp32,int8,int8-cpu", "--runs", "1", "--warmup", "0", "--limit", "2",
         "--tokens", "6", "--out", str(out), "--workdir", str(tmp_path / "work")]))
     assert "whisper-ckpt bench" in res.stdout and "RTF = processing time" in res.stdout
     records = json.loads(out.read_text())
     assert {(r["backend"], r["precision"]) for r in records} == {
-        ("torch", "fp32"), ("ort", "fp32"), ("ort", "int8")}
+        ("hf", "fp32"), ("torch", "fp32"), ("ort", "fp32"), ("ort", "int8"), ("ort", "int8-cpu")}
     from toolkit.bench.records import REQUIRED
 
     for r in records:
@@ -106,5 +106,9 @@ def test_bench_writes_records(ckpt, tmp_path):
     by = {(r["backend"], r["precision"]): r for r in records}
     assert by[("ort", "fp32")]["cer_vs_torch_fp32"] == 0.0
     assert by[("ort", "fp32")]["token_exact_match_vs_torch_fp32"] == 1.0
+    # Hugging Face generate() with the same forced-length rules decodes the same tokens
+    assert by[("hf", "fp32")]["token_exact_match_vs_torch_fp32"] == 1.0
+    assert by[("ort", "fp32")]["top1_agreement_teacher_forced_vs_torch_fp32"] == 1.0
+    assert 0.5 <= by[("ort", "int8")]["top1_agreement_teacher_forced_vs_torch_fp32"] <= 1.0
     assert by[("torch", "fp32")]["quality_metric"] == "cer_pp"  # bundled data has references
     assert (tmp_path / "bench.csv").read_text().startswith("model,")

@@ -48,10 +48,14 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _precision(fp16: bool, int8: bool) -> str:
+def _precision(fp16: bool, int8: bool, int8_target: str = "trt") -> str:
     if fp16 and int8:
         raise ToolkitError("choose one of --fp16 and --int8")
-    return "fp16" if fp16 else "int8" if int8 else "fp32"
+    if int8_target not in ("trt", "cpu"):
+        raise ToolkitError(f"--int8-target must be trt or cpu, not {int8_target!r}")
+    if int8:
+        return "int8-cpu" if int8_target == "cpu" else "int8"
+    return "fp16" if fp16 else "fp32"
 
 
 Checkpoint = Annotated[Optional[str], typer.Option(
@@ -95,6 +99,7 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="int8 QDQ graphs calibrated on real data.")] = False,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory.")] = None,
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Real data for int8 calibration.")] = None,
+    int8_target: Annotated[str, typer.Option("--int8-target", help="int8 form: trt (symmetric int8 activations; TensorRT and onnxruntime) or cpu (uint8 activations; faster on onnxruntime x86, not buildable by TensorRT).")] = "trt",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     seed: Seed = 0,
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt).")] = False,
@@ -103,7 +108,9 @@ def export(
     from . import registry
 
     fam = registry.get(model)
-    precision = _precision(fp16, int8)
+    precision = _precision(fp16, int8, int8_target)
+    if trt and precision == "int8-cpu":
+        raise ToolkitError("--trt needs the TensorRT int8 form; drop --int8-target cpu")
     if out_dir is None:
         tag = (preset or (Path(checkpoint).name if checkpoint else fam.default_preset))
         out_dir = Path("artifacts") / f"{model}-{tag}-{precision}"
@@ -126,7 +133,7 @@ def bench(
     checkpoint: Checkpoint = None,
     preset: Preset = None,
     backend: Annotated[str, typer.Option(help="Comma list: torch,ort (GPU: ort-cuda,ort-trt,trt).")] = "torch,ort",
-    precision: Annotated[str, typer.Option(help="Comma list of fp32,fp16,int8.")] = "fp32,fp16,int8",
+    precision: Annotated[Optional[str], typer.Option(help="Comma list of fp32,fp16,int8,int8-cpu (default: all the family supports).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Data folder (LJSpeech-style for speech).")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs per case.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs per case.")] = 1,

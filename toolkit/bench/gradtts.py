@@ -93,24 +93,14 @@ def _run_case(case: dict) -> dict:
 
 
 def _ensure_artifact(model, source, precision, workdir: Path, tag: str, seed: int) -> Path:
-    from ..export.gradtts import build_plan
-    from ..export.manifest import load_manifest
+    from ..export.artifact import cached_export
+    from ..export.gradtts import EXPORT_REVISION, build_plan
     from ..export.onnx import export_plan
 
-    path = workdir / f"gradtts-{tag}-{precision}"
-    try:
-        m = load_manifest(path, family="gradtts")
-        if m.get("source") == source and m.get("precision") == precision:
-            console.print(f"using cached artifact {path}")
-            return path
-    except ToolkitError:
-        pass
-    import shutil
-
-    if path.exists():
-        shutil.rmtree(path)
-    export_plan(build_plan(model, source, seed=seed), precision, path)
-    return path
+    return cached_export(workdir / f"gradtts-{tag}-{precision}", "gradtts", source, precision,
+                         EXPORT_REVISION,
+                         lambda out: export_plan(build_plan(model, source, seed=seed),
+                                                 precision, out))
 
 
 def unet_gflop(model, frames: int) -> float:
@@ -141,7 +131,7 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
 
     step_counts = _parse_steps(steps)
     backends = [check_backend(b) for b in (backends or ["torch", "ort"])]
-    precisions = [check_precision(p) for p in (precisions or ["fp32", "fp16", "int8"])]
+    precisions = [check_precision(p) for p in (precisions or ["fp32", "fp16", "int8", "int8-cpu"])]
     if runs < 1:
         raise ToolkitError(f"--runs must be at least 1 (got {runs})")
     model, source = resolve_model(checkpoint, preset, seed)

@@ -133,27 +133,13 @@ def ensure_artifact(workdir: Path, tag: str, precision: str, checkpoint, preset,
                     source: dict) -> Path:
     """The exported artifact for this model and precision, re-used while its manifest's source
     (preset + seed, or checkpoint path + sha256) matches."""
-    import shutil
+    from ..export.artifact import cached_export
+    from ..export.svt import EXPORT_REVISION, export
 
-    from ..export.manifest import load_manifest
-    from ..export.svt import export
-
-    out = workdir / f"svt-{tag}-{precision}"
-    if (out / "manifest.json").is_file():
-        try:
-            man = load_manifest(out, family="svt")
-            from ..export.svt import EXPORT_REVISION
-
-            if (man.get("source") == source and man.get("precision") == precision and
-                    man.get("model_config", {}).get("export_revision") == EXPORT_REVISION):
-                console.print(f"[dim]using cached artifact {out}[/]")
-                return out
-        except ToolkitError:
-            pass
-        shutil.rmtree(out)
-    export(checkpoint=checkpoint, preset=None if checkpoint else preset, precision=precision,
-           out=out, seed=seed)
-    return out
+    return cached_export(
+        workdir / f"svt-{tag}-{precision}", "svt", source, precision, EXPORT_REVISION,
+        lambda out: export(checkpoint=checkpoint, preset=None if checkpoint else preset,
+                           precision=precision, out=out, seed=seed))
 
 
 # -------------------------------------------------------------------------------------------
@@ -174,7 +160,7 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
     from ..runtime.session import check_backend, check_precision
 
     backends = backends or ["torch", "ort"]
-    precisions = precisions or ["fp32", "fp16", "int8"]
+    precisions = precisions or ["fp32", "fp16", "int8", "int8-cpu"]
     for b in backends:
         check_backend(b)
     for p in precisions:
@@ -204,7 +190,7 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
     skipped = []
     for b in backends:
         for p in precisions:
-            if b == "torch" and p == "int8":
+            if b == "torch" and p.startswith("int8"):
                 skipped.append("torch×int8 (int8 runs as a QDQ graph on onnxruntime/TensorRT)")
                 continue
             if b == "torch" and p == "fp16":
@@ -333,10 +319,12 @@ def summarize(records: list[dict]) -> list[str]:
         of, tf = same.get(("ort", "fp32")), same.get(("torch", "fp32"))
         if of and tf:
             lines.append(f"  ort fp32 vs torch fp32: {of['speedup_vs_torch_fp32']:.2f}× (target ≥1.2×)")
-        i8 = same.get(("ort", "int8"))
-        if i8 and of:
-            lines.append(f"  int8 vs ort fp32: {i8['clips_per_s_vs_ort_fp32']:.2f}× clips/s (target ≥1.5×), "
-                         f"cosine vs fp32 torch {i8['quality_value']:.5f} (target ≥0.99)")
+        for p8 in ("int8", "int8-cpu"):
+            i8 = same.get(("ort", p8))
+            if i8 and of:
+                lines.append(f"  {p8} vs ort fp32: {i8['clips_per_s_vs_ort_fp32']:.2f}× clips/s "
+                             f"(target ≥1.5×), cosine vs fp32 torch {i8['quality_value']:.5f} "
+                             "(target ≥0.99)")
         h = same.get(("ort", "fp16"))
         if h:
             lines.append(f"  fp16 cosine vs fp32 torch {h['quality_value']:.6f} (target ≥0.999)")

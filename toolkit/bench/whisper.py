@@ -21,9 +21,61 @@ from .report import print_table
 from .timing import percentiles
 
 DEFAULT_FORCED_TOKENS = 48
-SUPPORTED = {"torch": ("fp32",), "ort": ("fp32", "fp16", "int8"),
+SUPPORTED = {"hf": ("fp32",), "torch": ("fp32",), "ort": ("fp32", "fp16", "int8", "int8-cpu"),
              "ort-cuda": ("fp32", "fp16", "int8"), "ort-trt": ("fp32", "fp16", "int8"),
              "trt": ("fp32", "fp16", "int8")}
+
+
+def _run_hf_case(case: dict) -> dict:
+    """Reference row: the stock PyTorch path, Hugging Face ``generate()`` in eager mode, with
+    the same features, prompt, suppression rules and (when forced) decode length."""
+    import torch
+
+    from ..models.whisper.audio import features_for, load_audio
+    from ..models.whisper.loading import load_whisper
+    from ..runtime.session import default_threads
+
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # generate()'s notes on processors and pad == eos
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(default_threads())
+    lw = load_whisper(case["checkpoint"], case["preset"], case["seed"])
+    tok, cfg = lw.tokenizer, lw.config
+    kwargs = {"max_new_tokens": case["max_new_tokens"], "do_sample": False, "num_beams": 1,
+              "return_timestamps": False, "task": "transcribe"}
+    if tok.multilingual:
+        kwargs["language"] = case["language"]
+    if case["force"]:  # the same rule as the decode loop: no end-of-text, no special tokens
+        kwargs["suppress_tokens"] = sorted(set(lw.generation.suppress_tokens)
+                                           | set(range(tok.eot, cfg.vocab_size)))
+    prompt = set(tok.sot_sequence(case["language"] if tok.multilingual else None))
+    audio = [load_audio(f) for f in case["files"]]
+    utt_ms, run_ms, tokens, texts = [], [], [], []
+    for r in range(case["warmup"] + case["runs"]):
+        timed = r >= case["warmup"]
+        run_total, tokens, texts = 0.0, [], []
+        for a in audio:
+            t0 = time.perf_counter()
+            feats = torch.from_numpy(features_for(a, cfg.num_mel_bins))
+            with torch.inference_mode():
+                seqs = lw.model.generate(feats, **kwargs)
+            total = (time.perf_counter() - t0) * 1e3
+            run_total += total
+            if timed:
+                utt_ms.append(total)
+            flat = []
+            for row in seqs.tolist():
+                row = [t for t in row if t not in prompt]
+                flat += row[:row.index(tok.eot)] if tok.eot in row else row
+            tokens.append(flat)
+            texts.append(tok.decode(flat).strip())
+        if timed:
+            run_ms.append(run_total)
+    return {"utt_ms": utt_ms, "enc_ms": [], "step_ms": [], "run_ms": run_ms,
+            "tokens": tokens, "texts": texts}
 
 
 def _run_case(case: dict) -> dict:
@@ -31,6 +83,8 @@ def _run_case(case: dict) -> dict:
     from ..models.whisper.audio import features_for, load_audio
     from ..runtime.whisper.pipeline import from_artifact, from_model
 
+    if case["backend"] == "hf":
+        return _run_hf_case(case)
     if case["backend"] == "torch":
         from ..models.whisper.loading import load_whisper
 
@@ -82,27 +136,28 @@ def _run_case(case: dict) -> dict:
         device = pipe.encoder.device.type
     else:
         device = "cpu" if case["backend"] == "ort" else "cuda"
+    agree = steps = 0
+    if case.get("reference_tokens") and case["force"]:
+        for a, ref in zip(audio, case["reference_tokens"]):
+            if ref:
+                got, n = pipe.teacher_forced_top1(pipe.encode(features_for(a, pipe.n_mels)),
+                                                  prompt, [ref])
+                agree, steps = agree + got, steps + n
     return {"utt_ms": utt_ms, "enc_ms": enc_ms, "step_ms": step_ms, "run_ms": run_ms,
             "tokens": tokens, "texts": texts, "device": device, "device_ms": dev_ms,
-            "device_peak_mb": dev_peak, "device_memory": dev_memory}
+            "device_peak_mb": dev_peak, "device_memory": dev_memory,
+            "top1_agreement": agree / steps if steps else None}
 
 
 def _artifact_for(lw, precision: str, workdir: Path, calib_data=None) -> Path:
     """Reuse a cached export of this exact model and precision, or export it now."""
-    from ..export.manifest import load_manifest
+    from ..export.artifact import cached_export
     from ..export.whisper import export_whisper_model
+    from ..export.whisper.plan import EXPORT_REVISION
 
-    out = workdir / f"whisper-{lw.tag}-{precision}"
-    try:
-        m = load_manifest(out, family="whisper")
-        if m.get("source") == lw.source and m.get("precision") == precision:
-            console.print(f"reusing {out} ({precision})")
-            return out
-    except ToolkitError:
-        pass
-    console.print(f"exporting {precision} graphs to {out}")
-    export_whisper_model(lw, precision, out, calib_data)
-    return out
+    return cached_export(workdir / f"whisper-{lw.tag}-{precision}", "whisper", lw.source,
+                         precision, EXPORT_REVISION,
+                         lambda out: export_whisper_model(lw, precision, out, calib_data))
 
 
 def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, data=None,
@@ -113,8 +168,9 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
     from ..runtime.session import check_backend, check_precision
     from .isolate import run_isolated
 
-    backends = [check_backend(b) for b in (backends or ["torch", "ort"])]
-    precisions = [check_precision(p) for p in (precisions or ["fp32", "fp16", "int8"])]
+    backends = [b if b == "hf" else check_backend(b) for b in (backends or ["torch", "ort"])]
+    precisions = [check_precision(p) for p in
+                  (precisions or ["fp32", "fp16", "int8", "int8-cpu"])]
     if runs < 1 or warmup < 0:
         raise ToolkitError("--runs must be ≥ 1 and --warmup ≥ 0")
     utts = load_folder(data, limit) if data else default_bench_data()[:limit]
@@ -125,9 +181,11 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
     if tokens is not None and tokens < 1:
         raise ToolkitError("--tokens must be at least 1")
     cases, skipped = [], []
-    # the fp32 PyTorch reference always runs: parity is measured against it
-    wanted = [("torch", "fp32")] + [(b, p) for b in backends for p in precisions
-                                    if (b, p) != ("torch", "fp32")]
+    # the fp32 PyTorch loop always runs (parity is measured against it), and so does Hugging
+    # Face generate() — the stock PyTorch eager path users would otherwise run
+    refs_first = [("torch", "fp32"), ("hf", "fp32")]
+    wanted = refs_first + [(b, p) for b in backends for p in precisions
+                           if (b, p) not in refs_first]
     for b, p in wanted:
         if p not in SUPPORTED[b]:
             skipped.append(f"{b}/{p}")
@@ -145,7 +203,8 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
     with Steps("whisper bench", total=len(cases)) as bar:
         for b, p in cases:
             case = {**base, "backend": b, "precision": p,
-                    "artifact": str(artifacts[p]) if b != "torch" else None}
+                    "artifact": str(artifacts[p]) if b not in ("torch", "hf") else None,
+                    "reference_tokens": results.get(("torch", "fp32"), {}).get("tokens")}
             res, peak = run_isolated(_run_case, case, isolate=isolate)
             res["peak_rss_mb"] = peak
             results[(b, p)] = res
@@ -175,6 +234,8 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
             "cer_vs_reference": corpus_cer(res["texts"], refs) if has_refs else None,
             "cer_vs_torch_fp32": corpus_cer(res["texts"], ref_case["texts"]),
             "token_exact_match_vs_torch_fp32": token_exact_match(res["tokens"], ref_case["tokens"]),
+            "top1_agreement_teacher_forced_vs_torch_fp32": (
+                1.0 if (b, p) == ("torch", "fp32") else res.get("top1_agreement")),
             "random_init": lw.random_init,
             "source": lw.source,
             "artifact": case_artifact(artifacts, b, p),
@@ -195,9 +256,11 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
                        quality_reference="reference transcripts of the data")
         records.append(rec)
     torch_rtf = next(r["rtf"] for r in records if (r["backend"], r["precision"]) == ("torch", "fp32"))
+    hf_rtf = next(r["rtf"] for r in records if r["backend"] == "hf")
     ort_rtf = {r["precision"]: r["rtf"] for r in records if r["backend"] == "ort"}
     for r in records:
         r["speedup_vs_torch_fp32"] = torch_rtf / r["rtf"]
+        r["speedup_vs_hf_generate"] = hf_rtf / r["rtf"]
         if r["backend"] == "ort" and "fp32" in ort_rtf:
             r["speedup_vs_ort_fp32"] = ort_rtf["fp32"] / r["rtf"]
     _print(records, lw, utts, total_audio, force, max_new, skipped)
@@ -218,7 +281,8 @@ def _print(records, lw, utts, total_audio, force, max_new, skipped):
             ("e2e p50 ms", "latency_ms_p50", ".1f"), ("p90", "latency_ms_p90", ".1f"),
             ("p99", "latency_ms_p99", ".1f"), ("encoder p50 ms", "encoder_ms_p50", ".1f"),
             ("ms/token p50", "decode_token_ms_p50", ".2f"), ("RTF", "rtf", ".4f"),
-            ("speed-up", "speedup_vs_torch_fp32", ".2f"), ("peak RSS MB", "peak_rss_mb", ".0f")]
+            ("vs torch", "speedup_vs_torch_fp32", ".2f"), ("vs HF", "speedup_vs_hf_generate", ".2f"),
+            ("vs ort fp32", "speedup_vs_ort_fp32", ".2f"), ("peak RSS MB", "peak_rss_mb", ".0f")]
     has_dev_ms = any("device_ms_p50" in r for r in records)
     has_dev_mem = any("device_peak_mb" in r for r in records)
     if has_dev_ms:
@@ -228,7 +292,8 @@ def _print(records, lw, utts, total_audio, force, max_new, skipped):
         cols.append(("device peak MB", "device_peak_mb", ".0f"))
     cols += [("CER ref", "cer_vs_reference", ".2f"),
              ("CER vs torch fp32", "cer_vs_torch_fp32", ".2f"),
-             ("token match", "token_exact_match_vs_torch_fp32", ".2f")]
+             ("token match", "token_exact_match_vs_torch_fp32", ".2f"),
+            ("TF top-1", "top1_agreement_teacher_forced_vs_torch_fp32", ".3f")]
     weights = ("RANDOM INITIALISATION (seeded preset) — latency is real, transcripts are not; "
                "quality = parity with PyTorch fp32" if lw.random_init else
                f"weights: {lw.source.get('checkpoint')}")
@@ -239,11 +304,17 @@ def _print(records, lw, utts, total_audio, force, max_new, skipped):
            else "decoding stops at end-of-text (up to 224 tokens)"),
         "e2e = log-mel + encoder + greedy decode loop for one utterance (audio decoding excluded); "
         "p50/p90/p99 over utterances × runs",
-        "RTF = processing time / audio duration (median pass over all utterances); speed-up = "
-        "RTF(torch fp32) / RTF",
+        "RTF = processing time / audio duration (median pass over all utterances); vs torch = "
+        "RTF(torch fp32) / RTF, vs HF = RTF(hf) / RTF",
+        "backends: hf = Hugging Face generate() in PyTorch eager (the stock path); torch = this "
+        "toolkit's decode loop over the exported modules in PyTorch eager; ort = onnxruntime CPU",
+        "precisions: int8 = QDQ with symmetric int8 activations (TensorRT form); int8-cpu = QDQ "
+        "with uint8 activations (onnxruntime x86 form, not buildable by TensorRT)",
         "ms/token = one single-token decoder step (KV cache fed back); encoder = one 30-s window",
         "CER in percentage points, case/punctuation-normalised; token match = share of "
         "utterances whose tokens equal PyTorch fp32's exactly",
+        "TF top-1 = teacher-forced top-1 agreement: fed PyTorch fp32's tokens step by step, the "
+        "share of steps whose argmax equals PyTorch fp32's next token (forced-length runs)",
         "peak RSS = peak resident memory of the process that ran the case (one process per case)",
     ]
     if has_dev_ms:

@@ -52,6 +52,31 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def cached_export(out: str | Path, family: str, source: dict, precision: str, revision: int,
+                  export) -> Path:
+    """Reuse the artifact at ``out`` if it was exported from the same weights (``source``),
+    at ``precision``, by the same export revision; otherwise call ``export(out)``.
+
+    Bench commands use this so repeated runs do not re-export, and a changed graph (revision
+    bump) or other weights never reuse a stale artifact.
+    """
+    from ..progress import console
+    from .manifest import load_manifest
+
+    out = Path(out)
+    try:
+        m = load_manifest(out, family=family)
+        if (m.get("source") == source and m.get("precision") == precision
+                and m.get("export_revision") == revision):
+            console.print(f"[dim]reusing {out} ({precision})[/]")
+            return out
+    except ToolkitError:
+        pass
+    console.print(f"exporting {family} {precision} graphs to {out}")
+    export(out)
+    return out
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a file via a temporary sibling and rename (no half-written file on failure)."""
     path = Path(path)

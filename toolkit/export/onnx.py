@@ -13,7 +13,7 @@ from ..errors import ToolkitError
 from ..progress import Steps, console
 from .artifact import atomic_dir
 from .manifest import sha256_file, tool_versions, write_manifest
-from .spec import ExportPlan, GraphSpec, cosine, rel_l2
+from .spec import EXPORT_PRECISIONS, ExportPlan, GraphSpec, cosine, rel_l2, tolerance_for
 
 DEFAULT_OPSET = 17
 # Control flow TensorRT cannot take from a TensorRT-friendly export (a merged decoder with an
@@ -40,6 +40,12 @@ def export_graph(spec: GraphSpec, path: Path, opset: int = DEFAULT_OPSET) -> Non
     if bad:
         raise ToolkitError(f"graph {spec.name} contains control-flow nodes {bad[:5]} that TensorRT "
                            "rejects; this is an exporter bug — please report it")
+
+
+def graph_settings(spec: GraphSpec) -> dict:
+    """The export choices that change a graph's numbers (a cached artifact must match them)."""
+    return {"fp32_ops": sorted(spec.fp32_ops), "quantize_ops": sorted(spec.quantize_ops),
+            "keep_float": sorted(spec.keep_float)}
 
 
 def control_flow_nodes(path: str | Path) -> list[str]:
@@ -76,7 +82,7 @@ def validate(plan: ExportPlan, files: dict[str, Path], precision: str,
     report: dict = {}
     for spec in plan.graphs:
         sess = OrtSession(files[spec.name], precision=precision)
-        tol = spec.tolerance[precision]
+        tol = tolerance_for(spec, precision)
         worst: dict = {}
         for feed in feeds.get(spec.name, []):
             args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names]
@@ -134,8 +140,9 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
     """
     from . import precision as prec
 
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ToolkitError(f"unknown precision {precision!r}; use fp32, fp16 or int8")
+    if precision not in EXPORT_PRECISIONS:
+        raise ToolkitError(f"unknown precision {precision!r}; use one of "
+                           f"{', '.join(EXPORT_PRECISIONS)}")
     out = Path(out)
     with atomic_dir(out) as tmp:
         work = tmp / ".work"
@@ -156,14 +163,15 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
                 conv_info[spec.name] = prec.convert_fp16(files[spec.name], dst, spec,
                                                          val_feeds.get(spec.name, []))
                 files[spec.name] = dst
-        elif precision == "int8":
+        elif precision in ("int8", "int8-cpu"):
             if plan.calibration_feeds is None:
                 raise ToolkitError(f"{plan.family} has no calibration data source for int8")
             calib = plan.calibration_feeds()
             for spec in plan.graphs:
                 dst = work / f"{spec.name}.int8.onnx"
-                conv_info[spec.name] = prec.quantize_int8(files[spec.name], dst, spec,
-                                                          calib.get(spec.name, []))
+                conv_info[spec.name] = prec.quantize_int8(
+                    files[spec.name], dst, spec, calib.get(spec.name, []),
+                    activations="uint8" if precision == "int8-cpu" else "int8")
                 files[spec.name] = dst
         final: dict[str, Path] = {}
         for spec in plan.graphs:
@@ -189,6 +197,7 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
                 "dynamic_axes": {k: {str(a): n for a, n in v.items()}
                                  for k, v in spec.dynamic_axes.items()},
                 "trt_profiles": {k: p.as_dict() for k, p in spec.profiles.items()},
+                "settings": graph_settings(spec),
                 **conv_info[spec.name],
             }
         shutil.rmtree(work)
@@ -206,6 +215,7 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "source": plan.source,
             "random_init": bool(plan.source.get("random_init")),
+            "export_revision": plan.revision,
             "model_config": plan.model_config,
             "graphs": graphs_meta,
             "parity": {"reference": "PyTorch fp32 on the same real inputs",

@@ -154,8 +154,15 @@ def weight_matmuls(model, op_types: Sequence[str]) -> list[str]:
             if n.op_type in op_types and any(i in inits or i in consts for i in n.input[1:2])]
 
 
-def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) -> dict:
-    """Static QDQ int8 quantization calibrated on ``feeds`` (real data)."""
+def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
+                  activations: str = "int8") -> dict:
+    """Static QDQ quantization calibrated on ``feeds`` (real data); int8 per-channel weights.
+
+    ``activations="int8"``: symmetric signed activations — the form TensorRT builds from.
+    ``activations="uint8"``: asymmetric unsigned activations — onnxruntime's fast x86 path
+    (u8×s8 maps onto VNNI); measured 1.3–1.7× faster than the int8 form on this CPU, but
+    TensorRT rejects non-zero zero points, so it is a CPU-only artifact.
+    """
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -164,7 +171,8 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) 
         raise ToolkitError(f"no calibration data for graph {spec.name}; pass --calib-data DIR "
                            "with real inputs")
     model = onnx.load(str(src))
-    nodes = weight_matmuls(model, spec.quantize_ops)
+    nodes = [n for n in weight_matmuls(model, spec.quantize_ops)
+             if not any(k in n for k in spec.keep_float)]
     if not nodes:
         raise ToolkitError(f"graph {spec.name} has no {'/'.join(spec.quantize_ops)} layer with "
                            "constant weights to quantise")
@@ -176,11 +184,13 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) 
 
     with Steps(f"calibrating {spec.name} (int8)", total=len(feeds)) as bar:
         quantize_static(str(src), str(dst), _Reader(feeds, input_names, bar),
-                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                        quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, per_channel=True,
                         nodes_to_quantize=nodes, op_types_to_quantize=list(spec.quantize_ops),
                         calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                        extra_options={"ActivationSymmetric": activations != "uint8",
+                                       "WeightSymmetric": True,
                                        "DedicatedQDQPair": False,
                                        "QuantizeBias": False})
     q = onnx.load(str(dst), load_external_data=False)
@@ -191,10 +201,13 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) 
                  and all(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
                          for i in n.input[:2])]
     total = sum(1 for n in model.graph.node if n.op_type in spec.quantize_ops)
-    console.print(f"  {spec.name}: int8 QDQ — {len(quantized)}/{total} "
+    console.print(f"  {spec.name}: int8 QDQ ({activations} activations) — {len(quantized)}/{total} "
                   f"{'/'.join(spec.quantize_ops)} nodes quantized ({n_q} Q, {n_dq} DQ), "
                   f"calibrated on {len(feeds)} inputs")
     return {"quantized_nodes": len(quantized), "quantizable_nodes": total,
             "qdq_nodes": n_q + n_dq, "calibration_inputs": len(feeds),
-            "quantization": "QDQ, int8 symmetric activations (MinMax), per-channel symmetric "
-                            "int8 weights"}
+            "int8_activations": activations,
+            "quantization": ("QDQ, int8 symmetric activations (MinMax), per-channel symmetric "
+                             "int8 weights — TensorRT form" if activations == "int8" else
+                             "QDQ, uint8 asymmetric activations (MinMax), per-channel symmetric "
+                             "int8 weights — onnxruntime CPU form, not buildable by TensorRT")}

@@ -43,6 +43,7 @@ class GraphSpec:
     profiles      {input name: Profile} from which TensorRT profiles are built
     fp32_ops      op types that must stay fp32 in an fp16 graph (besides the defaults)
     quantize_ops  op types quantised in the int8 QDQ graph
+    keep_float    node-name substrings of layers that stay float in int8 graphs
     """
 
     name: str
@@ -54,11 +55,27 @@ class GraphSpec:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     fp32_ops: Sequence[str] = ()
     quantize_ops: Sequence[str] = ("MatMul", "Conv", "Gemm")
+    keep_float: Sequence[str] = ()   # node-name substrings never quantised (e.g. the logits layer)
     tolerance: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: DEFAULT_TOLERANCE)
     input_dtypes: Mapping[str, str] = field(default_factory=dict)
 
 
 Feeds = dict  # {input name: np.ndarray}
+
+# Export precisions. "int8" is the TensorRT form: QDQ with symmetric signed int8 activations
+# (TensorRT 10 requires zero points of 0); onnxruntime runs it too. "int8-cpu" is the
+# onnxruntime-on-x86 form: asymmetric uint8 activations × int8 weights, the pairing onnxruntime's
+# x86 kernels (VNNI) are fastest at — TensorRT cannot build it.
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+
+
+def base_precision(precision: str) -> str:
+    """Tolerance/numerics class of a precision ("int8-cpu" is judged like "int8")."""
+    return "int8" if precision.startswith("int8") else precision
+
+
+def tolerance_for(spec: "GraphSpec", precision: str) -> Mapping[str, float]:
+    return spec.tolerance.get(precision) or spec.tolerance[base_precision(precision)]
 
 
 @dataclass
@@ -71,6 +88,8 @@ class ExportPlan:
     source           manifest "source" block (checkpoint path + hash or preset, random_init)
     model_config     what the runtime needs to rebuild the pipeline around the graphs
     extra_files      {name in artifact: bytes or source path} (tokenizer files, configs)
+    revision         bumped by a family whenever its graphs change for the same weights, so
+                     cached artifacts (bench work dirs) are re-exported
     """
 
     family: str
@@ -80,6 +99,7 @@ class ExportPlan:
     source: dict
     model_config: dict
     extra_files: dict = field(default_factory=dict)
+    revision: int = 1
 
 
 def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:

@@ -412,6 +412,10 @@ def build_artifact(artifact_dir: str | Path, fp16: bool = False, int8: bool = Fa
         raise ToolkitError(f"--profile names {unknown} match no input or dynamic axis of this "
                            f"artifact; known: {sorted(known)}")
     art_prec = manifest.get("precision", "fp32")
+    if art_prec == "int8-cpu":
+        raise ToolkitError(f"{artifact_dir} is the onnxruntime-CPU int8 form (uint8 activations, "
+                           "non-zero zero points), which TensorRT cannot build; re-export with "
+                           "`toolkit export <model> --int8` (the default --int8-target trt)")
     precision = "int8" if int8 else "fp16" if fp16 else art_prec
     if precision == "int8":
         if art_prec != "int8":

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import MissingDependency, ToolkitError
 
 BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 
 
 def default_threads() -> int:
@@ -359,5 +359,6 @@ def check_backend(name: str) -> str:
 
 def check_precision(name: str) -> str:
     if name not in PRECISIONS + ("bf16",):
-        raise ToolkitError(f"unknown precision {name!r}; use one of fp32, fp16, int8 (bf16 on torch)")
+        raise ToolkitError(f"unknown precision {name!r}; use one of fp32, fp16, int8, int8-cpu "
+                           "(bf16 on torch)")
     return name

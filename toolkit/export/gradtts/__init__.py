@@ -20,6 +20,7 @@ from torch import nn
 from ..spec import DEFAULT_TOLERANCE, ExportPlan, GraphSpec, Profile
 
 MAX_FRAMES = 2048        # ~24 s of audio per utterance
+EXPORT_REVISION = 2      # 2: relative-position clamp in float (TensorRT has no int64 Clip)
 MAX_TOKENS = 1024
 MAX_BATCH = 4
 
@@ -119,7 +120,7 @@ def build_plan(model, source: dict, sentences=None, seed: int = 0) -> ExportPlan
 
     return ExportPlan(family="gradtts", graphs=[enc_spec, unet_spec],
                       validation_feeds=validation_feeds, calibration_feeds=calibration_feeds,
-                      source=source, model_config=c.to_dict())
+                      source=source, model_config=c.to_dict(), revision=EXPORT_REVISION)
 
 
 def export(checkpoint=None, preset=None, precision="fp32", out=None, calib_data=None, opset=17,

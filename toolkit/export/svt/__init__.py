@@ -19,7 +19,7 @@ from ...models.svt.video import clip_from_frames, decode_frames, list_videos
 GRAPH = "backbone"
 # Bumped whenever the exported graph changes for the same weights (bench re-exports cached
 # artifacts whose revision differs). 2: attention sizes read off the qkv output (int8 fusion).
-EXPORT_REVISION = 2
+EXPORT_REVISION = 3  # 3: bilinear (TensorRT-parsable) spatial position resize
 # (frames, size) pairs at which the exported graph is validated against PyTorch (no re-export).
 VALIDATION_SHAPES = ((8, 224), (2, 96), (16, 96), (4, 160))
 # Calibration: two full-size clips plus augmented crops at smaller sizes. ORT's MinMax calibrator
@@ -90,8 +90,9 @@ def build_plan(model: SVTBackbone, source: dict, calib_data=None) -> ExportPlan:
         validation_feeds=lambda: {GRAPH: real_feeds(calib_data, VALIDATION_SHAPES)},
         calibration_feeds=lambda: {GRAPH: real_feeds(calib_data, CALIB_SHAPES)},
         source=source,
-        model_config={"svt": model.cfg.to_dict(), "export_revision": EXPORT_REVISION, "input": "video [B,3,T,H,W] ImageNet-normalised",
-                      "output": "cls [B,D]", "patch_size": model.cfg.patch_size})
+        model_config={"svt": model.cfg.to_dict(), "input": "video [B,3,T,H,W] ImageNet-normalised",
+                      "output": "cls [B,D]", "patch_size": model.cfg.patch_size},
+        revision=EXPORT_REVISION)
 
 
 def export(checkpoint=None, preset=None, precision="fp32", out=None, calib_data=None,

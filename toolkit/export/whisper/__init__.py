@@ -14,7 +14,7 @@ def export_whisper_model(lw, precision: str, out: str | Path, calib_data=None,
 
     bundled = bundled_dir() / "wavs"
     validation = [bundled / "jfk.flac", bundled / "LJ001-0002.flac"]
-    calibration = default_calibration_files(calib_data) if precision == "int8" else None
+    calibration = default_calibration_files(calib_data) if precision.startswith("int8") else None
     plan = build_plan(lw, validation, calibration)
     return export_plan(plan, precision, out, opset=opset)
 

@@ -13,6 +13,7 @@ from .graphs import (WhisperDecoderGraph, WhisperEncoderGraph, decoder_inputs, d
                      encoder_io)
 
 MAX_BATCH = 8   # windows decoded together (TensorRT profile max)
+EXPORT_REVISION = 2  # bump when the graphs change for the same weights
 OPT_PAST = 32
 
 # Whisper-specific tolerances (rel L2 / cosine of each output vs PyTorch fp32). int8 QDQ with
@@ -132,7 +133,8 @@ def build_plan(lw: LoadedWhisper, validation_audio: list[Path],
         validation_feeds=lambda: real_feeds(lw, validation_audio, steps=2),
         calibration_feeds=(lambda: real_feeds(lw, calibration_audio, steps=calib_steps))
         if calibration_audio else None,
-        source=lw.source, model_config=model_config(lw), extra_files=extra)
+        source=lw.source, model_config=model_config(lw), extra_files=extra,
+        revision=EXPORT_REVISION)
 
 
 def _tokenizer_files(lw: LoadedWhisper) -> dict:

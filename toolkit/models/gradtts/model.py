@@ -146,7 +146,8 @@ class RelMultiHeadAttention(nn.Module):
         pos = torch.arange(t, device=x.device)
         rel = pos[None, :] - pos[:, None]                                # (t, t): j - i
         inside = (rel.abs() <= self.w).to(x.dtype)
-        idx = rel.clamp(-self.w, self.w) + self.w
+        # clamp in float: TensorRT's Clip takes float types only (an int64 Clip fails to parse)
+        idx = (rel.to(torch.float32).clamp(-self.w, self.w) + self.w).to(torch.int64)
         ek = self.rel_k[idx] * inside[..., None]                         # (t, t, d)
         ev = self.rel_v[idx] * inside[..., None]
         scores = q @ k.transpose(-1, -2) + torch.einsum("bhid,ijd->bhij", q, ek)

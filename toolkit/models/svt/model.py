@@ -4,7 +4,7 @@ CVPR 2022, built on Bertasius et al., ICML 2021).
 Each block runs temporal attention (every patch position attends over the clip's frames), then
 spatial attention (every frame's patches plus the CLS token attend over each other), then an MLP.
 The spatial and temporal positional embeddings are *always* resized to the clip's grid and
-frame count (bicubic in space, linear in time) with sizes computed from the input shape, so one
+frame count (bilinear in space, linear in time) with sizes computed from the input shape, so one
 traced ONNX graph accepts any T and H×W; at the native size the resize is the identity.
 
 Token layout inside the network: CLS ``[B, 1, D]`` and patches ``[B, N, T, D]`` (N = h·w), which
@@ -165,10 +165,13 @@ class SVTBackbone(nn.Module):
 
     # -- positional embeddings, resized to the clip (identity at the native size) -------------
     def spatial_pos(self, gh, gw) -> torch.Tensor:
-        """Patch positional embedding ``[1, gh*gw, D]`` resized bicubically from the native grid."""
+        """Patch positional embedding ``[1, gh*gw, D]`` resized bilinearly from the native grid.
+
+        Bilinear, not bicubic: TensorRT's ONNX parser (JetPack 6's 10.3 included) takes Resize
+        in nearest or linear mode only, and `toolkit check-trt` rejects cubic."""
         g, d = self.cfg.grid, self.cfg.dim
         grid = self.pos_embed[:, 1:].reshape(1, g, g, d).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        grid = F.interpolate(grid, size=(gh, gw), mode="bilinear", align_corners=False)
         return grid.flatten(2).transpose(1, 2)
 
     def temporal_pos(self, t) -> torch.Tensor:

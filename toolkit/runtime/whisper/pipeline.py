@@ -152,6 +152,33 @@ class WhisperPipeline:
             tokens.append(row[:row.index(tok.eot)] if tok.eot in row else row)
         return DecodeResult(tokens, len(step_ms), step_ms, 0.0)
 
+    def teacher_forced_top1(self, cross: dict, prompt: list[int],
+                            reference: list[list[int]]) -> tuple[int, int]:
+        """Feed the reference tokens step by step and count how often this backend's argmax
+        (same suppression rules as forced decoding) equals the reference's next token.
+
+        Unlike comparing free-running transcripts, one early disagreement does not change every
+        later step, so this measures the numerics of each step. Returns (agreeing, steps).
+        """
+        tok = self.tokenizer
+        n = min(len(r) for r in reference)
+        b = len(reference)
+        ref = np.array([r[:n] for r in reference], dtype=np.int64)
+        ids = np.tile(np.asarray(prompt, np.int64), (b, 1))
+        past = self.empty_cache(b)
+        agree = 0
+        for i in range(n):
+            logits, past = self.step(ids, past, cross)
+            logits = np.array(logits, dtype=np.float32, copy=True)
+            if self.suppress.size:
+                logits[:, self.suppress[self.suppress < logits.shape[1]]] = NEG_INF
+            if i == 0 and self.begin_suppress.size:
+                logits[:, self.begin_suppress] = NEG_INF
+            logits[:, tok.eot:] = NEG_INF
+            agree += int((np.argmax(logits, axis=-1) == ref[:, i]).sum())
+            ids = ref[:, i:i + 1]
+        return agree, n * b
+
     def transcribe(self, path: str | Path, language: str | None = None,
                    task: str = "transcribe", max_new_tokens: int = 224,
                    force_length: bool = False) -> dict:
