@@ -191,7 +191,7 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
     for b in backends:
         for p in precisions:
             if b == "torch" and p.startswith("int8"):
-                skipped.append("torch×int8 (int8 runs as a QDQ graph on onnxruntime/TensorRT)")
+                skipped.append(f"torch×{p} (int8 runs as a QDQ graph on onnxruntime/TensorRT)")
                 continue
             if b == "torch" and p == "fp16":
                 try:
