@@ -77,6 +77,20 @@ def test_bench_writes_records(tmp_path):
         assert x["random_init"] is True and x["rtf"] > 0 and x["step_share_of_peak"] > 0
         if x["backend"] == "ort":
             assert x["quality_value"] < 1e-3
+            assert 0 <= x["spectral_distortion_db"] < 0.01  # fp32 ORT: same mel to ~1e-6
+        else:
+            assert x["spectral_distortion_db"] == 0.0
     assert "RANDOM INIT" in r.output
     r = runner.invoke(app, ["bench", "--model", "gradtts", "--steps", "0"])
     assert r.exit_code == 2 and "at least 1" in r.output
+
+
+def test_spectral_distortion_db():
+    import numpy as np
+
+    from toolkit.bench.gradtts import spectral_distortion_db
+
+    ref = np.zeros((80, 10))
+    assert spectral_distortion_db(ref, ref) == 0.0
+    # a uniform gain of 2 (ln 2 in natural-log mel) is 20·log10(2) = 6.02 dB in every bin
+    assert abs(spectral_distortion_db(ref + np.log(2.0), ref) - 6.0206) < 1e-3

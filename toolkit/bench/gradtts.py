@@ -92,6 +92,13 @@ def _run_case(case: dict) -> dict:
     return out
 
 
+def spectral_distortion_db(mel: np.ndarray, ref: np.ndarray) -> float:
+    """Spectral distortion (dB) between two natural-log mel spectrograms (n_mels, frames):
+    per frame the RMS over bins of 20·log10 magnitude differences, averaged over frames."""
+    db = (20.0 / np.log(10.0)) * (np.asarray(mel, np.float64) - np.asarray(ref, np.float64))
+    return float(np.mean(np.sqrt(np.mean(db ** 2, axis=0)))) if db.size else 0.0
+
+
 def _ensure_artifact(model, source, precision, workdir: Path, tag: str, seed: int) -> Path:
     from ..export.artifact import cached_export
     from ..export.gradtts import EXPORT_REVISION, build_plan
@@ -200,6 +207,7 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
             ref_mels = ref_res[n]["mels"]
             l1 = float(np.mean([np.mean(np.abs(m - rm)) for m, rm in zip(r["mels"], ref_mels)]))
             rl2 = float(max(rel_l2(m, rm) for m, rm in zip(r["mels"], ref_mels)))
+            sd = float(np.mean([spectral_distortion_db(m, rm) for m, rm in zip(r["mels"], ref_mels)]))
             # per-utterance RTFs in the order they were run: sentence-major, runs inner
             voc = np.repeat(np.asarray(voc_ms), runs)
             aud = np.repeat(np.asarray(audio_s), runs)
@@ -221,6 +229,7 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
                 "peak_gflops_fp32": float(peak),
                 "step_share_of_peak": float(flop_rate / peak),
                 "quality_metric": "mel_rel_l2", "quality_value": rl2, "mel_l1": l1,
+                "spectral_distortion_db": sd,
                 "quality_reference": "torch fp32, identical noise, durations and temperature "
                                      f"{TEMPERATURE}",
                 "random_init": bool(source["random_init"]), "peak_rss_mb": float(rss),
@@ -241,6 +250,7 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
             ("RTF", "rtf", ".3f"), ("RTF e2e", "rtf_e2e", ".3f"),
             ("× torch", "speedup_vs_torch_fp32", ".2f"), ("% peak", "step_share_pct", ".1f"),
             ("mel rel L2", "quality_value", ".2e"), ("mel L1", "mel_l1", ".2e"),
+            ("SD dB", "spectral_distortion_db", ".3f"),
             ("RSS MB", "peak_rss_mb", ".0f")]
     for r in records:
         r["step_share_pct"] = 100 * r["step_share_of_peak"]
@@ -252,7 +262,9 @@ def bench(checkpoint=None, preset=None, backends=None, precisions=None, data=Non
         f"% peak = U-Net FLOPs per step (torch FLOP counter, {np.mean(gflop):.2f} GFLOP mean) / "
         f"step time / measured fp32 peak {peak:.1f} GFLOP/s (2048³ matmul, this run).",
         "mel rel L2 / L1: final mel vs torch fp32 on identical noise, durations, temperature "
-        f"{TEMPERATURE} (worst sentence / mean).",
+        f"{TEMPERATURE} (worst sentence / mean). SD = spectral distortion of the final log-mel "
+        "vs torch fp32: per frame the RMS over mel bins of 20·log10 magnitude differences, "
+        "averaged over frames and sentences (dB; meaningful for trained checkpoints).",
         f"{len(texts)} sentences, {runs} timed runs + {warmup} warm-up each; "
         f"{env['threads']} threads; peak RSS per case (spawned process).",
     ]

@@ -54,13 +54,16 @@ class Session(abc.ABC):
     backend: str = "?"
     precision: str = "fp32"
 
-    @property
-    @abc.abstractmethod
-    def inputs(self) -> list[TensorInfo]: ...
+    _in: list[TensorInfo]        # set by each backend's constructor
+    _out: list[TensorInfo]
 
     @property
-    @abc.abstractmethod
-    def outputs(self) -> list[TensorInfo]: ...
+    def inputs(self) -> list[TensorInfo]:
+        return self._in
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._out
 
     @abc.abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
@@ -137,14 +140,6 @@ class TorchSession(Session):
         self._out = [TensorInfo(n, "float32", []) for n in output_names]
         self._cuda = self.device.type == "cuda"
         self._dev_ms, self._dev_runs = 0.0, 0
-
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._in
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._out
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
@@ -259,14 +254,6 @@ class OrtSession(Session):
         self._mem_info = _torch_mem_get_info() if backend != "ort" else None
         self._peak_used = None
         self._runs = 0
-
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._in
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._out
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_feeds(feeds)

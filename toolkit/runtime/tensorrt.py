@@ -273,14 +273,6 @@ class TensorRTSession(Session):
                    cuda_graph=cuda_graph, profiles=entry.get("profiles"))
 
     # ---------------------------------------------------------------- Session interface
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._in
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._out
-
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         dev = self.run_device(feeds)
         out = {name: self._download(t, sync=False) for name, t in dev.items()}
