@@ -105,6 +105,9 @@ def test_bench_writes_records(ckpt, tmp_path):
         assert r["random_init"] is False and r["environment"]["threads"] >= 1
     by = {(r["backend"], r["precision"]): r for r in records}
     assert by[("ort", "fp32")]["cer_vs_torch_fp32"] == 0.0
+    # PyTorch rows run the model itself; only onnxruntime rows name an exported artifact
+    assert by[("torch", "fp32")]["artifact"] is None and by[("hf", "fp32")]["artifact"] is None
+    assert by[("ort", "int8-cpu")]["artifact"].endswith("int8-cpu")
     assert by[("ort", "fp32")]["token_exact_match_vs_torch_fp32"] == 1.0
     # Hugging Face generate() with the same forced-length rules decodes the same tokens
     assert by[("hf", "fp32")]["token_exact_match_vs_torch_fp32"] == 1.0
@@ -112,3 +115,18 @@ def test_bench_writes_records(ckpt, tmp_path):
     assert 0.5 <= by[("ort", "int8")]["top1_agreement_teacher_forced_vs_torch_fp32"] <= 1.0
     assert by[("torch", "fp32")]["quality_metric"] == "cer_pp"  # bundled data has references
     assert (tmp_path / "bench.csv").read_text().startswith("model,")
+
+
+def test_ort_without_artifact_exports_once_into_the_cache(ckpt, tmp_path, shared_data,
+                                                          monkeypatch):
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    args = ["transcribe", str(shared_data / "audio" / "jfk.flac"), "--checkpoint", str(ckpt),
+            "--backend", "ort", "--language", "en", "--max-new-tokens", "6", "--json"]
+    first = _ok(runner.invoke(app, args))
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and (cached[0] / "manifest.json").is_file()
+    second = _ok(runner.invoke(app, args))
+    assert "reusing" in second.stderr and "exporting" not in second.stderr
+    tokens = [json.loads(r.stdout.strip().splitlines()[-1])["tokens"] for r in (first, second)]
+    torch_run = _ok(runner.invoke(app, args[:5] + ["torch"] + args[6:]))
+    assert tokens[0] == tokens[1] == json.loads(torch_run.stdout.strip().splitlines()[-1])["tokens"]

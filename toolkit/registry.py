@@ -38,6 +38,17 @@ class Family:
     extra: dict = field(default_factory=dict)
 
 
+def lazy(module: str, attr: str) -> Callable:
+    """A function that imports ``module`` on first call (keeps `toolkit doctor` and one family's
+    commands from importing every family's stack)."""
+
+    def call(**kwargs):
+        return getattr(importlib.import_module(module), attr)(**kwargs)
+
+    call.__name__ = f"{module}.{attr}"
+    return call
+
+
 def names() -> list[str]:
     return list(_FAMILIES)
 

@@ -34,15 +34,6 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def cer(hyp: str, ref: str, normalize: bool = True) -> float:
-    """Character error rate in percent points (edits / reference characters × 100)."""
-    if normalize:
-        hyp, ref = normalize_text(hyp), normalize_text(ref)
-    if not ref:
-        return 0.0 if not hyp else 100.0
-    return 100.0 * edit_distance(list(hyp), list(ref)) / len(ref)
-
-
 def corpus_cer(hyps: Sequence[str], refs: Sequence[str], normalize: bool = True) -> float:
     """Corpus CER: total edits over total reference characters, in percent points."""
     edits = chars = 0

@@ -27,27 +27,3 @@ def percentiles(samples_ms, prefix: str = "latency_ms") -> dict:
                 f"{prefix}_mean": None}
     return {f"{prefix}_p50": float(np.percentile(a, 50)), f"{prefix}_p90": float(np.percentile(a, 90)),
             f"{prefix}_p99": float(np.percentile(a, 99)), f"{prefix}_mean": float(a.mean())}
-
-
-class Stopwatch:
-    """Accumulates named intervals inside one timed run (encoder vs. decode steps, ...)."""
-
-    def __init__(self):
-        self.totals: dict[str, float] = {}
-        self.samples: dict[str, list[float]] = {}
-
-    def add(self, name: str, ms: float) -> None:
-        self.totals[name] = self.totals.get(name, 0.0) + ms
-        self.samples.setdefault(name, []).append(ms)
-
-    def section(self, name: str):
-        sw = self
-
-        class _S:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                sw.add(name, (time.perf_counter() - self.t0) * 1e3)
-
-        return _S()

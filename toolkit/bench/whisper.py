@@ -203,7 +203,7 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
     with Steps("whisper bench", total=len(cases)) as bar:
         for b, p in cases:
             case = {**base, "backend": b, "precision": p,
-                    "artifact": str(artifacts[p]) if b not in ("torch", "hf") else None,
+                    "artifact": case_artifact(artifacts, b, p),
                     "reference_tokens": results.get(("torch", "fp32"), {}).get("tokens")}
             res, peak = run_isolated(_run_case, case, isolate=isolate)
             res["peak_rss_mb"] = peak
@@ -271,7 +271,8 @@ def bench_whisper(checkpoint=None, preset=None, backends=None, precisions=None, 
 
 
 def case_artifact(artifacts: dict, b: str, p: str):
-    return str(artifacts[p]) if b != "torch" and p in artifacts else None
+    """The exported artifact a case runs (PyTorch rows run the model itself)."""
+    return str(artifacts[p]) if b not in ("torch", "hf") and p in artifacts else None
 
 
 def _print(records, lw, utts, total_audio, force, max_new, skipped):

@@ -44,8 +44,7 @@ def export_graph(spec: GraphSpec, path: Path, opset: int = DEFAULT_OPSET) -> Non
 
 def graph_settings(spec: GraphSpec) -> dict:
     """The export choices that change a graph's numbers (a cached artifact must match them)."""
-    return {"fp32_ops": sorted(spec.fp32_ops), "quantize_ops": sorted(spec.quantize_ops),
-            "keep_float": sorted(spec.keep_float)}
+    return {"fp32_ops": sorted(spec.fp32_ops), "quantize_ops": sorted(spec.quantize_ops)}
 
 
 def control_flow_nodes(path: str | Path) -> list[str]:

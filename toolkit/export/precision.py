@@ -171,28 +171,32 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
         raise ToolkitError(f"no calibration data for graph {spec.name}; pass --calib-data DIR "
                            "with real inputs")
     model = onnx.load(str(src))
-    nodes = [n for n in weight_matmuls(model, spec.quantize_ops)
-             if not any(k in n for k in spec.keep_float)]
+    nodes = weight_matmuls(model, spec.quantize_ops)
     if not nodes:
         raise ToolkitError(f"graph {spec.name} has no {'/'.join(spec.quantize_ops)} layer with "
                            "constant weights to quantise")
     input_names = [i.name for i in model.graph.input]
     import logging
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" hint
     from ..progress import Steps
 
-    with Steps(f"calibrating {spec.name} (int8)", total=len(feeds)) as bar:
-        quantize_static(str(src), str(dst), _Reader(feeds, input_names, bar),
-                        quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-                        weight_type=QuantType.QInt8, per_channel=True,
-                        nodes_to_quantize=nodes, op_types_to_quantize=list(spec.quantize_ops),
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": activations != "uint8",
-                                       "WeightSymmetric": True,
-                                       "DedicatedQDQPair": False,
-                                       "QuantizeBias": False})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a "consider pre-processing" hint
+    try:
+        with Steps(f"calibrating {spec.name} ({activations} activations)", total=len(feeds)) as bar:
+            quantize_static(str(src), str(dst), _Reader(feeds, input_names, bar),
+                            quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                            weight_type=QuantType.QInt8, per_channel=True,
+                            nodes_to_quantize=nodes, op_types_to_quantize=list(spec.quantize_ops),
+                            calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"ActivationSymmetric": activations != "uint8",
+                                           "WeightSymmetric": True,
+                                           "DedicatedQDQPair": False,
+                                           "QuantizeBias": False})
+    finally:
+        root.setLevel(level)
     q = onnx.load(str(dst), load_external_data=False)
     n_q = sum(1 for n in q.graph.node if n.op_type == "QuantizeLinear")
     n_dq = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear")

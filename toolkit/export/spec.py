@@ -43,7 +43,6 @@ class GraphSpec:
     profiles      {input name: Profile} from which TensorRT profiles are built
     fp32_ops      op types that must stay fp32 in an fp16 graph (besides the defaults)
     quantize_ops  op types quantised in the int8 QDQ graph
-    keep_float    node-name substrings of layers that stay float in int8 graphs
     """
 
     name: str
@@ -55,7 +54,6 @@ class GraphSpec:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     fp32_ops: Sequence[str] = ()
     quantize_ops: Sequence[str] = ("MatMul", "Conv", "Gemm")
-    keep_float: Sequence[str] = ()   # node-name substrings never quantised (e.g. the logits layer)
     tolerance: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: DEFAULT_TOLERANCE)
     input_dtypes: Mapping[str, str] = field(default_factory=dict)
 

@@ -318,9 +318,6 @@ def torch_device() -> str:
 # Factory
 # --------------------------------------------------------------------------------------------
 
-SessionFactory = Callable[[str], Session]
-
-
 def open_onnx_session(path: str | Path, backend: str, precision: str = "fp32",
                       threads: int | None = None, manifest_graph: dict | None = None,
                       cache_dir: str | Path | None = None) -> Session:

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from ...registry import Family
+from ...registry import Family, lazy
 from .model import PRESETS
-
-
-def _export(**kw):
-    from ...export.gradtts import export
-
-    return export(**kw)
-
-
-def _bench(**kw):
-    from ...bench.gradtts import bench
-
-    return bench(**kw)
 
 
 FAMILY = Family(
@@ -24,8 +12,8 @@ FAMILY = Family(
                 "N-step probability-flow ODE sampler",
     presets=tuple(PRESETS),
     default_preset="paper",
-    export=_export,
-    bench=_bench,
+    export=lazy("toolkit.export.gradtts", "export"),
+    bench=lazy("toolkit.bench.gradtts", "bench"),
     work_unit="seconds of audio (frames × 256 / 22050)",
     extra={"bench_options": ("steps",)},
 )

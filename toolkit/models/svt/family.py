@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from ...registry import Family
+from ...registry import Family, lazy
 from .model import PRESETS
-
-
-def _export(**kwargs):
-    from ...export.svt import export
-
-    return export(**kwargs)
-
-
-def _bench(**kwargs):
-    from ...bench.svt import bench
-
-    return bench(**kwargs)
 
 
 FAMILY = Family(
@@ -24,8 +12,8 @@ FAMILY = Family(
                 "embedding",
     presets=tuple(PRESETS),
     default_preset="vit-base",
-    export=_export,
-    bench=_bench,
+    export=lazy("toolkit.export.svt", "export"),
+    bench=lazy("toolkit.bench.svt", "bench"),
     work_unit="clip (RTF: compute time per second of the source video the clip is sampled from)",
     extra={"bench_options": ("frames", "size")},
 )

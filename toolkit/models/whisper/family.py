@@ -1,19 +1,7 @@
 """Registry entry for Whisper."""
 
-from ...registry import Family
+from ...registry import Family, lazy
 from .loading import DEFAULT_PRESET, PRESETS
-
-
-def _export(**kw):
-    from ...export.whisper import export_whisper
-
-    return export_whisper(**kw)
-
-
-def _bench(**kw):
-    from ...bench.whisper import bench_whisper
-
-    return bench_whisper(**kw)
 
 
 FAMILY = Family(
@@ -21,8 +9,8 @@ FAMILY = Family(
     description="Whisper ASR: encoder + KV-cached decoder graphs, greedy decode loop",
     presets=tuple(PRESETS),
     default_preset=DEFAULT_PRESET,
-    export=_export,
-    bench=_bench,
+    export=lazy("toolkit.export.whisper", "export_whisper"),
+    bench=lazy("toolkit.bench.whisper", "bench_whisper"),
     work_unit="seconds of input audio (RTF = processing time / audio duration)",
     extra={"bench_options": ("tokens",)},
 )

@@ -27,7 +27,6 @@ class DecodeResult:
     tokens: list[list[int]]          # generated tokens per window (prompt excluded, eot excluded)
     steps: int                       # decoder calls
     step_ms: list[float]             # per decoder call
-    encoder_ms: float
 
 
 class WhisperPipeline:
@@ -150,7 +149,7 @@ class WhisperPipeline:
         for row in seqs:
             row = row.tolist()
             tokens.append(row[:row.index(tok.eot)] if tok.eot in row else row)
-        return DecodeResult(tokens, len(step_ms), step_ms, 0.0)
+        return DecodeResult(tokens, len(step_ms), step_ms)
 
     def teacher_forced_top1(self, cross: dict, prompt: list[int],
                             reference: list[list[int]]) -> tuple[int, int]:
@@ -304,14 +303,14 @@ def load_pipeline(artifact: str | Path | None = None, checkpoint: str | None = N
     lw = load_whisper(checkpoint, preset, seed)
     if backend == "torch":
         return from_model(lw, threads=threads)
+    from ...export.artifact import cached_export
     from ...export.whisper import export_whisper_model
+    from ...export.whisper.plan import EXPORT_REVISION
 
-    out = cache_root() / f"whisper-{_cache_tag(lw, seed)}-fp32"
-    try:
-        return from_artifact(out, backend, threads)
-    except ToolkitError:
-        export_whisper_model(lw, "fp32", out)
-        return from_artifact(out, backend, threads)
+    out = cached_export(cache_root() / f"whisper-{_cache_tag(lw, seed)}-fp32", "whisper",
+                        lw.source, "fp32", EXPORT_REVISION,
+                        lambda out: export_whisper_model(lw, "fp32", out))
+    return from_artifact(out, backend, threads)
 
 
 def _cache_tag(lw, seed: int) -> str:
