@@ -85,6 +85,12 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
     table = Table(title="toolkit doctor", show_header=False)
     for k, v in info.items():
+        if k == "cpu_int8":
+            have = [f for f, on in v["features"].items() if on]
+            table.add_row("cpu int8 features", ", ".join(have) or "none of " +
+                          ", ".join(v["features"]))
+            table.add_row("cpu int8 kernels", v["int8_kernels"])
+            continue
         table.add_row(k, str(v))
     out.print(table)
 
@@ -99,7 +105,7 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="int8 QDQ graphs calibrated on real data.")] = False,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory.")] = None,
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Real data for int8 calibration.")] = None,
-    int8_target: Annotated[str, typer.Option("--int8-target", help="int8 form: trt (symmetric int8 activations; TensorRT and onnxruntime) or cpu (uint8 activations; faster on onnxruntime x86, not buildable by TensorRT).")] = "trt",
+    int8_target: Annotated[str, typer.Option("--int8-target", help="int8 form: trt (QDQ with symmetric int8 activations on the layers within the error budget; TensorRT and onnxruntime) or cpu (onnxruntime CPU int8 kernels; not buildable by TensorRT).")] = "trt",
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     seed: Seed = 0,
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt).")] = False,
@@ -112,7 +118,8 @@ def export(
     if trt and precision == "int8-cpu":
         raise ToolkitError("--trt needs the TensorRT int8 form; drop --int8-target cpu")
     if out_dir is None:
-        tag = (preset or (Path(checkpoint).name if checkpoint else fam.default_preset))
+        tag = (preset or (Path(checkpoint).name if checkpoint else
+                          fam.default_model or fam.default_preset))
         out_dir = Path("artifacts") / f"{model}-{tag}-{precision}"
     if trt:
         from .export.tensorrt import require_tensorrt

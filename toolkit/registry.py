@@ -35,6 +35,7 @@ class Family:
     export: Callable[..., dict]
     bench: Callable[..., list]
     work_unit: str = ""           # what RTF / throughput is measured against
+    default_model: str = ""       # what runs with no --checkpoint/--preset (if not default_preset)
     extra: dict = field(default_factory=dict)
 
 

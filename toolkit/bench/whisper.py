@@ -45,9 +45,9 @@ def _run_hf_case(case: dict) -> dict:
     lw = load_whisper(case["checkpoint"], case["preset"], case["seed"])
     tok, cfg = lw.tokenizer, lw.config
     kwargs = {"max_new_tokens": case["max_new_tokens"], "do_sample": False, "num_beams": 1,
-              "return_timestamps": False, "task": "transcribe"}
-    if tok.multilingual:
-        kwargs["language"] = case["language"]
+              "return_timestamps": False}
+    if tok.multilingual:  # English-only models take neither (generate() refuses them)
+        kwargs.update(language=case["language"], task="transcribe")
     if case["force"]:  # the same rule as the decode loop: no end-of-text, no special tokens
         kwargs["suppress_tokens"] = sorted(set(lw.generation.suppress_tokens)
                                            | set(range(tok.eot, cfg.vocab_size)))
@@ -137,7 +137,7 @@ def _run_case(case: dict) -> dict:
     else:
         device = "cpu" if case["backend"] == "ort" else "cuda"
     agree = steps = 0
-    if case.get("reference_tokens") and case["force"]:
+    if case.get("reference_tokens"):
         for a, ref in zip(audio, case["reference_tokens"]):
             if ref:
                 got, n = pipe.teacher_forced_top1(pipe.encode(features_for(a, pipe.n_mels)),
@@ -297,7 +297,7 @@ def _print(records, lw, utts, total_audio, force, max_new, skipped):
             ("TF top-1", "top1_agreement_teacher_forced_vs_torch_fp32", ".3f")]
     weights = ("RANDOM INITIALISATION (seeded preset) — latency is real, transcripts are not; "
                "quality = parity with PyTorch fp32" if lw.random_init else
-               f"weights: {lw.source.get('checkpoint')}")
+               f"weights: {lw.weights}")
     notes = [
         weights,
         f"data: {len(utts)} utterances, {total_audio:.1f} s of audio; "
@@ -309,13 +309,14 @@ def _print(records, lw, utts, total_audio, force, max_new, skipped):
         "RTF(torch fp32) / RTF, vs HF = RTF(hf) / RTF",
         "backends: hf = Hugging Face generate() in PyTorch eager (the stock path); torch = this "
         "toolkit's decode loop over the exported modules in PyTorch eager; ort = onnxruntime CPU",
-        "precisions: int8 = QDQ with symmetric int8 activations (TensorRT form); int8-cpu = QDQ "
-        "with uint8 activations (onnxruntime x86 form, not buildable by TensorRT)",
+        "precisions: int8 = QDQ with symmetric int8 activations on the layers that fit the error "
+        "budget (TensorRT form); int8-cpu = onnxruntime CPU form (encoder: dynamic int8, "
+        "decoder: 8-bit block-wise weights with int8 compute; not buildable by TensorRT)",
         "ms/token = one single-token decoder step (KV cache fed back); encoder = one 30-s window",
         "CER in percentage points, case/punctuation-normalised; token match = share of "
         "utterances whose tokens equal PyTorch fp32's exactly",
         "TF top-1 = teacher-forced top-1 agreement: fed PyTorch fp32's tokens step by step, the "
-        "share of steps whose argmax equals PyTorch fp32's next token (forced-length runs)",
+        "share of steps whose argmax equals PyTorch fp32's next token",
         "peak RSS = peak resident memory of the process that ran the case (one process per case)",
     ]
     if has_dev_ms:

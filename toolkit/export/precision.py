@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ToolkitError
-from ..progress import console
-from .spec import GraphSpec
+from ..progress import Steps, console
+from .spec import GraphSpec, rel_l2
 
 FP16_MAX = 65504.0
 # Activations beyond this fraction of the fp16 range stay fp32 (head-room for other inputs).
@@ -154,18 +154,99 @@ def weight_matmuls(model, op_types: Sequence[str]) -> list[str]:
             if n.op_type in op_types and any(i in inits or i in consts for i in n.input[1:2])]
 
 
+def _ort_run(path: Path, feeds: Sequence[dict], optimization: str, extra_outputs=()):
+    """Outputs of ``path`` on ``feeds`` (onnxruntime CPU). ``optimization="none"`` evaluates
+    Q/DQ as float ops — what the QDQ graph means, independent of this CPU's int8 kernels."""
+    import onnx
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                                   if optimization == "none"
+                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    if extra_outputs:
+        model = onnx.load(str(path))
+        model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT,
+                                                                     None) for n in extra_outputs)
+        src = model.SerializeToString()
+    else:
+        src = str(path)
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    inputs = {i.name for i in sess.get_inputs()}
+    return [dict(zip(names, sess.run(None, {k: v for k, v in f.items() if k in inputs})))
+            for f in feeds]
+
+
+def worst_rel_l2(got: Sequence[dict], ref: Sequence[dict]) -> float:
+    """Worst relative L2 over every output of every feed."""
+    return max((rel_l2(g[k], r[k]) for g, r in zip(got, ref) for k in r if r[k].size), default=0.0)
+
+
+def layer_sensitivity(fp32: Path, qdq: Path, feeds: Sequence[dict]) -> dict[str, float]:
+    """Local error of every quantized layer: relative L2 between the layer's output in the QDQ
+    graph and a float twin of the layer fed the same (un-quantized) input tensor and the float
+    weight. One run measures every layer; upstream error does not count against a layer."""
+    import onnx
+    from onnx import numpy_helper
+
+    src = onnx.load(str(fp32))
+    q = onnx.load(str(qdq))
+    src_nodes = {n.name: n for n in src.graph.node}
+    src_inits = {i.name: i for i in src.graph.initializer}
+    for n in src.graph.node:  # weights folded into Constant nodes count as initializers too
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+            src_inits.setdefault(n.output[0], t)
+    producers = {o: n for n in q.graph.node for o in n.output}
+    pairs: dict[str, tuple[str, str]] = {}
+    for n in list(q.graph.node):
+        orig = src_nodes.get(n.name)
+        dq = producers.get(n.input[0]) if n.input else None
+        if (orig is None or orig.op_type != n.op_type or len(orig.input) < 2 or dq is None
+                or dq.op_type != "DequantizeLinear"):
+            continue
+        qn = producers.get(dq.input[0])
+        if qn is None or qn.op_type != "QuantizeLinear" or orig.input[1] not in src_inits:
+            continue
+        w = src_inits[orig.input[1]]
+        w_name = f"{w.name}__float_twin"
+        q.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(w), w_name))
+        twin = onnx.helper.make_node(n.op_type, [qn.input[0], w_name, *n.input[2:]],
+                                     [f"{n.output[0]}__float_twin"], name=f"{n.name}__float_twin")
+        twin.attribute.extend(n.attribute)
+        q.graph.node.append(twin)
+        pairs[n.name] = (n.output[0], twin.output[0])
+    probe = qdq.with_name(qdq.stem + ".probe.onnx")
+    onnx.save(q, str(probe))
+    try:
+        outs = _ort_run(probe, feeds, "none",
+                        extra_outputs=[t for pair in pairs.values() for t in pair])
+    finally:
+        probe.unlink(missing_ok=True)
+    return {name: max(rel_l2(o[a], o[b]) for o in outs) for name, (a, b) in pairs.items()}
+
+
 def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
                   activations: str = "int8") -> dict:
     """Static QDQ quantization calibrated on ``feeds`` (real data); int8 per-channel weights.
 
     ``activations="int8"``: symmetric signed activations — the form TensorRT builds from.
     ``activations="uint8"``: asymmetric unsigned activations — onnxruntime's fast x86 path
-    (u8×s8 maps onto VNNI); measured 1.3–1.7× faster than the int8 form on this CPU, but
-    TensorRT rejects non-zero zero points, so it is a CPU-only artifact.
+    (u8×s8 maps onto VNNI), but TensorRT rejects non-zero zero points: a CPU-only artifact.
+
+    Which layers run in int8 is measured, not assumed (trained weights have activation outliers
+    that random ones lack): every MatMul/Conv with constant weights is quantized; if the graph's
+    worst output then differs from fp32 by more than ``spec.int8_budget`` (relative L2, with Q/DQ
+    evaluated in float so the CPU's int8 kernels do not enter), the layers are ranked by their
+    local error and the fewest most sensitive ones are kept in float until the budget holds.
     """
+    import json
+
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
 
     if not feeds:
         raise ToolkitError(f"no calibration data for graph {spec.name}; pass --calib-data DIR "
@@ -176,27 +257,44 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
         raise ToolkitError(f"graph {spec.name} has no {'/'.join(spec.quantize_ops)} layer with "
                            "constant weights to quantise")
     input_names = [i.name for i in model.graph.input]
-    import logging
-
-    from ..progress import Steps
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs a "consider pre-processing" hint
-    try:
-        with Steps(f"calibrating {spec.name} ({activations} activations)", total=len(feeds)) as bar:
-            quantize_static(str(src), str(dst), _Reader(feeds, input_names, bar),
-                            quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-                            weight_type=QuantType.QInt8, per_channel=True,
-                            nodes_to_quantize=nodes, op_types_to_quantize=list(spec.quantize_ops),
-                            calibrate_method=CalibrationMethod.MinMax,
-                            extra_options={"ActivationSymmetric": activations != "uint8",
-                                           "WeightSymmetric": True,
-                                           "DedicatedQDQPair": False,
-                                           "QuantizeBias": False})
-    finally:
-        root.setLevel(level)
+    cache = dst.with_name(dst.stem + ".calibration.json")
+    cache.unlink(missing_ok=True)
+    with Steps(f"calibrating {spec.name} ({activations} activations)", total=len(feeds)) as bar:
+        _quantize(src, dst, spec, nodes, activations, cache, _Reader(feeds, input_names, bar))
+    budget = spec.int8_budget
+    # the error is measured on a few calibration inputs (the fp32 graph is the reference)
+    probe_feeds = list(feeds[:: max(1, len(feeds) // 6)])[:6]
+    ref = _ort_run(src, probe_feeds, "all")
+    err = worst_rel_l2(_ort_run(dst, probe_feeds, "none"), ref)
+    float_nodes: list[str] = []
+    sensitivity: dict[str, float] = {}
+    if budget is not None and err > budget:
+        with console.status(f"{spec.name}: int8 error {err:.3f} > budget {budget:g}; measuring "
+                            f"each of {len(nodes)} layers"):
+            sensitivity = layer_sensitivity(src, dst, probe_feeds[:2])
+        sensitivity = {n: sensitivity.get(n, 0.0) for n in nodes}
+        order = sorted(nodes, key=sensitivity.get, reverse=True)
+        lo, hi, best = 1, len(order) - 1, None  # fewest float layers whose graph meets the budget
+        with Steps(f"{spec.name}: choosing float layers (budget rel L2 ≤ {budget:g})",
+                   total=max(1, int(np.ceil(np.log2(len(order) + 1))))) as bar:
+            while lo <= hi:
+                k = (lo + hi) // 2
+                keep = set(order[:k])
+                _quantize(src, dst, spec, [n for n in nodes if n not in keep], activations, cache)
+                e = worst_rel_l2(_ort_run(dst, probe_feeds, "none"), ref)
+                bar.advance(f"{k} float → rel L2 {e:.3f}")
+                if e <= budget:
+                    best, hi = (k, e), k - 1
+                else:
+                    lo = k + 1
+        if best is None:
+            raise ToolkitError(f"graph {spec.name}: no int8 layer can be kept within the error "
+                               f"budget (rel L2 ≤ {budget:g}); export it at fp16 or fp32")
+        float_nodes = order[:best[0]]
+        _quantize(src, dst, spec, [n for n in nodes if n not in set(float_nodes)], activations,
+                  cache)
+        err = best[1]
+    cache.unlink(missing_ok=True)
     q = onnx.load(str(dst), load_external_data=False)
     n_q = sum(1 for n in q.graph.node if n.op_type == "QuantizeLinear")
     n_dq = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear")
@@ -205,13 +303,116 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
                  and all(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
                          for i in n.input[:2])]
     total = sum(1 for n in model.graph.node if n.op_type in spec.quantize_ops)
+    why = (f"; {len(float_nodes)} most sensitive kept float (budget rel L2 ≤ {budget:g})"
+           if float_nodes else "")
     console.print(f"  {spec.name}: int8 QDQ ({activations} activations) — {len(quantized)}/{total} "
-                  f"{'/'.join(spec.quantize_ops)} nodes quantized ({n_q} Q, {n_dq} DQ), "
-                  f"calibrated on {len(feeds)} inputs")
+                  f"{'/'.join(spec.quantize_ops)} nodes in int8{why}; error vs fp32 "
+                  f"(Q/DQ in float) rel L2 {err:.3g}; calibrated on {len(feeds)} inputs")
     return {"quantized_nodes": len(quantized), "quantizable_nodes": total,
+            "weight_layers": len(nodes), "float_layers": float_nodes,
+            "float_layer_sensitivity": {n: round(sensitivity[n], 5) for n in float_nodes},
+            "int8_budget_rel_l2": budget, "int8_error_rel_l2": err,
             "qdq_nodes": n_q + n_dq, "calibration_inputs": len(feeds),
             "int8_activations": activations,
             "quantization": ("QDQ, int8 symmetric activations (MinMax), per-channel symmetric "
                              "int8 weights — TensorRT form" if activations == "int8" else
                              "QDQ, uint8 asymmetric activations (MinMax), per-channel symmetric "
-                             "int8 weights — onnxruntime CPU form, not buildable by TensorRT")}
+                             "int8 weights — onnxruntime CPU form, not buildable by TensorRT")
+            + ("; layers chosen by measured sensitivity" if float_nodes else "")}
+
+
+def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
+                      scheme: str, block_size: int = 32) -> dict:
+    """onnxruntime-on-CPU int8 forms that need no static activation ranges (TensorRT builds
+    neither):
+
+    ``dynamic``    int8 weights per channel (7-bit range, so AVX2's u8×s8 pair sums cannot
+                   saturate int16), uint8 activations with a per-tensor scale computed on every
+                   call (DynamicQuantizeLinear + MatMulInteger) — for large-M GEMMs (an encoder).
+    ``blockwise``  8-bit weights in blocks of ``block_size`` (MatMulNBits, symmetric) with
+                   ``accuracy_level=4``: the kernel quantizes each activation block on the fly and
+                   multiplies in int8 (VNNI/AMX on x86, dot-product on ARM) — for small-M graphs
+                   (a decoder step).
+
+    Both follow the activation outliers of trained weights that one static per-tensor scale
+    cannot (measured on trained Whisper: see docs/int8.md)."""
+    import logging
+
+    import onnx
+
+    model = onnx.load(str(src))
+    nodes = weight_matmuls(model, ("MatMul",))
+    if not nodes:
+        raise ToolkitError(f"graph {spec.name} has no MatMul with constant weights to quantise")
+    logging.disable(logging.WARNING)  # the quantizers log every node they visit
+    try:
+        with console.status(f"{spec.name}: int8 ({scheme})"):
+            if scheme == "blockwise":
+                from onnxruntime.quantization import QuantFormat
+                from onnxruntime.quantization.matmul_nbits_quantizer import (
+                    DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer)
+
+                cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
+                                                   accuracy_level=4, bits=8,
+                                                   quant_format=QuantFormat.QOperator)
+                q = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True,
+                                         accuracy_level=4, algo_config=cfg)
+                q.process()
+                q.model.save_model_to_file(str(dst), False)
+                op, how = "MatMulNBits", (f"MatMulNBits: 8-bit symmetric weights in blocks of "
+                                          f"{block_size}, accuracy_level 4 (activations "
+                                          "quantized per block at run time)")
+            elif scheme == "dynamic":
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"],
+                                 nodes_to_quantize=nodes, per_channel=True, reduce_range=True,
+                                 weight_type=QuantType.QInt8)
+                op, how = "MatMulInteger", ("dynamic: per-channel int8 weights (7-bit range), "
+                                            "uint8 activations scaled per call")
+            else:
+                raise ToolkitError(f"unknown int8-cpu scheme {scheme!r} for graph {spec.name}")
+    finally:
+        logging.disable(logging.NOTSET)
+    out = onnx.load(str(dst), load_external_data=False)
+    n_q = sum(1 for n in out.graph.node if n.op_type == op)
+    probe = list(feeds[:: max(1, len(feeds) // 6)])[:6]
+    err = worst_rel_l2(_ort_run(dst, probe, "all"), _ort_run(src, probe, "all")) if probe else None
+    total = len(weight_matmuls(model, spec.quantize_ops))
+    console.print(f"  {spec.name}: int8-cpu ({scheme}) — {n_q}/{total} "
+                  f"{'/'.join(spec.quantize_ops)} weight layers in int8 ({op})"
+                  + (f"; error vs fp32 rel L2 {err:.3g}" if err is not None else ""))
+    return {"quantized_nodes": n_q, "quantizable_nodes": total, "weight_layers": total,
+            "float_layers": [n for n in weight_matmuls(model, spec.quantize_ops) if n not in nodes],
+            "int8_error_rel_l2": err, "calibration_inputs": 0, "int8_scheme": scheme,
+            "int8_activations": "dynamic (per call)" if scheme == "dynamic" else
+                                "dynamic per block (kernel)",
+            "quantization": how + " — onnxruntime CPU form, not buildable by TensorRT"}
+
+
+def _quantize(src: Path, dst: Path, spec: GraphSpec, nodes: Sequence[str], activations: str,
+              cache: Path, reader=None) -> None:
+    """One onnxruntime quantize_static call; the first (with ``reader``) calibrates and writes
+    the range cache, later ones re-use it for another layer selection."""
+    import logging
+
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a "consider pre-processing" hint
+    try:
+        quantize_static(str(src), str(dst), reader,
+                        quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8, per_channel=True,
+                        nodes_to_quantize=list(nodes), op_types_to_quantize=list(spec.quantize_ops),
+                        calibrate_method=CalibrationMethod.MinMax,
+                        calibration_cache_path=str(cache),
+                        extra_options={"ActivationSymmetric": activations != "uint8",
+                                       "WeightSymmetric": True,
+                                       "DedicatedQDQPair": False,
+                                       "QuantizeBias": False})
+    finally:
+        root.setLevel(level)

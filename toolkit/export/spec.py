@@ -43,6 +43,7 @@ class GraphSpec:
     profiles      {input name: Profile} from which TensorRT profiles are built
     fp32_ops      op types that must stay fp32 in an fp16 graph (besides the defaults)
     quantize_ops  op types quantised in the int8 QDQ graph
+    int8_budget   error budget that picks which of those layers stay float (see precision.py)
     """
 
     name: str
@@ -56,6 +57,13 @@ class GraphSpec:
     quantize_ops: Sequence[str] = ("MatMul", "Conv", "Gemm")
     tolerance: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: DEFAULT_TOLERANCE)
     input_dtypes: Mapping[str, str] = field(default_factory=dict)
+    # int8: the largest relative L2 (worst output vs fp32, Q/DQ evaluated in float) the layer
+    # selection may spend; the most sensitive layers stay float until it holds. None: every
+    # weight layer in int8.
+    int8_budget: float | None = None
+    # int8-cpu: "qdq" (static uint8 activations), "dynamic" (activation scale per call) or
+    # "blockwise" (MatMulNBits, int8 compute; for small-M graphs such as a decoder step)
+    int8_cpu_scheme: str = "qdq"
 
 
 Feeds = dict  # {input name: np.ndarray}

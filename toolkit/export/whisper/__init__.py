@@ -15,6 +15,12 @@ def export_whisper_model(lw, precision: str, out: str | Path, calib_data=None,
     bundled = bundled_dir() / "wavs"
     validation = [bundled / "jfk.flac", bundled / "LJ001-0002.flac"]
     calibration = default_calibration_files(calib_data) if precision.startswith("int8") else None
+    if calibration is not None and len(calibration) < 4:
+        from ...progress import console
+
+        console.print(f"[yellow]warning:[/] int8 calibration on {len(calibration)} clip(s): the "
+                      "activation ranges will not cover other speakers and content; give "
+                      "--calib-data a folder with at least 4 (8 are used) real recordings")
     plan = build_plan(lw, validation, calibration)
     return export_plan(plan, precision, out, opset=opset)
 

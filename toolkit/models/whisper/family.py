@@ -1,7 +1,7 @@
 """Registry entry for Whisper."""
 
 from ...registry import Family, lazy
-from .loading import DEFAULT_PRESET, PRESETS
+from .loading import DEFAULT_MODEL_NAME, DEFAULT_PRESET, PRESETS
 
 
 FAMILY = Family(
@@ -12,5 +12,6 @@ FAMILY = Family(
     export=lazy("toolkit.export.whisper", "export_whisper"),
     bench=lazy("toolkit.bench.whisper", "bench_whisper"),
     work_unit="seconds of input audio (RTF = processing time / audio duration)",
+    default_model=DEFAULT_MODEL_NAME,
     extra={"bench_options": ("tokens",)},
 )

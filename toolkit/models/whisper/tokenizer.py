@@ -47,7 +47,10 @@ class WhisperTokenizer:
         self.translate = self._tok("<|translate|>")
         self.sot_prev = self._tok("<|startofprev|>")
         self.sot_lm = self._tok("<|startoflm|>")
-        self.no_speech = self._tok("<|nospeech|>")
+        try:
+            self.no_speech = self._tok("<|nospeech|>")
+        except ToolkitError:  # tokenizers converted from the first Whisper release
+            self.no_speech = self._tok("<|nocaptions|>")
         self.no_timestamps = self._tok("<|notimestamps|>")
         self.timestamp_begin = self.no_timestamps + 1
         self.languages = LANGUAGE_CODES[:num_languages]
@@ -151,11 +154,11 @@ def hf_tokenizer(path: str | Path, vocab_size: int) -> WhisperTokenizer | None:
 
     tok = WhisperTokenizerFast.from_pretrained(str(path))
     num_languages = sum(1 for c in LANGUAGE_CODES if tok.convert_tokens_to_ids(f"<|{c}|>")
-                        not in (None, tok.unk_token_id))
+                        not in (None, tok.unk_token_id))  # unk is <|endoftext|>: never a language
 
     def to_id(token: str) -> int:
         i = tok.convert_tokens_to_ids(token)
-        if i is None or i == tok.unk_token_id:
+        if i is None or (i == tok.unk_token_id and token != tok.unk_token):
             raise ToolkitError(f"the checkpoint's tokenizer has no special token {token}; "
                                "it is not a Whisper tokenizer")
         return int(i)
