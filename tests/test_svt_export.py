@@ -55,7 +55,9 @@ def test_int8_export_from_real_clip(exported, tmp_path):
     m = export_plan(plan, "int8", tmp_path / "int8")
     assert m["graphs"]["backbone"]["quantized_nodes"] > 0
     feed = real_feeds(None, [(8, 96)])[0]
-    got = OrtSession(tmp_path / "int8" / "backbone.onnx", precision="int8").run(feed)["cls"][0]
+    # judged on the QDQ graph's meaning (Q/DQ as float ops), the same on every CPU
+    got = OrtSession(tmp_path / "int8" / "backbone.onnx", precision="int8",
+                     optimization="none").run(feed)["cls"][0]
     with torch.no_grad():
         ref = model(torch.from_numpy(feed["video"])).numpy()[0]
     cos = float(got @ ref / np.linalg.norm(got) / np.linalg.norm(ref))

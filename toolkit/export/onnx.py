@@ -46,7 +46,8 @@ def export_graph(spec: GraphSpec, path: Path, opset: int = DEFAULT_OPSET) -> Non
 def graph_settings(spec: GraphSpec) -> dict:
     """The export choices that change a graph's numbers (a cached artifact must match them)."""
     return {"fp32_ops": sorted(spec.fp32_ops), "quantize_ops": sorted(spec.quantize_ops),
-            "int8_budget": spec.int8_budget, "int8_cpu_scheme": spec.int8_cpu_scheme}
+            "int8_budget": spec.int8_budget, "int8_cpu_scheme": spec.int8_cpu_scheme,
+            "int8_float_layers": sorted(spec.int8_float_layers)}
 
 
 def control_flow_nodes(path: str | Path) -> list[str]:

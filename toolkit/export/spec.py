@@ -61,6 +61,9 @@ class GraphSpec:
     # selection may spend; the most sensitive layers stay float until it holds. None: every
     # weight layer in int8.
     int8_budget: float | None = None
+    # layers (node-name substrings) that always stay float in the int8 graph, e.g. an LM head
+    # whose output is argmax'ed (NVIDIA ModelOpt and TensorRT-LLM leave lm_head unquantized too)
+    int8_float_layers: Sequence[str] = ()
     # int8-cpu: "qdq" (static uint8 activations), "dynamic" (activation scale per call) or
     # "blockwise" (MatMulNBits, int8 compute; for small-M graphs such as a decoder step)
     int8_cpu_scheme: str = "qdq"

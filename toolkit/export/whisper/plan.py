@@ -24,9 +24,10 @@ TOLERANCE = {
     "int8": {"rel_l2": 0.35, "cosine": 0.94},
 }
 # int8 (TensorRT form) layer-selection budget: worst output rel L2 vs fp32 with Q/DQ evaluated in
-# float. On trained tiny.en an encoder error of 0.18 moved CER on the 32 LJ clips by 0.06 pt
-# (docs/int8.md), so 0.2 leaves margin under the 0.5 pt drift target.
-INT8_BUDGET = {"encoder": 0.2, "decoder": 0.15}
+# float. Set from trained tiny.en on the 32 LJ clips (docs/int8.md): encoder 0.2 keeps 32/34
+# layers int8 at 0.06-0.13 pt CER drift; the decoder's argmax is more fragile, so 0.08 and the
+# vocabulary projection kept float give teacher-forced top-1 0.991 against fp32.
+INT8_BUDGET = {"encoder": 0.2, "decoder": 0.08}
 
 
 def model_config(lw: LoadedWhisper) -> dict:
@@ -88,7 +89,7 @@ def build_graphs(lw: LoadedWhisper) -> list[GraphSpec]:
                     input_names=dec_in, output_names=dec_out, dynamic_axes=axes,
                     example_inputs=dec_example, profiles=profiles, tolerance=TOLERANCE,
                     input_dtypes={"input_ids": "int64"}, int8_budget=INT8_BUDGET["decoder"],
-                    int8_cpu_scheme="blockwise")
+                    int8_cpu_scheme="blockwise", int8_float_layers=("proj_out",))
     return [enc, dec]
 
 
