@@ -1,3 +1,6 @@
+"""Shared fixtures. Tests mirror the package: tests/<layer>/… ; helpers live in tests/support
+(the tiny-model zoo, the console-script runner and its ``fails_cleanly`` check)."""
+
 import os
 from pathlib import Path
 
@@ -12,3 +15,15 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared test data not found at {SHARED} (set TOOLKIT_SHARED_DATA)")
     return SHARED
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Exports made on the fly (a model run on onnxruntime) go to a per-session cache, not ~."""
+    old = os.environ.get("TOOLKIT_CACHE")
+    os.environ["TOOLKIT_CACHE"] = str(tmp_path_factory.mktemp("toolkit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("TOOLKIT_CACHE", None)
+    else:
+        os.environ["TOOLKIT_CACHE"] = old

@@ -6,15 +6,20 @@ Every ``ToolkitError`` becomes one line on stderr and exit code 2 — never a tr
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from .errors import ToolkitError
+from . import registry
+from .core.errors import ToolkitError
+from .doctor import collect
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Export PyTorch speech, TTS and video models to ONNX/TensorRT, run and "
@@ -25,7 +30,7 @@ out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 
-def friendly(fn):
+def one_line_errors(fn):
     """Turn user errors into one line + non-zero exit."""
 
     @functools.wraps(fn)
@@ -72,17 +77,13 @@ Seed = Annotated[int, typer.Option(help="Seed for random initialisation of prese
 # ------------------------------------------------------------------------------------------
 
 @app.command()
-@friendly
+@one_line_errors
 def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
     """Versions, execution providers, GPU and threads — paste this into a bug report."""
-    from .doctor import collect
-
     info = collect()
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    from rich.table import Table
-
     table = Table(title="toolkit doctor", show_header=False)
     for k, v in info.items():
         if k == "cpu_int8":
@@ -96,7 +97,7 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 
 @app.command()
-@friendly
+@one_line_errors
 def export(
     model: Annotated[str, typer.Argument(help="Model family: whisper, gradtts, svt.")],
     checkpoint: Checkpoint = None,
@@ -111,66 +112,77 @@ def export(
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt).")] = False,
 ):
     """Export a model's accelerated parts to ONNX (validated against PyTorch) + manifest.json."""
-    from . import registry
-
     fam = registry.get(model)
     precision = _precision(fp16, int8, int8_target)
     if trt and precision == "int8-cpu":
         raise ToolkitError("--trt needs the TensorRT int8 form; drop --int8-target cpu")
-    if out_dir is None:
-        tag = (preset or (Path(checkpoint).name if checkpoint else
-                          fam.default_model or fam.default_preset))
-        out_dir = Path("artifacts") / f"{model}-{tag}-{precision}"
+    tag = fam.default_tag(checkpoint, preset)
+    out_dir = out_dir or Path("artifacts") / f"{model}-{tag}-{precision}"
     if trt:
-        from .export.tensorrt import require_tensorrt
-
-        require_tensorrt(out_dir)  # fail before a long export if the build cannot happen
+        tensorrt().require_tensorrt(out_dir)  # fail before a long export if no build can happen
     fam.export(checkpoint=checkpoint, preset=preset, precision=precision, out=out_dir,
                calib_data=calib_data, opset=opset, seed=seed)
     if trt:
-        from .export.tensorrt import build_artifact
-
-        build_artifact(out_dir, fp16=precision == "fp16", int8=precision == "int8")
+        tensorrt().build_artifact(out_dir, fp16=precision == "fp16", int8=precision == "int8")
 
 
-@app.command()
-@friendly
-def bench(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model family: whisper, gradtts, svt.")] = "whisper",
-    checkpoint: Checkpoint = None,
-    preset: Preset = None,
-    backend: Annotated[str, typer.Option(help="Comma list: torch,ort (GPU: ort-cuda,ort-trt,trt).")] = "torch,ort",
-    precision: Annotated[Optional[str], typer.Option(help="Comma list of fp32,fp16,int8,int8-cpu (default: all the family supports).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Data folder (LJSpeech-style for speech).")] = None,
-    runs: Annotated[int, typer.Option(help="Timed runs per case.")] = 5,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs per case.")] = 1,
-    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Records JSON (CSV beside it).")] = None,
-    tokens: Annotated[Optional[int], typer.Option(help="Whisper: force this many decoded tokens (default with random weights: 48).")] = None,
-    steps: Annotated[Optional[str], typer.Option(help="Grad-TTS: comma list of ODE steps.")] = None,
-    frames: Annotated[Optional[str], typer.Option(help="SVT: comma list of clip frame counts.")] = None,
-    size: Annotated[Optional[str], typer.Option(help="SVT: comma list of clip sizes (px).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use at most this many data items.")] = None,
-    seed: Seed = 0,
-    workdir: Annotated[Optional[Path], typer.Option(help="Where exported artifacts are cached.")] = None,
-):
+def bench(model: str = "whisper", checkpoint=None, preset=None, backend: str = "torch,ort",
+          precision=None, data=None, runs: int = 5, warmup: int = 1, out_file=None, limit=None,
+          seed: int = 0, workdir=None, **family_options):
     """Every backend × precision on the same inputs: latency, RTF, memory, quality parity."""
-    from . import registry
-
     fam = registry.get(model)
     opts = dict(checkpoint=checkpoint, preset=preset, backends=_csv(backend),
                 precisions=_csv(precision), data=data, runs=runs, warmup=warmup,
                 out=out_file, seed=seed, limit=limit, workdir=workdir)
-    family_opts = {"tokens": tokens, "steps": _csv(steps), "frames": _csv(frames),
-                   "size": _csv(size)}
-    accepted = fam.extra.get("bench_options", ())
-    for k, v in family_opts.items():
-        if v is None:
+    accepted = {o.name: o for o in fam.bench_options}
+    for name, value in family_options.items():
+        if value is None:
             continue
-        if k not in accepted:
-            raise ToolkitError(f"--{k} does not apply to {model}; it applies to "
-                               f"{ {'tokens': 'whisper', 'steps': 'gradtts', 'frames': 'svt', 'size': 'svt'}[k]}")
-        opts[k] = v
+        if name not in accepted:
+            owners = [f.name for f in registry.FAMILIES.values()
+                      if any(o.name == name for o in f.bench_options)]
+            raise ToolkitError(f"--{name} does not apply to {model}; it applies to "
+                               f"{', '.join(owners)}")
+        opts[name] = _csv(value) if accepted[name].kind == "list" else value
     fam.bench(**opts)
+
+
+def _bench_signature() -> inspect.Signature:
+    """The common options, then every family's own (declared in the registry, not here)."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+
+    def opt(name, annotation, default):
+        return inspect.Parameter(name, kw, default=default, annotation=annotation)
+
+    params = [
+        opt("model", Annotated[str, typer.Option("--model", "-m", help="Model family: "
+                                                 + ", ".join(registry.FAMILIES) + ".")], "whisper"),
+        opt("checkpoint", Checkpoint, None), opt("preset", Preset, None),
+        opt("backend", Annotated[str, typer.Option(help="Comma list: torch,ort (GPU: ort-cuda,ort-trt,trt).")], "torch,ort"),
+        opt("precision", Annotated[Optional[str], typer.Option(help="Comma list of fp32,fp16,int8,int8-cpu (default: all).")], None),
+        opt("data", Annotated[Optional[Path], typer.Option(help="Data folder (LJSpeech-style for speech, videos for svt).")], None),
+        opt("runs", Annotated[int, typer.Option(help="Timed runs per case.")], 5),
+        opt("warmup", Annotated[int, typer.Option(help="Untimed warm-up runs per case.")], 1),
+        opt("out_file", Annotated[Optional[Path], typer.Option("--out", "-o", help="Records JSON (CSV and PNG beside it).")], None),
+        opt("limit", Annotated[Optional[int], typer.Option(help="Use at most this many data items.")], None),
+        opt("seed", Seed, 0),
+        opt("workdir", Annotated[Optional[Path], typer.Option(help="Where exported artifacts are cached.")], None),
+    ]
+    seen: set[str] = set()
+    for fam in registry.FAMILIES.values():
+        for o in fam.bench_options:
+            if o.name in seen:
+                continue
+            seen.add(o.name)
+            kind = Optional[int] if o.kind == "int" else Optional[str]
+            params.append(opt(o.name, Annotated[kind, typer.Option(f"--{o.name}", help=o.help)],
+                              None))
+    return inspect.Signature(params)
+
+
+bench = one_line_errors(bench)
+bench.__signature__ = _bench_signature()
+app.command("bench")(bench)
 
 
 # ------------------------------------------------------------------------------------------
@@ -178,7 +190,7 @@ def bench(
 # ------------------------------------------------------------------------------------------
 
 @app.command()
-@friendly
+@one_line_errors
 def transcribe(
     audio: Annotated[list[Path], typer.Argument(help="Audio files (any common format/rate/channels).")],
     artifact: Artifact = None,
@@ -192,10 +204,8 @@ def transcribe(
     seed: Seed = 0,
 ):
     """Transcribe audio with Whisper on any backend (one decode loop for all)."""
-    from .runtime.whisper.pipeline import load_pipeline
-
-    pipe = load_pipeline(artifact=artifact, checkpoint=checkpoint, preset=preset,
-                         backend=backend, seed=seed)
+    pipe = registry.get("whisper").open_pipeline(artifact=artifact, checkpoint=checkpoint,
+                                                 preset=preset, backend=backend, seed=seed)
     if pipe.random_init:
         err.print("[yellow]note:[/] random-initialised weights (preset) — the text is "
                   "meaningless; use --checkpoint for real transcripts")
@@ -213,7 +223,7 @@ def transcribe(
 # ------------------------------------------------------------------------------------------
 
 @app.command()
-@friendly
+@one_line_errors
 def synthesize(
     text: Annotated[str, typer.Argument(help="Text to speak (characters outside a-z and basic punctuation are dropped).")],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Output .wav (the mel is written beside it as .npy).")],
@@ -227,15 +237,13 @@ def synthesize(
     seed: Annotated[int, typer.Option(help="Seed of the noise ε (and of preset weights).")] = 0,
 ):
     """Text → mel (Grad-TTS, any backend) → waveform (Griffin-Lim)."""
-    from .runtime.gradtts.synthesize import synthesize_to_files
-
-    synthesize_to_files(text, out_file, artifact=artifact, checkpoint=checkpoint, preset=preset,
+    registry.get("gradtts").layer("runtime").synthesize_to_files(text, out_file, artifact=artifact, checkpoint=checkpoint, preset=preset,
                         backend=backend, steps=steps, temperature=temperature,
                         length_scale=length_scale, seed=seed)
 
 
 @train_app.command("gradtts")
-@friendly
+@one_line_errors
 def train_gradtts(
     data: Annotated[Path, typer.Option(help="LJSpeech-style folder: metadata.csv + wavs/.")],
     steps: Annotated[int, typer.Option(help="Total training steps (resumes up to this many).")] = 300,
@@ -247,9 +255,7 @@ def train_gradtts(
     seed: Seed = 0,
 ):
     """Train Grad-TTS (duration, prior and diffusion losses) on a local LJSpeech-style folder."""
-    from .models.gradtts.train import train
-
-    train(data, out_dir, steps=steps, preset=preset, batch_size=batch_size, lr=lr,
+    registry.get("gradtts").layer("models").train(data, out_dir, steps=steps, preset=preset, batch_size=batch_size, lr=lr,
           seed=seed, save_every=save_every)
 
 
@@ -259,7 +265,7 @@ def train_gradtts(
 # ------------------------------------------------------------------------------------------
 
 @app.command()
-@friendly
+@one_line_errors
 def embed(
     videos: Annotated[list[Path], typer.Argument(help="Video files (mp4, mkv, avi, webm, mov, ...).")],
     artifact: Artifact = None,
@@ -273,12 +279,8 @@ def embed(
     seed: Seed = 0,
 ):
     """Embed videos with the SVT backbone (CLS feature), on any backend."""
-    from .runtime.svt import load_pipeline
-
-    if artifact is None and checkpoint is None and preset is None:
-        preset = "vit-base"
-    pipe = load_pipeline(artifact=artifact, checkpoint=checkpoint, preset=preset,
-                         backend=backend, seed=seed)
+    pipe = registry.get("svt").open_pipeline(artifact=artifact, checkpoint=checkpoint,
+                                             preset=preset, backend=backend, seed=seed)
     if pipe.random_init:
         err.print("[yellow]note:[/] random-initialised weights (preset) — embeddings are not "
                   "semantically meaningful; use --checkpoint for a trained model")
@@ -295,7 +297,7 @@ def embed(
 
 
 @train_app.command("svt")
-@friendly
+@one_line_errors
 def train_svt(
     data: Annotated[Path, typer.Option("--data", help="Folder of video clips.")],
     steps: Annotated[int, typer.Option(help="Optimizer steps (total, including resumed ones).")] = 100,
@@ -310,12 +312,11 @@ def train_svt(
     seed: Seed = 0,
 ):
     """SVT self-supervised training: student/EMA-teacher self-distillation over space-time views."""
-    from .models.svt.train import TrainOptions, train
-
-    opts = TrainOptions(data=data, steps=steps, out=out_dir, preset=preset,
+    models = registry.get("svt").layer("models")
+    opts = models.TrainOptions(data=data, steps=steps, out=out_dir, preset=preset,
                         batch_size=batch_size, lr=lr, global_size=global_size,
                         local_size=local_size, save_every=save_every, resume=resume, seed=seed)
-    summary = train(opts)
+    summary = models.train(opts)
     out.print(f"loss {summary['first_loss']:.4f} → {summary['last_loss']:.4f}; teacher entropy "
               f"{summary['teacher_entropy']:.3f} nats (batch-mean distribution "
               f"{summary['teacher_marginal_entropy']:.3f} of max {summary['max_entropy']:.3f}); "
@@ -328,7 +329,7 @@ def train_svt(
 # ------------------------------------------------------------------------------------------
 
 @app.command()
-@friendly
+@one_line_errors
 def build(
     artifact_dir: Annotated[Path, typer.Argument(help="Exported artifact directory (manifest.json + graphs).")],
     fp16: Annotated[bool, typer.Option("--fp16", help="fp16 engine (LayerNorm/Softmax and their inputs pinned fp32).")] = False,
@@ -340,39 +341,35 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached engine matches.")] = False,
 ):
     """Build TensorRT 10 engines for every graph of an artifact (needs tensorrt + a GPU)."""
-    from .export.tensorrt import build_artifact, parse_profile_overrides
-
-    overrides = parse_profile_overrides(profile)  # bad syntax fails before anything else
-    build_artifact(artifact_dir, fp16=fp16, int8=int8, workspace_mb=workspace,
+    overrides = tensorrt().parse_profile_overrides(profile)  # bad syntax fails before anything
+    tensorrt().build_artifact(artifact_dir, fp16=fp16, int8=int8, workspace_mb=workspace,
                    timing_cache=timing_cache, out=out_dir, profile_overrides=overrides,
                    force=force)
 
 
 @app.command("check-trt")
-@friendly
+@one_line_errors
 def check_trt(
     artifact_dir: Annotated[Path, typer.Argument(help="Exported artifact directory (manifest.json + graphs).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
 ):
     """Static check of every graph against TensorRT 10's ONNX support (no TensorRT needed)."""
-    from dataclasses import asdict
-
-    from .export.check_trt import check_artifact, print_findings
-    from .export.manifest import load_manifest
-
-    graphs = list(load_manifest(artifact_dir)["graphs"])
-    findings = check_artifact(artifact_dir)
+    check = registry.export_module("check_trt")
+    graphs = list(registry.export_module("manifest").load_manifest(artifact_dir)["graphs"])
+    findings = check.check_artifact(artifact_dir)
     if as_json:
         print(json.dumps([asdict(f) for f in findings], indent=2))
     else:
-        print_findings(findings, artifact_dir, graphs)
+        check.print_findings(findings, artifact_dir, graphs)
     if any(f.severity == "error" for f in findings):
         raise typer.Exit(1)
 
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
+
+def tensorrt():
+    """The TensorRT builder module (loaded when a command needs it)."""
+    return registry.export_module("tensorrt")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,9 @@ import importlib.metadata as md
 import os
 import platform
 
+from .core.hardware import cpu_features, cpu_name
+from .core.threads import default_threads
+
 
 def _version(pkg: str) -> str | None:
     try:
@@ -15,9 +18,6 @@ def _version(pkg: str) -> str | None:
 
 
 def collect() -> dict:
-    from .bench.records import cpu_features, cpu_name
-    from .runtime.session import default_threads
-
     info: dict = {
         "toolkit": _version("toolkit"),
         "python": platform.python_version(),

@@ -1,67 +1,115 @@
-"""Model-family registry. The CLI and bench iterate over it; a family plugs in with one entry.
+"""Model families. A family is one entry here plus one folder (or file) per layer:
 
-Each entry points at ``toolkit.models.<family>.family:FAMILY`` — a ``Family`` that wires that
-family's folders in each layer (models/, export/, runtime/, bench/) together. Imports are lazy,
-so ``toolkit doctor`` or a Whisper run never imports the video stack.
+    toolkit/models/<name>/    load_model(checkpoint, preset, seed) -> LoadedModel
+    toolkit/export/<name>/    build_plan(loaded, calib_data=None) -> ExportPlan; EXPORT_REVISION
+    toolkit/runtime/<name>/   open_pipeline(artifact=…, checkpoint=…, preset=…, loaded=…,
+                                            backend=…, precision=…, seed=…) -> pipeline
+    toolkit/bench/<name>.py   SPEC: a BenchSpec
+
+``Family`` is the contract the CLI (and the contract tests) use. It sits at the top of the layer
+stack, beside ``cli.py``, and no lower layer imports it. It is the one module that loads the
+package's own modules on first use (``_module``), by design: ``toolkit --help``, ``doctor`` and
+every one-line error stay fast, and a Whisper run never imports the video stack.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
-from .errors import ToolkitError
+from .core.errors import ToolkitError
+from .core.files import check_writable
+from .core.progress import console, step
 
-_FAMILIES = {
-    "whisper": "toolkit.models.whisper.family",
-    "gradtts": "toolkit.models.gradtts.family",
-    "svt": "toolkit.models.svt.family",
+DEFAULT_OPSET = 17
+
+
+def _module(path: str) -> ModuleType:
+    return importlib.import_module(path)
+
+
+def export_module(name: str) -> ModuleType:
+    """A family-independent export module (``tensorrt``, ``check_trt``, ``manifest``)."""
+    return _module(f"toolkit.export.{name}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A family's own ``toolkit bench`` option, e.g. Grad-TTS ``--steps 1,10``."""
+
+    name: str
+    help: str
+    kind: str = "list"        # "list": comma list (strings); "int": one integer
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    default_preset: str                   # what --preset means when left out of a preset run
+    default_model: str = ""               # the model used with no --checkpoint/--preset, if
+                                          # not the default preset (whisper: trained tiny.en)
+    bench_options: tuple[Option, ...] = ()
+    test_preset: str = "tiny"             # the smallest preset, for the contract tests
+
+    def layer(self, layer: str) -> ModuleType:
+        """This family's module in ``layer`` (models, export, runtime, bench)."""
+        return _module(f"toolkit.{layer}.{self.name}")
+
+    # -- the contract ---------------------------------------------------------------------
+    def load(self, checkpoint=None, preset=None, seed: int = 0):
+        return self.layer("models").load_model(checkpoint, preset, seed)
+
+    def build_plan(self, loaded, calib_data=None):
+        return self.layer("export").build_plan(loaded, calib_data)
+
+    def open_pipeline(self, **kwargs):
+        return self.layer("runtime").open_pipeline(**kwargs)
+
+    @property
+    def bench_spec(self):
+        return self.layer("bench").SPEC
+
+    # -- what the CLI runs ----------------------------------------------------------------
+    def default_tag(self, checkpoint=None, preset=None) -> str:
+        return preset or (Path(checkpoint).name if checkpoint else
+                          self.default_model or self.default_preset)
+
+    def export(self, checkpoint=None, preset=None, precision="fp32", out=None, calib_data=None,
+               opset: int = DEFAULT_OPSET, seed: int = 0) -> dict:
+        out = Path(out or Path("artifacts") / f"{self.name}-"
+                   f"{self.default_tag(checkpoint, preset)}-{precision}")
+        check_writable(out)  # before loading a large model
+        with step(f"loading {self.name}"):
+            loaded = self.load(checkpoint, preset, seed)
+        if loaded.random_init:
+            console.print(f"[yellow]note:[/] {loaded.weights} — for speed and export work, not "
+                          "for real outputs")
+        return _module("toolkit.export.onnx").export_plan(self.build_plan(loaded, calib_data),
+                                                         precision, out, opset=opset)
+
+    def bench(self, **options) -> list[dict]:
+        return _module("toolkit.bench.harness").run_bench(self.bench_spec, **options)
+
+
+FAMILIES = {
+    "whisper": Family(
+        "whisper", default_preset="tiny", default_model="tiny.en",
+        bench_options=(Option("tokens", "Whisper: force this many decoded tokens (default with "
+                                        "random weights: 48).", kind="int"),)),
+    "gradtts": Family(
+        "gradtts", default_preset="paper",
+        bench_options=(Option("steps", "Grad-TTS: comma list of ODE steps."),)),
+    "svt": Family(
+        "svt", default_preset="vit-base",
+        bench_options=(Option("frames", "SVT: comma list of clip frame counts."),
+                       Option("size", "SVT: comma list of clip sizes (px)."))),
 }
 
 
-@dataclass
-class Family:
-    """What the CLI needs from a model family.
-
-    export(checkpoint, preset, precision, out, calib_data, opset, seed) -> manifest dict
-    bench(**options) -> list of records (already printed and written by the family)
-    """
-
-    name: str
-    description: str
-    presets: tuple[str, ...]
-    default_preset: str
-    export: Callable[..., dict]
-    bench: Callable[..., list]
-    work_unit: str = ""           # what RTF / throughput is measured against
-    default_model: str = ""       # what runs with no --checkpoint/--preset (if not default_preset)
-    extra: dict = field(default_factory=dict)
-
-
-def lazy(module: str, attr: str) -> Callable:
-    """A function that imports ``module`` on first call (keeps `toolkit doctor` and one family's
-    commands from importing every family's stack)."""
-
-    def call(**kwargs):
-        return getattr(importlib.import_module(module), attr)(**kwargs)
-
-    call.__name__ = f"{module}.{attr}"
-    return call
-
-
-def names() -> list[str]:
-    return list(_FAMILIES)
-
-
 def get(name: str) -> Family:
-    mod = _FAMILIES.get(name)
-    if mod is None:
-        raise ToolkitError(f"unknown model {name!r}; choose one of {', '.join(_FAMILIES)}")
-    try:
-        return importlib.import_module(mod).FAMILY
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("toolkit."):
-            raise ToolkitError(f"model family {name!r} is not available in this build "
-                               f"({exc.name} missing)") from None
-        raise
+    fam = FAMILIES.get(name)
+    if fam is None:
+        raise ToolkitError(f"unknown model {name!r}; choose one of {', '.join(FAMILIES)}")
+    return fam

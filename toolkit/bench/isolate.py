@@ -12,6 +12,8 @@ import resource
 import traceback
 from typing import Callable
 
+from ..core.errors import ToolkitError
+
 
 def peak_rss_mb() -> float:
     """This process's peak resident set (VmHWM). Unlike ``ru_maxrss``, which Linux carries
@@ -32,8 +34,6 @@ def _child(fn, args, kwargs, q):
         result = fn(*args, **kwargs)
         q.put(("ok", result, peak_rss_mb()))
     except BaseException as exc:  # noqa: BLE001 - report any failure back to the parent
-        from ..errors import ToolkitError
-
         msg = str(exc) if isinstance(exc, ToolkitError) else \
             f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
         q.put(("error", msg, 0.0))
@@ -41,8 +41,6 @@ def _child(fn, args, kwargs, q):
 
 def run_isolated(fn: Callable, *args, isolate: bool = True, **kwargs):
     """Return ``(result, peak_rss_mb)``; raises ToolkitError if the child failed."""
-    from ..errors import ToolkitError
-
     if not isolate:
         result = fn(*args, **kwargs)
         return result, peak_rss_mb()

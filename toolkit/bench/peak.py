@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 
+import torch
+
+from ..core.threads import default_threads
+
 
 def measured_peak_gflops(n: int = 2048, repeats: int = 5, threads: int | None = None,
                          device: str = "cpu") -> float:
     """Best-of-``repeats`` GFLOP/s of an n×n×n fp32 matmul (2n³ FLOP)."""
-    import torch
-
-    from ..runtime.session import default_threads
-
     torch.set_num_threads(threads or default_threads())
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)

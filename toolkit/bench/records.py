@@ -1,119 +1,66 @@
 """Bench records: one JSON object per model × backend × precision × shape; CSV is a flat view.
 
-Units are in the field names (``latency_ms_p50``, ``rtf``, ``peak_rss_mb``). Every record
-carries ``random_init`` and the environment it was measured in.
+One schema for every family: ``COMMON_FIELDS`` (set by the harness) plus the fields the family's
+bench spec declares; ``write_records`` refuses a record that misses a common field or carries
+an undeclared one. Units are in the field names (``latency_ms_p50``, ``rtf``, ``peak_rss_mb``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
+from typing import Iterable
 
-REQUIRED = ("model", "backend", "precision", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
-            "rtf", "quality_metric", "quality_value", "quality_reference", "random_init",
-            "latency_ms_samples", "environment")
+import numpy as np
+import pandas as pd
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from ..core.files import atomic_write_bytes, check_writable
 
 
-# CPU features that decide which int8 kernels onnxruntime (MLAS) runs: /proc/cpuinfo flag names.
-_X86_FEATURES = {"avx2": "avx2", "avx512": "avx512f", "avx512_vnni": "avx512_vnni",
-                 "avx_vnni": "avx_vnni", "amx_int8": "amx_int8"}
-_ARM_FEATURES = {"neon": "asimd", "dot_product": "asimddp", "i8mm": "i8mm", "sve": "sve"}
+def percentile_fields(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}_{s}" for s in ("p50", "p90", "p99", "mean"))
 
 
-def cpu_features(cpuinfo: str | None = None, machine: str | None = None) -> dict:
-    """{feature: bool} for the int8-relevant CPU features, and what that means for int8."""
-    machine = (machine or platform.machine()).lower()
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read()
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
-            break
-    arm = machine in ("aarch64", "arm64")
-    table = _ARM_FEATURES if arm else _X86_FEATURES
-    feats = {name: flag in flags for name, flag in table.items()}
-    if arm:
-        kernel = ("int8 dot-product kernels (sdot/udot)" if feats["dot_product"] else
-                  "no int8 dot product: int8 runs widened, expect little or no speed-up")
-    elif feats["avx512_vnni"] or feats["avx_vnni"] or feats["amx_int8"]:
-        kernel = "VNNI/AMX int8 kernels (u8×s8 without intermediate saturation)"
-    elif feats["avx2"]:
-        kernel = ("AVX2 only: u8×s8 pair sums saturate int16 unless weights use a 7-bit range; "
-                  "int8 speed-ups measured on VNNI machines do not carry over")
-    else:
-        kernel = "no AVX2: int8 runs on generic kernels"
-    return {"features": feats, "int8_kernels": kernel}
+COMMON_FIELDS = (
+    "model", "family", "backend", "precision", "shape", "weights", "random_init", "source",
+    "artifact", "runs", "warmup", *percentile_fields("latency_ms"), "latency_ms_samples",
+    "peak_rss_mb", "rtf", "quality_metric", "quality_value", "quality_reference", "environment",
+)
+# present only where a backend measures them (GPU)
+DEVICE_FIELDS = (*percentile_fields("device_ms"), "device_ms_samples", "device_peak_mb",
+                 "device_memory_counts")
 
 
-def environment(threads: int | None = None) -> dict:
-    from ..export.manifest import tool_versions
-    from ..runtime.session import default_threads
-
-    env = {"cpu": cpu_name(), "cpu_cores": os.cpu_count(),
-           "threads": threads or default_threads(), "machine": platform.machine(),
-           "os": platform.platform(), "gpu": gpu_name(), **tool_versions(),
-           "cpu_int8_features": [f for f, on in cpu_features()["features"].items() if on]}
-    return env
-
-
-def gpu_name() -> str | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001 - torch without CUDA, broken driver
-        pass
-    return None
+def check_schema(records: Iterable[dict], family_fields: Iterable[str]) -> None:
+    """Every record has the common fields, and nothing that is neither common, device, a
+    ``speedup_vs_*`` ratio nor declared by the family (a typo'd key fails here, not in a plot)."""
+    allowed = set(COMMON_FIELDS) | set(DEVICE_FIELDS) | set(family_fields)
+    for r in records:
+        missing = [k for k in COMMON_FIELDS if k not in r]
+        extra = [k for k in r if k not in allowed and not k.startswith("speedup_vs_")]
+        if missing or extra:
+            raise ValueError(f"bench record {r.get('backend')}/{r.get('precision')} does not "
+                             f"match the schema: missing {missing}, undeclared {extra}")
 
 
-def write_records(records: list[dict], out: str | Path) -> tuple[Path, Path]:
+def write_records(records: list[dict], out: str | Path,
+                  family_fields: Iterable[str] = ()) -> tuple[Path, Path]:
     """Write ``out`` (.json, a list of records) and the CSV beside it. Atomic per file."""
-    import pandas as pd
-
-    from ..export.artifact import atomic_write_bytes, check_writable
-
+    check_schema(records, family_fields)
     out = Path(out)
     check_writable(out.parent)
     if out.suffix != ".json":
         out = out.with_suffix(".json")
     atomic_write_bytes(out, (json.dumps(records, indent=2, default=_jsonable) + "\n").encode())
-    flat = []
-    for r in records:
-        r = {k: v for k, v in r.items() if not k.endswith("_samples")}
-        flat.append(r)
-    df = pd.json_normalize(flat, sep=".")
+    flat = [{k: v for k, v in r.items() if not k.endswith("_samples")} for r in records]
     csv = out.with_suffix(".csv")
-    atomic_write_bytes(csv, df.to_csv(index=False).encode())
+    atomic_write_bytes(csv, pd.json_normalize(flat, sep=".").to_csv(index=False).encode())
     return out, csv
 
 
 def _jsonable(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
     return str(o)

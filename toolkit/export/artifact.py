@@ -1,68 +1,23 @@
-"""Atomic artifact directories: an export either lands whole or not at all."""
+"""Cached exports: reuse an artifact exported from the same weights, precision and revision."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
-from ..errors import ToolkitError
-
-
-def check_writable(out: str | Path) -> Path:
-    """Fail early, in one line, if ``out`` cannot be created or written."""
-    out = Path(out).expanduser()
-    parent = out.parent if not out.exists() else out
-    if out.exists() and not out.is_dir():
-        raise ToolkitError(f"output path {out} exists and is a file; choose a directory with --out")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".toolkit-write-test-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ToolkitError(f"cannot write to {parent} ({exc.strerror or exc}); choose a writable "
-                           "directory with --out") from None
-    return out
-
-
-@contextlib.contextmanager
-def atomic_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``out``, on error it vanishes.
-
-    An existing ``out`` is only removed after the new one is complete.
-    """
-    out = check_writable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+from ..core.errors import ToolkitError
+from ..core.progress import console
+from .manifest import load_manifest
 
 
 def cached_export(out: str | Path, family: str, source: dict, precision: str, revision: int,
-                  export) -> Path:
+                  export: Callable[[Path], object]) -> Path:
     """Reuse the artifact at ``out`` if it was exported from the same weights (``source``),
     at ``precision``, by the same export revision; otherwise call ``export(out)``.
 
     Bench commands use this so repeated runs do not re-export, and a changed graph (revision
     bump) or other weights never reuse a stale artifact.
     """
-    from ..progress import console
-    from .manifest import load_manifest
-
     out = Path(out)
     try:
         m = load_manifest(out, family=family)
@@ -75,17 +30,3 @@ def cached_export(out: str | Path, family: str, source: dict, precision: str, re
     console.print(f"exporting {family} {precision} graphs to {out}")
     export(out)
     return out
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file via a temporary sibling and rename (no half-written file on failure)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

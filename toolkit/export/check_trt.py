@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ..errors import ToolkitError
+from ..core.errors import ToolkitError
+from ..core.progress import console
+from .manifest import load_manifest
 
 # ---- the operator matrix of onnx-tensorrt docs/operators.md (TensorRT 10.x) -------------------
-F = ("FP32", "FP16", "BF16")
-FI = F + ("INT32", "INT64")
-FIB = FI + ("BOOL",)
-B = ("BOOL",)
+FLOATS = ("FP32", "FP16", "BF16")
+FLOAT_INT = FLOATS + ("INT32", "INT64")
+FLOAT_INT_BOOL = FLOAT_INT + ("BOOL",)
+BOOLS = ("BOOL",)
 SUPPORTED: dict[str, tuple] = {}
 for _ops, _types in [
     ("Acos Acosh Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu Clip Conv "
@@ -42,19 +44,20 @@ for _ops, _types in [
      "LpNormalization LpPool MatMul MaxPool MeanVarianceNormalization ParametricSoftplus PRelu "
      "QuantizeLinear RandomNormal RandomNormalLike RandomUniform RandomUniformLike Reciprocal Resize "
      "RNN Round ScaledTanh Scan Selu Sigmoid Sin Sinh Softmax Softplus Softsign Sqrt Tan Tanh "
-     "ThresholdedRelu Upsample", F),
+     "ThresholdedRelu Upsample", FLOATS),
     ("Abs Add ArgMax ArgMin DepthToSpace Div Equal Greater GreaterOrEqual IsNaN Less LessOrEqual "
      "Max Min Mod Mul Neg Pad Pow Range ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax "
      "ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Scatter ScatterElements "
-     "ScatterND Shrink Sign SpaceToDepth Sub Sum", FI),
+     "ScatterND Shrink Sign SpaceToDepth Sub Sum", FLOAT_INT),
     ("Concat Expand EyeLike Flatten Gather GatherElements GatherND Identity If Loop OneHot Reshape "
-     "ReverseSequence Shape Size Slice Split Squeeze Tile Transpose Trilu Unsqueeze Where", FIB),
-    ("Cast CastLike", FIB + ("UINT8",)),
-    ("Constant ConstantOfShape", FIB + ("FP8", "FP4", "INT4")),
-    ("And Not Or Xor", B),
+     "ReverseSequence Shape Size Slice Split Squeeze Tile Transpose Trilu Unsqueeze Where",
+     FLOAT_INT_BOOL),
+    ("Cast CastLike", FLOAT_INT_BOOL + ("UINT8",)),
+    ("Constant ConstantOfShape", FLOAT_INT_BOOL + ("FP8", "FP4", "INT4")),
+    ("And Not Or Xor", BOOLS),
     ("DequantizeLinear", ("INT8", "FP8", "FP4", "INT4")),
-    ("Mean", FI + ("FP8",)),
-    ("Gelu", FI + ("INT8",)),
+    ("Mean", FLOAT_INT + ("FP8",)),
+    ("Gelu", FLOAT_INT + ("INT8",)),
     ("BlackmanWindow HammingWindow HannWindow Mish NonMaxSuppression NonZero RoiAlign DeformConv "
      "GridSample", ("FP32", "FP16")),
     ("STFT", ("FP32",)),
@@ -62,8 +65,8 @@ for _ops, _types in [
     for _op in _ops.split():
         SUPPORTED[_op] = _types
 # Present in the 10.x matrix, but only in later minors than JetPack 6's TensorRT 10.3.
-LATE_10X = {"Attention": F + ("INT8", "FP8"), "RMSNormalization": F, "RotaryEmbedding": F,
-            "TensorScatter": F + ("INT32",)}
+LATE_10X = {"Attention": FLOATS + ("INT8", "FP8"), "RMSNormalization": FLOATS,
+            "RotaryEmbedding": FLOATS, "TensorScatter": FLOATS + ("INT32",)}
 UNSUPPORTED = set(
     "AffineGrid Bernoulli BitShift BitwiseAnd BitwiseNot BitwiseOr BitwiseXor Col2Im CenterCropPad "
     "Compress ConcatFromSequence ConvInteger DFT Det DynamicQuantizeLinear ImageDecoder "
@@ -342,7 +345,6 @@ def check_onnx_file(path: str | Path, graph_name: str | None = None,
 
 
 def check_artifact(artifact_dir: str | Path) -> list[Finding]:
-    from .manifest import load_manifest
 
     artifact_dir = Path(artifact_dir)
     manifest = load_manifest(artifact_dir)
@@ -355,7 +357,6 @@ def check_artifact(artifact_dir: str | Path) -> list[Finding]:
 def print_findings(findings: list[Finding], artifact: str | Path, graphs: list[str]) -> None:
     from rich.table import Table
 
-    from ..progress import console
 
     errors = [f for f in findings if f.severity == "error"]
     warnings = [f for f in findings if f.severity == "warning"]

@@ -6,39 +6,14 @@ or whose graph files do not match their recorded hashes.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 from pathlib import Path
 
-from ..errors import ToolkitError
+from ..core.errors import ToolkitError
+from ..core.files import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "toolkit-artifact/1"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def tool_versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("toolkit", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu",
-                "tensorrt", "optimum"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> Path:

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ToolkitError
-from ..progress import Steps, console
-from .artifact import atomic_dir
-from .manifest import sha256_file, tool_versions, write_manifest
-from .spec import (EXPORT_PRECISIONS, ExportPlan, GraphSpec, base_precision, cosine, rel_l2,
-                   tolerance_for)
+import onnx
+import torch
+
+from ..core.errors import ToolkitError
+from ..core.files import atomic_dir, sha256_file
+from ..core.hardware import tool_versions
+from ..core.parity import cosine, max_abs, rel_l2
+from ..core.progress import Steps, console
+from . import precision as prec
+from .manifest import write_manifest
+from .ort import run_onnx
+from .spec import EXPORT_PRECISIONS, ExportPlan, GraphSpec, base_precision, tolerance_for
 
 DEFAULT_OPSET = 17
 # Control flow TensorRT cannot take from a TensorRT-friendly export (a merged decoder with an
@@ -27,8 +33,6 @@ _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool", 
 
 def export_graph(spec: GraphSpec, path: Path, opset: int = DEFAULT_OPSET) -> None:
     """Trace ``spec.module`` to ONNX (TorchScript exporter: stable, plain opset-17 graphs)."""
-    import torch
-
     module = spec.module.eval()
     args = spec.example_inputs()
     with warnings.catch_warnings(), torch.no_grad():
@@ -51,16 +55,12 @@ def graph_settings(spec: GraphSpec) -> dict:
 
 
 def control_flow_nodes(path: str | Path) -> list[str]:
-    import onnx
-
     model = onnx.load(str(path), load_external_data=False)
     return [f"{n.op_type}:{n.name}" for n in model.graph.node if n.op_type in FORBIDDEN_OPS]
 
 
 def graph_io(path: str | Path) -> tuple[list[dict], list[dict]]:
     """Inputs/outputs of an ONNX file: name, dtype, shape (ints or axis names)."""
-    import onnx
-
     model = onnx.load(str(path), load_external_data=False)
 
     def info(v):
@@ -74,6 +74,16 @@ def graph_io(path: str | Path) -> tuple[list[dict], list[dict]]:
             [info(v) for v in model.graph.output])
 
 
+def torch_outputs(spec: GraphSpec, feed: dict) -> dict[str, np.ndarray]:
+    """The PyTorch module's outputs on one feed, by output name (float outputs as float32)."""
+    args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names]
+    with torch.inference_mode():
+        out = spec.module(*args)
+    out = (out,) if isinstance(out, torch.Tensor) else out
+    return {name: (o.float() if o.is_floating_point() else o).numpy()
+            for name, o in zip(spec.output_names, out)}
+
+
 def validate(plan: ExportPlan, files: dict[str, Path], precision: str,
              feeds: dict[str, list[dict]]) -> dict:
     """Run every graph on onnxruntime (CPU) and its PyTorch module on the same real inputs.
@@ -83,41 +93,29 @@ def validate(plan: ExportPlan, files: dict[str, Path], precision: str,
     every CPU — and the error this CPU's fused int8 kernels add is measured beside it and
     reported (``kernel_*``), not judged: it differs between VNNI/AMX, AVX2-only and ARM CPUs.
     """
-    import torch
-
-    from ..runtime.session import OrtSession
-
     int8 = base_precision(precision) == "int8"
     report: dict = {}
     for spec in plan.graphs:
-        sess = OrtSession(files[spec.name], precision=precision,
-                          optimization="none" if int8 else "all")
-        kernels = OrtSession(files[spec.name], precision=precision) if int8 else None
+        graph_feeds = feeds.get(spec.name, [])
+        judged = run_onnx(files[spec.name], graph_feeds, "none" if int8 else "all")
+        fused = run_onnx(files[spec.name], graph_feeds, "all") if int8 else [None] * len(judged)
         tol = tolerance_for(spec, precision)
         worst: dict = {}
         kernel: dict = {}
-        for feed in feeds.get(spec.name, []):
-            args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names]
-            with torch.inference_mode():
-                ref = spec.module(*args)
-            ref = (ref,) if isinstance(ref, torch.Tensor) else ref
-            got = sess.run(feed)
-            fused = kernels.run(feed) if kernels is not None else None
-            for name, r in zip(spec.output_names, ref):
-                r = r.float().numpy()
+        for feed, got, kern in zip(graph_feeds, judged, fused):
+            for name, r in torch_outputs(spec, feed).items():
                 g = got[name]
                 if g.shape != r.shape:
                     raise ToolkitError(f"validation: {spec.name}/{name} has shape {g.shape} on "
                                        f"onnxruntime but {r.shape} in PyTorch")
-                m = {"rel_l2": rel_l2(g, r), "cosine": cosine(g, r),
-                     "max_abs": float(np.max(np.abs(g.astype(np.float64) - r))) if r.size else 0.0,
+                m = {"rel_l2": rel_l2(g, r), "cosine": cosine(g, r), "max_abs": max_abs(g, r),
                      "finite": bool(np.isfinite(g).all())}
-                if fused is not None:  # worst over the feeds, kept beside the judged figures
+                if kern is not None:  # worst over the feeds, kept beside the judged figures
                     k = kernel.setdefault(name, {"kernel_rel_l2": 0.0,
                                                  "kernel_rel_l2_vs_qdq": 0.0})
-                    k["kernel_rel_l2"] = max(k["kernel_rel_l2"], rel_l2(fused[name], r))
+                    k["kernel_rel_l2"] = max(k["kernel_rel_l2"], rel_l2(kern[name], r))
                     k["kernel_rel_l2_vs_qdq"] = max(k["kernel_rel_l2_vs_qdq"],
-                                                    rel_l2(fused[name], g))
+                                                    rel_l2(kern[name], g))
                 if m["rel_l2"] >= worst.setdefault(name, m)["rel_l2"]:
                     worst[name] = m
         for name, m in worst.items():
@@ -166,8 +164,6 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
     Writes atomically: on any failure (including failed validation) nothing is left behind.
     Returns the manifest.
     """
-    from . import precision as prec
-
     if precision not in EXPORT_PRECISIONS:
         raise ToolkitError(f"unknown precision {precision!r}; use one of "
                            f"{', '.join(EXPORT_PRECISIONS)}")
@@ -234,7 +230,8 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
                 **conv_info[spec.name],
             }
         shutil.rmtree(work)
-        for name, content in plan.extra_files.items():
+        extra_files = plan.extra_files()
+        for name, content in extra_files.items():
             dst = tmp / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, (bytes, bytearray)):
@@ -253,7 +250,7 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
             "graphs": graphs_meta,
             "parity": {"reference": "PyTorch fp32 on the same real inputs",
                        "backend": "onnxruntime CPUExecutionProvider", "graphs": report},
-            "extra_files": sorted(plan.extra_files),
+            "extra_files": sorted(extra_files),
             "tools": tool_versions(),
         }
         write_manifest(tmp, manifest)

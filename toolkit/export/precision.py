@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import onnx
 
-from ..errors import ToolkitError
-from ..progress import Steps, console
-from .spec import GraphSpec, rel_l2
+from ..core.errors import ToolkitError
+from ..core.progress import Steps, console
+from ..core.parity import rel_l2
+from .ort import run_onnx
+from .spec import GraphSpec
 
 FP16_MAX = 65504.0
 # Activations beyond this fraction of the fp16 range stay fp32 (head-room for other inputs).
@@ -28,8 +31,6 @@ ALWAYS_FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt",
 
 
 def _value_types(model) -> dict[str, int]:
-    import onnx
-
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {}
     for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
@@ -39,37 +40,22 @@ def _value_types(model) -> dict[str, int]:
 
 def intermediate_ranges(path: str | Path, feeds: Sequence[dict]) -> dict[str, float]:
     """Max |activation| of every float tensor in the graph over ``feeds`` (fp32 run)."""
-    import onnx
-    import onnxruntime as ort
-
     model = onnx.load(str(path))
     types = _value_types(model)
     existing = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        for name in node.output:
-            if name and name not in existing and types.get(name) == onnx.TensorProto.FLOAT:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(
-                    name, onnx.TensorProto.FLOAT, None))
-                existing.add(name)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    inputs = {i.name for i in sess.get_inputs()}
+    extra = list(dict.fromkeys(name for node in model.graph.node for name in node.output
+                               if name and name not in existing
+                               and types.get(name) == onnx.TensorProto.FLOAT))
     peak: dict[str, float] = {}
-    for feed in feeds:
-        outs = sess.run(None, {k: v for k, v in feed.items() if k in inputs})
-        for n, o in zip(names, outs):
-            if o.size:
+    for outs in run_onnx(model, feeds, "none", extra_outputs=extra):
+        for n, o in outs.items():
+            if o.size and o.dtype.kind == "f":
                 peak[n] = max(peak.get(n, 0.0), float(np.max(np.abs(o))))
     return peak
 
 
 def convert_fp16(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) -> dict:
     """Write an fp16 copy of ``src`` with overflow-prone nodes kept fp32. Returns manifest info."""
-    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
@@ -130,7 +116,6 @@ def _dedupe_casts(model) -> None:
 
 class _Reader:
     """onnxruntime CalibrationDataReader over a list of feeds, advancing a progress bar."""
-
     def __init__(self, feeds: Sequence[dict], input_names: Sequence[str], bar=None):
         self._it = iter([{k: f[k] for k in input_names} for f in feeds])
         self._bar = bar
@@ -154,34 +139,6 @@ def weight_matmuls(model, op_types: Sequence[str]) -> list[str]:
             if n.op_type in op_types and any(i in inits or i in consts for i in n.input[1:2])]
 
 
-def _ort_run(path: Path, feeds: Sequence[dict], optimization: str, extra_outputs=()):
-    """Outputs of ``path`` (a file or a ModelProto) on ``feeds`` (onnxruntime CPU).
-    ``optimization="none"`` evaluates Q/DQ as float ops — what the QDQ graph means,
-    independent of this CPU's int8 kernels."""
-    import onnx
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-                                   if optimization == "none"
-                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    if not isinstance(path, (str, Path)):  # an in-memory ModelProto
-        src = path.SerializeToString()
-    elif extra_outputs:
-        model = onnx.load(str(path))
-        model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT,
-                                                                     None) for n in extra_outputs)
-        src = model.SerializeToString()
-    else:
-        src = str(path)
-    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    inputs = {i.name for i in sess.get_inputs()}
-    return [dict(zip(names, sess.run(None, {k: v for k, v in f.items() if k in inputs})))
-            for f in feeds]
-
-
 def worst_rel_l2(got: Sequence[dict], ref: Sequence[dict]) -> float:
     """Worst relative L2 over every output of every feed."""
     return max((rel_l2(g[k], r[k]) for g, r in zip(got, ref) for k in r if r[k].size), default=0.0)
@@ -191,7 +148,6 @@ def layer_sensitivity(fp32: Path, qdq: Path, feeds: Sequence[dict]) -> dict[str,
     """Local error of every quantized layer: relative L2 between the layer's output in the QDQ
     graph and a float twin of the layer fed the same (un-quantized) input tensor and the float
     weight. One run measures every layer; upstream error does not count against a layer."""
-    import onnx
     from onnx import numpy_helper
 
     src = onnx.load(str(fp32))
@@ -226,7 +182,7 @@ def layer_sensitivity(fp32: Path, qdq: Path, feeds: Sequence[dict]) -> dict[str,
     probe = qdq.with_name(qdq.stem + ".probe.onnx")
     onnx.save(q, str(probe))
     try:
-        outs = _ort_run(probe, feeds, "none",
+        outs = run_onnx(probe, feeds, "none",
                         extra_outputs=[t for pair in pairs.values() for t in pair])
     finally:
         probe.unlink(missing_ok=True)
@@ -247,8 +203,6 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
     evaluated in float so the CPU's int8 kernels do not enter), the layers are ranked by their
     local error and as few as the budget allows are kept float (``_choose_float_layers``).
     """
-    import onnx
-
     if not feeds:
         raise ToolkitError(f"no calibration data for graph {spec.name}; pass --calib-data DIR "
                            "with real inputs")
@@ -267,8 +221,8 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
     budget = spec.int8_budget
     # the error is measured on a few calibration inputs (the fp32 graph is the reference)
     probe_feeds = list(feeds[:: max(1, len(feeds) // 6)])[:6]
-    ref = _ort_run(src, probe_feeds, "all")
-    err = worst_rel_l2(_ort_run(dst, probe_feeds, "none"), ref)
+    ref = run_onnx(src, probe_feeds, "all")
+    err = worst_rel_l2(run_onnx(dst, probe_feeds, "none"), ref)
     float_nodes: list[str] = []
     sensitivity: dict[str, float] = {}
     if budget is not None and err > budget:
@@ -284,7 +238,7 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
         chosen = _with_float_layers(onnx.load(str(dst)), onnx.load(str(src)), set(float_nodes))
         _prune(chosen)
         onnx.save(chosen, str(dst))
-        err = worst_rel_l2(_ort_run(dst, probe_feeds, "none"), ref)
+        err = worst_rel_l2(run_onnx(dst, probe_feeds, "none"), ref)
     cache.unlink(missing_ok=True)
     q = onnx.load(str(dst), load_external_data=False)
     n_q = sum(1 for n in q.graph.node if n.op_type == "QuantizeLinear")
@@ -331,7 +285,6 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
     cannot (measured on trained Whisper: see docs/int8.md)."""
     import logging
 
-    import onnx
 
     model = onnx.load(str(src))
     nodes = weight_matmuls(model, ("MatMul",))
@@ -371,7 +324,7 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
     out = onnx.load(str(dst), load_external_data=False)
     n_q = sum(1 for n in out.graph.node if n.op_type == op)
     probe = list(feeds[:: max(1, len(feeds) // 6)])[:6]
-    err = worst_rel_l2(_ort_run(dst, probe, "all"), _ort_run(src, probe, "all")) if probe else None
+    err = worst_rel_l2(run_onnx(dst, probe, "all"), run_onnx(src, probe, "all")) if probe else None
     total = len(all_layers)
     console.print(f"  {spec.name}: int8-cpu ({scheme}) — {n_q}/{total} "
                   f"{'/'.join(spec.quantize_ops)} weight layers in int8 ({op})"
@@ -397,14 +350,12 @@ def _choose_float_layers(src: Path, qdq: Path, spec: GraphSpec, nodes: Sequence[
     prefix of the most sensitive layers to keep float; then, least sensitive first, each of those
     is tried in int8 again and kept there if the budget still holds (the local ranking does not
     see how errors compound, so the prefix alone keeps too many float)."""
-    import onnx
-
     q = onnx.load(str(qdq))
     src_model = onnx.load(str(src))
     order = sorted(nodes, key=sensitivity.get, reverse=True)
 
     def error(float_set: set[str]) -> float:
-        return worst_rel_l2(_ort_run(_with_float_layers(q, src_model, float_set), feeds, "none"),
+        return worst_rel_l2(run_onnx(_with_float_layers(q, src_model, float_set), feeds, "none"),
                             ref)
 
     lo, hi, best = 1, len(order) - 1, None
@@ -435,8 +386,6 @@ def _choose_float_layers(src: Path, qdq: Path, spec: GraphSpec, nodes: Sequence[
 def _with_float_layers(q, src_model, float_set: set[str]):
     """A copy of QDQ model ``q`` in which the layers named in ``float_set`` take their float
     input tensor and float weight again (their Q/DQ pairs are left unused)."""
-    import onnx
-
     m = onnx.ModelProto()
     m.CopyFrom(q)
     producers = {o: n for n in m.graph.node for o in n.output}

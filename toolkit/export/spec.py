@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
-
 # Relative-L2 / cosine tolerances used when a family declares none. fp32 should be numerically
 # the same graph; fp16 loses ~3 decimal digits; int8 QDQ is a quantised approximation.
 DEFAULT_TOLERANCE = {
@@ -96,7 +94,8 @@ class ExportPlan:
     calibration_feeds  callable -> {graph name: [feeds]} for int8 (may be slow: real audio/video)
     source           manifest "source" block (checkpoint path + hash or preset, random_init)
     model_config     what the runtime needs to rebuild the pipeline around the graphs
-    extra_files      {name in artifact: bytes or source path} (tokenizer files, configs)
+    extra_files      callable -> {name in artifact: bytes or source path} (tokenizer files,
+                     configs); called only when an artifact is written
     revision         bumped by a family whenever its graphs change for the same weights, so
                      cached artifacts (bench work dirs) are re-exported
     """
@@ -107,21 +106,5 @@ class ExportPlan:
     calibration_feeds: Callable[[], dict[str, list[Feeds]]] | None
     source: dict
     model_config: dict
-    extra_files: dict = field(default_factory=dict)
+    extra_files: Callable[[], dict] = dict
     revision: int = 1
-
-
-def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    denom = np.linalg.norm(ref)
-    return float(np.linalg.norm(a - ref) / denom) if denom > 0 else float(np.linalg.norm(a))
-
-
-def cosine(a: np.ndarray, ref: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64).ravel()
-    ref = np.asarray(ref, dtype=np.float64).ravel()
-    na, nr = np.linalg.norm(a), np.linalg.norm(ref)
-    if na == 0 or nr == 0:
-        return 1.0 if na == nr else 0.0
-    return float(a @ ref / (na * nr))

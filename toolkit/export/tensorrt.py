@@ -35,10 +35,11 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..errors import MissingDependency, ToolkitError
-from ..progress import Steps, console
-from .artifact import atomic_dir, atomic_write_bytes, check_writable
-from .manifest import MANIFEST, load_manifest, sha256_file
+from ..core.errors import MissingDependency, ToolkitError
+from ..core.progress import Steps, console
+from ..core.files import atomic_dir, atomic_write_bytes, check_writable, sha256_file
+from ..core import hardware
+from .manifest import MANIFEST, load_manifest
 
 MIN_TRT_MAJOR = 10
 DEFAULT_WORKSPACE_MB = 2048
@@ -430,9 +431,8 @@ def build_artifact(artifact_dir: str | Path, fp16: bool = False, int8: bool = Fa
         raise ToolkitError(f"{artifact_dir} is an int8 QDQ export; build it with --int8, or "
                            "export fp32/fp16 graphs for an fp32/fp16 engine")
     trt = require_tensorrt(artifact_dir, fp16=fp16, int8=int8)
-    from ..runtime.gpu import gpu_identity
 
-    gpu = gpu_identity()
+    gpu = hardware.gpu_identity()
     trt_version = str(trt.__version__)
     cache_path = Path(timing_cache) if timing_cache else default_timing_cache(gpu, trt_version)
     target = artifact_dir

@@ -5,6 +5,10 @@ input/output names (the names in the artifact manifest). Pipelines (Whisper deco
 Grad-TTS sampler, SVT embedding) only ever talk to this interface, so the backends differ in
 numerics and speed, never in logic.
 
+``run`` and ``run_device`` are the public, checked entries (every input present); a backend
+implements ``_run_impl`` and, if it can keep tensors on a device between calls (a KV cache),
+``_run_device_impl`` + ``to_host``. By default ``run_device`` is ``run`` (host arrays).
+
 Backends:
 - ``torch``   — the PyTorch module the graph was exported from (eager, CPU or CUDA)
 - ``ort``     — onnxruntime, CPU execution provider
@@ -18,27 +22,15 @@ from __future__ import annotations
 
 import abc
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import MissingDependency, ToolkitError
+from ..core.errors import MissingDependency, ToolkitError
+from ..core.threads import default_threads
 
-BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
-
-
-def default_threads() -> int:
-    """Threads per session: all cores of this process (same for every backend, for fairness)."""
-    env = os.environ.get("TOOLKIT_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -65,8 +57,27 @@ class Session(abc.ABC):
     def outputs(self) -> list[TensorInfo]:
         return self._out
 
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs on the host (float16 returned as float32), keyed by output name."""
+        self._check_feeds(feeds)
+        return self._run_impl(feeds)
+
+    def run_device(self, feeds: Mapping[str, object]) -> dict[str, object]:
+        """Like ``run``, but a backend with device memory leaves the outputs there (feed them
+        back as inputs; ``to_host`` copies one out). Default: the host arrays of ``run``."""
+        self._check_feeds(feeds)
+        return self._run_device_impl(feeds)
+
+    def to_host(self, value) -> np.ndarray:
+        """A ``run_device`` output as a host array (float32 for float outputs)."""
+        a = np.asarray(value)
+        return a.astype(np.float32) if a.dtype == np.float16 else a
+
     @abc.abstractmethod
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def _run_device_impl(self, feeds: Mapping[str, object]) -> dict[str, object]:
+        return self._run_impl(feeds)
 
     @property
     def input_names(self) -> list[str]:
@@ -141,9 +152,8 @@ class TorchSession(Session):
         self._cuda = self.device.type == "cuda"
         self._dev_ms, self._dev_runs = 0.0, 0
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
-        self._check_feeds(feeds)
         args = []
         for info in self._in:
             t = torch.from_numpy(np.ascontiguousarray(feeds[info.name])).to(self.device)
@@ -255,8 +265,7 @@ class OrtSession(Session):
         self._peak_used = None
         self._runs = 0
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._check_feeds(feeds)
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cast = {}
         for name in self.input_names:
             a = np.asarray(feeds[name])
@@ -312,37 +321,3 @@ def torch_device() -> str:
                                "build of torch or no driver); unset it or install a CUDA torch")
         return want
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-# --------------------------------------------------------------------------------------------
-# Factory
-# --------------------------------------------------------------------------------------------
-
-def open_onnx_session(path: str | Path, backend: str, precision: str = "fp32",
-                      threads: int | None = None, manifest_graph: dict | None = None,
-                      cache_dir: str | Path | None = None) -> Session:
-    """Open a graph file from an artifact on any non-torch backend."""
-    if backend in ORT_PROVIDERS:
-        options = None
-        if backend != "ort" and manifest_graph is not None:
-            from .gpu import ort_provider_options  # lazy: GPU-only helpers
-            options = ort_provider_options(backend, manifest_graph, precision, cache_dir)
-        return OrtSession(path, backend=backend, precision=precision, threads=threads,
-                          provider_options=options)
-    if backend == "trt":
-        from .tensorrt import TensorRTSession  # lazy: needs tensorrt
-        return TensorRTSession.from_artifact_graph(path, manifest_graph or {}, precision)
-    raise ToolkitError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
-
-
-def check_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise ToolkitError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
-    return name
-
-
-def check_precision(name: str) -> str:
-    if name not in PRECISIONS + ("bf16",):
-        raise ToolkitError(f"unknown precision {name!r}; use one of fp32, fp16, int8, int8-cpu "
-                           "(bf16 on torch)")
-    return name

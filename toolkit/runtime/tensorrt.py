@@ -33,7 +33,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import MissingDependency, ToolkitError
+from ..core import hardware
+from ..core.errors import MissingDependency, ToolkitError
+from ..export.tensorrt import find_engine, require_tensorrt
 from .session import Session, TensorInfo
 
 ALIGN = 256
@@ -47,9 +49,7 @@ class CudaRuntime:
     """The few CUDA runtime calls the session needs, via cuda-python."""
 
     def __init__(self):
-        from .gpu import _cudart
-
-        self.rt = _cudart()
+        self.rt = hardware.cuda_runtime()
         if self.rt is None:
             raise MissingDependency("the trt backend needs cuda-python for device memory and "
                                     "streams: pip install cuda-python (see docs/tensorrt.md)")
@@ -167,15 +167,12 @@ def _activation_bytes(engine) -> int:
 
 
 def _current_gpu() -> dict:
-    from .gpu import gpu_identity
-
-    return gpu_identity()
+    return hardware.gpu_identity()  # looked up at call time (tests substitute a GPU)
 
 
 def select_engine(artifact_dir: Path, manifest_graph: Mapping, precision: str, trt_version: str,
                   gpu: Mapping) -> dict:
     """The manifest engine entry usable on this GPU + TensorRT, or a ToolkitError saying why."""
-    from ..export.tensorrt import find_engine
 
     hint = _rebuild_hint(artifact_dir, precision)
     cands = find_engine(manifest_graph, precision)
@@ -204,7 +201,6 @@ class TensorRTSession(Session):
     def __init__(self, engine_path: str | Path, precision: str = "fp32",
                  cuda: CudaRuntime | None = None, cuda_graph: bool = False,
                  profiles: Mapping[str, Mapping] | None = None):
-        from ..export.tensorrt import require_tensorrt
 
         trt = require_tensorrt(Path(engine_path).parent)
         self._trt = trt
@@ -262,7 +258,6 @@ class TensorRTSession(Session):
                             cuda: CudaRuntime | None = None, cuda_graph: bool = False
                             ) -> "TensorRTSession":
         """Open the engine built for graph file ``path`` (an .onnx in an artifact)."""
-        from ..export.tensorrt import require_tensorrt
 
         path = Path(path)
         artifact_dir = path.parent
@@ -273,15 +268,14 @@ class TensorRTSession(Session):
                    cuda_graph=cuda_graph, profiles=entry.get("profiles"))
 
     # ---------------------------------------------------------------- Session interface
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        dev = self.run_device(feeds)
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        dev = self._run_device_impl(feeds)
         out = {name: self._download(t, sync=False) for name, t in dev.items()}
         self._cuda.synchronize(self._stream)
         return {n: (a.astype(np.float32) if a.dtype == np.float16 else a) for n, a in out.items()}
 
-    def run_device(self, feeds: Mapping[str, object]) -> dict[str, DeviceTensor]:
-        """Run with outputs left on the device. Inputs: NumPy arrays or ``DeviceTensor``s."""
-        self._check_feeds(feeds)
+    def _run_device_impl(self, feeds: Mapping[str, object]) -> dict[str, DeviceTensor]:
+        """Outputs left on the device. Inputs: NumPy arrays or ``DeviceTensor``s."""
         ctx = self.context
         in_ptrs = set()
         for info in self._in:
@@ -323,6 +317,10 @@ class TensorRTSession(Session):
             self._out_slot = 1 - slot
         self._enqueue(feeds, result)
         return result
+
+    def to_host(self, value) -> np.ndarray:
+        a = value.numpy() if isinstance(value, DeviceTensor) else np.asarray(value)
+        return a.astype(np.float32) if a.dtype == np.float16 else a
 
     def device_stats(self) -> dict:
         """Device compute time (CUDA events around ``execute_async_v3`` / graph launch,

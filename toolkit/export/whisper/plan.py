@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...export.spec import ExportPlan, GraphSpec, Profile
+from ...core.progress import console
+from ...models.whisper.audio import features_for, load_audio
+from ...models.whisper.data import bundled_dir, default_calibration_files
 from ...models.whisper.loading import LoadedWhisper
+from ..onnx import torch_outputs
+from ..spec import ExportPlan, GraphSpec, Profile
 from .graphs import (WhisperDecoderGraph, WhisperEncoderGraph, decoder_inputs, decoder_outputs,
                      encoder_io)
 
@@ -30,9 +35,9 @@ TOLERANCE = {
 INT8_BUDGET = {"encoder": 0.2, "decoder": 0.08}
 
 
-def model_config(lw: LoadedWhisper) -> dict:
-    cfg = lw.config
-    tok = lw.tokenizer
+def model_config(loaded: LoadedWhisper) -> dict:
+    cfg = loaded.config
+    tok = loaded.tokenizer
     return {
         "architecture": "whisper",
         "num_mel_bins": cfg.num_mel_bins,
@@ -44,21 +49,21 @@ def model_config(lw: LoadedWhisper) -> dict:
         "vocab_size": cfg.vocab_size,
         "max_source_positions": cfg.max_source_positions,
         "max_target_positions": cfg.max_target_positions,
-        "generation": lw.generation.as_dict(),
+        "generation": loaded.generation.as_dict(),
         "tokenizer": {"source": tok.source, "vocab_size": tok.vocab_size,
                       "num_languages": tok.num_languages,
                       "files": "tokenizer/" if not tok.source.startswith("built-in") else None},
     }
 
 
-def build_graphs(lw: LoadedWhisper) -> list[GraphSpec]:
-    cfg = lw.config
+def build_graphs(loaded: LoadedWhisper) -> list[GraphSpec]:
+    cfg = loaded.config
     n, h, dh = cfg.decoder_layers, cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
     mels, frames, src = cfg.num_mel_bins, 3000, cfg.max_source_positions
     max_tok = cfg.max_target_positions
     enc_out = encoder_io(n)
     enc = GraphSpec(
-        name="encoder", module=WhisperEncoderGraph(lw.model).eval(),
+        name="encoder", module=WhisperEncoderGraph(loaded.model).eval(),
         input_names=["input_features"], output_names=enc_out,
         dynamic_axes={"input_features": {0: "batch"}, **{o: {0: "batch"} for o in enc_out}},
         example_inputs=lambda: (torch.randn(1, mels, frames),),
@@ -80,12 +85,12 @@ def build_graphs(lw: LoadedWhisper) -> list[GraphSpec]:
         axes[name] = {0: "batch", 2: "total"}
 
     def dec_example():
-        ids = torch.tensor([[lw.tokenizer.sot, lw.tokenizer.no_timestamps, 400]])
+        ids = torch.tensor([[loaded.tokenizer.sot, loaded.tokenizer.no_timestamps, 400]])
         past = [torch.randn(1, h, 2, dh) for _ in range(2 * n)]
         cross = [torch.randn(1, h, src, dh) for _ in range(2 * n)]
         return (ids, *past, *cross)
 
-    dec = GraphSpec(name="decoder", module=WhisperDecoderGraph(lw.model).eval(),
+    dec = GraphSpec(name="decoder", module=WhisperDecoderGraph(loaded.model).eval(),
                     input_names=dec_in, output_names=dec_out, dynamic_axes=axes,
                     example_inputs=dec_example, profiles=profiles, tolerance=TOLERANCE,
                     input_dtypes={"input_ids": "int64"}, int8_budget=INT8_BUDGET["decoder"],
@@ -93,7 +98,7 @@ def build_graphs(lw: LoadedWhisper) -> list[GraphSpec]:
     return [enc, dec]
 
 
-def real_feeds(lw: LoadedWhisper, audio_files: list[Path], steps: int = 2,
+def real_feeds(loaded: LoadedWhisper, audio_files: list[Path], steps: int = 2,
                prompt: list[int] | None = None) -> dict[str, list[dict]]:
     """Encoder and decoder inputs taken from running the fp32 PyTorch model on real audio.
 
@@ -101,55 +106,61 @@ def real_feeds(lw: LoadedWhisper, audio_files: list[Path], steps: int = 2,
     single-token steps with the growing cache), so validation and calibration see the same
     shapes and value ranges the runtime produces.
     """
-    from ...models.whisper.audio import features_for, load_audio
-    from ...runtime.session import TorchSession
-
-    cfg = lw.config
+    cfg = loaded.config
     n, h, dh = cfg.decoder_layers, cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
-    graphs = build_graphs(lw)
-    enc_s = TorchSession(graphs[0].module, graphs[0].input_names, graphs[0].output_names)
-    dec_s = TorchSession(graphs[1].module, graphs[1].input_names, graphs[1].output_names)
-    prompt = prompt or lw.tokenizer.sot_sequence("en" if lw.tokenizer.multilingual else None)
+    enc_spec, dec_spec = build_graphs(loaded)
+    prompt = prompt or loaded.tokenizer.sot_sequence("en" if loaded.tokenizer.multilingual else None)
     feeds: dict[str, list[dict]] = {"encoder": [], "decoder": []}
     for f in audio_files:
         feats = features_for(load_audio(f), cfg.num_mel_bins)[:1]
         feeds["encoder"].append({"input_features": feats})
-        cross = enc_s.run({"input_features": feats})
+        cross = torch_outputs(enc_spec, {"input_features": feats})
         past = {f"past_{kv}_{i}": np.zeros((1, h, 0, dh), np.float32)
                 for i in range(n) for kv in ("key", "value")}
         ids = np.array([prompt], dtype=np.int64)
         for _ in range(steps):
             feed = {"input_ids": ids, **past, **cross}
             feeds["decoder"].append(feed)
-            out = dec_s.run(feed)
-            nxt = int(np.argmax(out["logits"][0][: lw.tokenizer.eot]))
+            out = torch_outputs(dec_spec, feed)
+            nxt = int(np.argmax(out["logits"][0][: loaded.tokenizer.eot]))
             ids = np.array([[nxt]], dtype=np.int64)
             past = {f"past_{kv}_{i}": out[f"present_{kv}_{i}"] for i in range(n)
                     for kv in ("key", "value")}
     return feeds
 
 
-def build_plan(lw: LoadedWhisper, validation_audio: list[Path],
-               calibration_audio: list[Path] | None = None, calib_steps: int = 12) -> ExportPlan:
-    extra: dict = {}
-    if not lw.tokenizer.source.startswith("built-in"):
-        extra = _tokenizer_files(lw)
+def build_plan(loaded: LoadedWhisper, calib_data=None, calib_steps: int = 12) -> ExportPlan:
+    """Validation on two bundled recordings; int8 calibration on ``calib_data`` (a folder of
+    real speech) or the bundled clips, decoded greedily for ``calib_steps`` steps each."""
+    bundled = bundled_dir() / "wavs"
+    validation = [bundled / "jfk.flac", bundled / "LJ001-0002.flac"]
+    # a --calib-data folder is checked now (a bad one fails before anything is exported)
+    given = default_calibration_files(calib_data) if calib_data is not None else None
+
+    def calibration_feeds():
+        files = given if given is not None else default_calibration_files(None)
+        if len(files) < 4:
+            console.print(f"[yellow]warning:[/] int8 calibration on {len(files)} clip(s): the "
+                          "activation ranges will not cover other speakers and content; give "
+                          "--calib-data a folder with at least 4 (8 are used) real recordings")
+        return real_feeds(loaded, files, steps=calib_steps)
+
+    def extra_files() -> dict:
+        return {} if loaded.tokenizer.source.startswith("built-in") else _tokenizer_files(loaded)
+
     return ExportPlan(
-        family="whisper", graphs=build_graphs(lw),
-        validation_feeds=lambda: real_feeds(lw, validation_audio, steps=2),
-        calibration_feeds=(lambda: real_feeds(lw, calibration_audio, steps=calib_steps))
-        if calibration_audio else None,
-        source=lw.source, model_config=model_config(lw), extra_files=extra,
-        revision=EXPORT_REVISION)
+        family="whisper", graphs=build_graphs(loaded),
+        validation_feeds=lambda: real_feeds(loaded, validation, steps=2),
+        calibration_feeds=calibration_feeds, source=loaded.source,
+        model_config=model_config(loaded), extra_files=extra_files, revision=EXPORT_REVISION)
 
 
-def _tokenizer_files(lw: LoadedWhisper) -> dict:
-    import tempfile
-
+def _tokenizer_files(loaded: LoadedWhisper) -> dict:
     from transformers import WhisperTokenizerFast
 
-    src = lw.tokenizer.source.split("(", 1)[1].rstrip(")")
+    src = loaded.tokenizer.source.split("(", 1)[1].rstrip(")")
     tok = WhisperTokenizerFast.from_pretrained(src)
-    tmp = Path(tempfile.mkdtemp(prefix="toolkit-tok-"))
-    tok.save_pretrained(str(tmp))
-    return {f"tokenizer/{p.name}": p.read_bytes() for p in tmp.iterdir() if p.is_file()}
+    with tempfile.TemporaryDirectory(prefix="toolkit-tok-") as tmp:
+        tok.save_pretrained(tmp)
+        return {f"tokenizer/{p.name}": p.read_bytes() for p in Path(tmp).iterdir()
+                if p.is_file()}

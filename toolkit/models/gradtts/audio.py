@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
 from .model import AUDIO
 
 VOCODER = "griffin-lim"

@@ -3,25 +3,25 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import torch
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
+from ...core.files import atomic_write_bytes, sha256_file
+from ..base import LoadedModel
 from .model import PRESETS, GradTTS, GradTTSConfig, build_model
 
 FAMILY = "gradtts"
+DEFAULT_PRESET = "paper"
 
 
 def save_checkpoint(model: GradTTS, out: str | Path, step: int = 0, optimizer=None,
                     extra: dict | None = None) -> Path:
-    from ...export.artifact import atomic_write_bytes
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    import io
-
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     atomic_write_bytes(out / "model.pt", buf.getvalue())
@@ -73,20 +73,19 @@ def load_checkpoint(path: str | Path) -> tuple[GradTTS, dict]:
     return model.eval(), meta
 
 
-def resolve_model(checkpoint=None, preset=None, seed: int = 0) -> tuple[GradTTS, dict]:
-    """Model + source block: a checkpoint directory, or a preset with seeded random weights."""
-    from ...export.manifest import sha256_file
-
+def load_model(checkpoint=None, preset=None, seed: int = 0) -> LoadedModel:
+    """A checkpoint directory, or a preset with seeded random weights (``paper`` by default)."""
     if checkpoint and preset:
         raise ToolkitError("pass either --checkpoint or --preset, not both")
     if checkpoint:
         model, meta = load_checkpoint(checkpoint)
-        return model, {"checkpoint": str(Path(checkpoint).resolve()),
-                       "sha256": sha256_file(Path(checkpoint) / "model.pt"),
-                       "train_step": meta.get("step"), "random_init": False}
-    preset = preset or "paper"
+        return LoadedModel("gradtts", model, {
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "sha256": sha256_file(Path(checkpoint) / "model.pt"),
+            "train_step": meta.get("step"), "random_init": False})
+    preset = preset or DEFAULT_PRESET
     if preset not in PRESETS:
         raise ToolkitError(f"unknown Grad-TTS preset {preset!r}; choose one of "
                            f"{', '.join(PRESETS)}")
     model = build_model(PRESETS[preset], seed=seed)
-    return model, {"preset": preset, "seed": seed, "random_init": True}
+    return LoadedModel("gradtts", model, {"preset": preset, "seed": seed, "random_init": True})

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
+from ...core.progress import track
 from .audio import load_wav, mel_spectrogram
 from .text import text_to_ids
 
@@ -45,7 +46,6 @@ def read_metadata(root: str | Path) -> list[tuple[str, str]]:
 
 
 def load_dataset(root: str | Path, add_blank: bool = True, limit: int | None = None) -> list[Item]:
-    from ...progress import track
 
     root = Path(root)
     rows = read_metadata(root)[:limit]

@@ -8,13 +8,13 @@ config → encoder → U-Net → GradTTS (losses, sampling helpers).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .mas import maximum_path
 from .text import N_VOCAB
 
 
@@ -392,7 +392,6 @@ class GradTTS(nn.Module):
     # training ----------------------------------------------------------------------------
     def compute_loss(self, ids, x_lengths, mel, y_lengths, generator=None):
         """Duration, prior and diffusion losses (Grad-TTS eq. 14 and the MAS-based losses)."""
-        from .mas import maximum_path
 
         c = self.config
         mu_x, logw, x_mask = self.encoder(ids, x_lengths)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ...errors import ToolkitError
-from ...progress import console
+from ...core.errors import ToolkitError
+from ...core.progress import console
 
 PAD = "_"
 PUNCTUATION = "!'\"(),-.:;?"

@@ -8,15 +8,15 @@ resumes from it. Losses are appended to ``train_log.jsonl``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...errors import ToolkitError
-from ...progress import Steps, console
+from ...core.errors import ToolkitError
+from ...core.threads import default_threads
+from ...core.progress import Steps, console
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import collate, load_dataset
 from .model import PRESETS, build_model
@@ -31,7 +31,6 @@ def train(data, out, steps: int = 300, preset: str = "tiny", batch_size: int = 4
         raise ToolkitError(f"--steps must be at least 1 (got {steps})")
     if preset not in PRESETS:
         raise ToolkitError(f"unknown Grad-TTS preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    from ...runtime.session import default_threads
 
     out = Path(out)
     torch.set_num_threads(default_threads())   # TOOLKIT_THREADS overrides (shared machines)

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import torch
 
-from ...errors import ToolkitError
-from ...export.manifest import sha256_file
+from ...core.errors import ToolkitError
+from ...core.files import atomic_dir, sha256_file
+from ..base import LoadedModel
 from .model import SVTBackbone, SVTConfig, preset_config
 
 CONFIG = "config.json"
+DEFAULT_PRESET = "vit-base"
 WEIGHTS = "model.pt"
 _PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 _CONTAINERS = ("teacher", "state_dict", "model", "model_state", "student")
@@ -148,8 +150,6 @@ def load_checkpoint(path: str | Path) -> tuple[SVTBackbone, dict]:
 
 
 def save_checkpoint(model: SVTBackbone, out: str | Path, extra: dict | None = None) -> Path:
-    from ...export.artifact import atomic_dir
-
     out = Path(out)
     with atomic_dir(out) as tmp:
         (tmp / CONFIG).write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
@@ -159,14 +159,15 @@ def save_checkpoint(model: SVTBackbone, out: str | Path, extra: dict | None = No
     return out
 
 
-def build(checkpoint: str | Path | None = None, preset: str | None = None,
-          seed: int = 0) -> tuple[SVTBackbone, dict]:
+def load_model(checkpoint: str | Path | None = None, preset: str | None = None,
+               seed: int = 0) -> LoadedModel:
     """A backbone from a checkpoint or a preset (seeded random init, labelled)."""
     if checkpoint is not None and preset is not None:
         raise ToolkitError("pass either --checkpoint or --preset, not both")
     if checkpoint is not None:
-        return load_checkpoint(checkpoint)
-    name = preset or "vit-base"
+        model, source = load_checkpoint(checkpoint)
+        return LoadedModel("svt", model, source)
+    name = preset or DEFAULT_PRESET
     torch.manual_seed(seed)
     model = SVTBackbone(preset_config(name)).eval()
-    return model, {"preset": name, "seed": seed, "random_init": True}
+    return LoadedModel("svt", model, {"preset": name, "seed": seed, "random_init": True})

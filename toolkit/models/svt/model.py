@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
 
 
 @dataclass

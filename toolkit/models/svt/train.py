@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
+from ...core.progress import Steps, console
+from ...core.threads import default_threads
 from .checkpoint import save_checkpoint
 from .model import SVTBackbone, preset_config
 from .video import clip_from_frames, decode_frames, list_videos
@@ -156,8 +158,6 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def train(opts: TrainOptions) -> dict:
-    from ...progress import Steps, console
-
     cfg = preset_config(opts.preset)
     tiny = opts.preset == "tiny"
     gsize = opts.global_size or (cfg.img_size if tiny else 224)
@@ -171,7 +171,6 @@ def train(opts: TrainOptions) -> dict:
     videos = list_videos(opts.data)
     out_dim = opts.out_dim or (64 if tiny else 4096)
     hidden, bottleneck = (128, 64) if tiny else (2048, 256)
-    from ...runtime.session import default_threads
 
     torch.set_num_threads(default_threads())
     torch.manual_seed(opts.seed)

@@ -3,11 +3,12 @@ short-side resize + center crop, ImageNet normalisation → float32 ``[3, T, S, 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -173,3 +174,9 @@ def write_synthetic_clip(path: str | Path, n_frames: int = 24, size: int = 64, s
     finally:
         container.close()
     return path
+
+
+def default_video() -> Path:
+    env = os.environ.get("TOOLKIT_SHARED_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    return root / "video" / "demo.mp4"

@@ -1,1 +1,6 @@
-"""Whisper: Hugging Face checkpoints or seeded presets, the offline tokenizer, audio features."""
+"""Whisper: Hugging Face / CTranslate2 checkpoints, seeded presets, the default trained model,
+the offline tokenizer, audio features."""
+
+from .loading import load_model
+
+__all__ = ["load_model"]

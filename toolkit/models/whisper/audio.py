@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
 
 SAMPLE_RATE = 16000
 N_FFT = 400

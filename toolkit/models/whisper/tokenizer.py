@@ -12,7 +12,7 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
 
 # Whisper's language codes, in token order (the order fixes the token ids).
 LANGUAGE_CODES = (

@@ -5,22 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
-from ...errors import ToolkitError
-from ...progress import console
-from .pipeline import check_steps, load_pipeline
+from ...core.errors import ToolkitError
+from ...core.files import check_writable
+from ...core.progress import console
+from ...models.gradtts.audio import VOCODER, griffin_lim
+from ...models.gradtts.model import AUDIO
+from ...models.gradtts.sampler import check_steps
+from ...models.gradtts.text import text_to_ids
+from .pipeline import open_pipeline
 
 
 def synthesize_to_files(text: str, out: str | Path, artifact=None, checkpoint=None, preset=None,
                         backend: str = "torch", steps: int = 10, temperature: float = 1.5,
                         length_scale: float = 1.0, seed: int = 0) -> dict:
-    import soundfile as sf
-
-    from ...export.artifact import check_writable
-    from ...models.gradtts.audio import VOCODER, griffin_lim
-    from ...models.gradtts.model import AUDIO
-    from ...models.gradtts.text import text_to_ids
-
     check_steps(steps)
     text_to_ids(text)  # fail on empty / unspeakable text before loading anything
     out = Path(out)
@@ -29,7 +28,7 @@ def synthesize_to_files(text: str, out: str | Path, artifact=None, checkpoint=No
                            "beside it as .npy")
     out.parent.mkdir(parents=True, exist_ok=True)
     check_writable(out.parent)
-    pipe = load_pipeline(artifact=artifact, checkpoint=checkpoint, preset=preset, backend=backend,
+    pipe = open_pipeline(artifact=artifact, checkpoint=checkpoint, preset=preset, backend=backend,
                          seed=seed)
     syn = pipe.synthesize(text, steps=steps, temperature=temperature, length_scale=length_scale,
                           seed=seed)

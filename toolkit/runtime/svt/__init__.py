@@ -11,16 +11,19 @@ dynamic-shape graph; nothing is re-exported.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import ToolkitError
+from ...core.errors import ToolkitError
+from ...export.svt import build_plan
+from ...export.svt.graphs import GRAPH, INPUTS, OUTPUTS
+from ...models.base import LoadedModel
+from ...models.svt.checkpoint import load_model
 from ...models.svt.video import check_size, clip_from_frames, decode_frames
-from ...runtime.session import Session, TorchSession, check_backend, open_onnx_session
-
-GRAPH = "backbone"
+from ..graphs import Graphs, open_graphs
+from ..session import Session
 
 
 def l2norm(x: np.ndarray) -> np.ndarray:
@@ -32,13 +35,22 @@ class EmbedPipeline:
     session: Session
     patch: int = 16
     random_init: bool = False
-    source: str = ""
+    backend: str = "torch"
+    precision: str = "fp32"
+    source: dict = field(default_factory=dict)
+
+    @property
+    def sessions(self) -> list[Session]:
+        return [self.session]
+
+    def close(self) -> None:
+        self.session.close()
 
     def embed_clip(self, clip: np.ndarray) -> np.ndarray:
         """``[3,T,S,S]`` or ``[B,3,T,S,S]`` normalised clip(s) → CLS ``[D]`` / ``[B, D]``."""
         batched = clip.ndim == 5
         x = clip if batched else clip[None]
-        out = self.session.run({"video": np.ascontiguousarray(x, dtype=np.float32)})["cls"]
+        out = self.session.run({INPUTS[0]: np.ascontiguousarray(x, dtype=np.float32)})[OUTPUTS[0]]
         return out if batched else out[0]
 
     def views(self, frames: list[np.ndarray], n_frames: int, size: int, slow_fast: bool,
@@ -69,41 +81,20 @@ class EmbedPipeline:
                 "embedding": emb.astype(np.float32)}
 
 
-def load_pipeline(artifact=None, checkpoint=None, preset=None, backend="torch",
-                  seed: int = 0) -> EmbedPipeline:
-    check_backend(backend)
-    if artifact is not None:
-        if checkpoint is not None or preset is not None:
-            raise ToolkitError("pass --artifact alone, or --checkpoint/--preset (not both)")
-        from ...export.manifest import load_manifest
+def from_graphs(graphs: Graphs) -> EmbedPipeline:
+    sess = graphs.sessions.get(GRAPH)
+    if sess is None:
+        raise ToolkitError(f"{graphs.artifact or 'the model'} has no {GRAPH!r} graph; re-export it")
+    patch = int(graphs.model_config["svt"]["patch_size"])
+    return EmbedPipeline(sess, patch, graphs.random_init, graphs.backend, graphs.precision,
+                         graphs.source)
 
-        man = load_manifest(artifact, family="svt")
-        g = man["graphs"].get(GRAPH)
-        if g is None:
-            raise ToolkitError(f"artifact {artifact} has no {GRAPH!r} graph; re-export it")
-        if backend == "torch":
-            raise ToolkitError("--backend torch needs --checkpoint or --preset (an artifact holds "
-                               "ONNX graphs); use --backend ort with --artifact")
-        sess = open_onnx_session(Path(artifact) / g["file"], backend, man["precision"],
-                                 manifest_graph=g)
-        patch = int(man["model_config"]["svt"]["patch_size"])
-        return EmbedPipeline(sess, patch, bool(man.get("random_init")), str(artifact))
-    from ...models.svt.checkpoint import build
 
-    model, source = build(checkpoint, preset, seed)
-    if backend == "torch":
-        sess = TorchSession(model, ["video"], ["cls"])
-    else:
-        import tempfile
-
-        from ...export.onnx import export_graph
-        from ...export.svt import backbone_spec
-
-        # no artifact: trace the backbone to a temporary fp32 graph (unvalidated; use
-        # `toolkit export svt` + --artifact for a validated, reusable one)
-        with tempfile.TemporaryDirectory(prefix="svt-embed-") as tmp:
-            path = Path(tmp) / "backbone.onnx"
-            export_graph(backbone_spec(model), path)
-            sess = open_onnx_session(path, backend, "fp32")
-    return EmbedPipeline(sess, model.cfg.patch_size, bool(source.get("random_init")),
-                         source.get("checkpoint") or source.get("preset", ""))
+def open_pipeline(artifact=None, checkpoint=None, preset=None, loaded: LoadedModel | None = None,
+                  backend: str = "torch", precision: str = "fp32", seed: int = 0,
+                  threads: int | None = None) -> EmbedPipeline:
+    """An artifact (ONNX backends), or a checkpoint/preset (default ``vit-base``) on any backend."""
+    return from_graphs(open_graphs("svt", load_model, build_plan, artifact=artifact,
+                                   checkpoint=checkpoint, preset=preset, loaded=loaded,
+                                   backend=backend, precision=precision, seed=seed,
+                                   threads=threads))

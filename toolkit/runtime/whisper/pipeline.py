@@ -9,24 +9,28 @@ the first sampled position) match Hugging Face ``generate``.
 
 from __future__ import annotations
 
-import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import ToolkitError
-from ...models.whisper.audio import check_features, features_for, load_audio, SAMPLE_RATE
-from ..session import Session, TorchSession, open_onnx_session
-
-NEG_INF = -np.inf
-
+from ...core.errors import ToolkitError
+from ...export.whisper import build_plan
+from ...models.whisper.audio import SAMPLE_RATE, check_features, features_for, load_audio
+from ...models.whisper.loading import LoadedWhisper, load_model
+from ...models.whisper.tokenizer import builtin_tokenizer, hf_tokenizer
+from ..graphs import Graphs, open_graphs
+from ..session import Session
+from .decoding import apply_filters, logit_filters
 
 @dataclass
 class DecodeResult:
     tokens: list[list[int]]          # generated tokens per window (prompt excluded, eot excluded)
     steps: int                       # decoder calls
     step_ms: list[float]             # per decoder call
+    encoder_ms: float = 0.0          # when the result includes the encoder (``decode``)
+    features_ms: float = 0.0         # log-mel, when it includes that too
 
 
 class WhisperPipeline:
@@ -44,17 +48,16 @@ class WhisperPipeline:
         self.heads = config["decoder_attention_heads"]
         self.head_dim = config["head_dim"]
         self.n_mels = config["num_mel_bins"]
-        gen = config["generation"]
-        self.suppress = np.array(sorted(set(gen["suppress_tokens"])), dtype=np.int64)
-        self.begin_suppress = np.array(sorted(set(gen["begin_suppress_tokens"])), dtype=np.int64)
-        self.max_length = int(gen.get("max_length", config["max_target_positions"]))
-        # device-resident decode (trt): cross K/V and the self-attention cache stay on the
-        # device as DeviceTensors; only the logits are copied to the host each step
-        self.device_io = hasattr(encoder, "run_device") and hasattr(decoder, "run_device")
+        self.generation = config["generation"]
+        self.max_length = int(self.generation.get("max_length", config["max_target_positions"]))
 
     @property
     def sessions(self) -> list[Session]:
         return [self.encoder, self.decoder]
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.decoder.close()
 
     # -- features -----------------------------------------------------------------------------
     def features(self, path: str | Path) -> tuple[np.ndarray, float]:
@@ -72,10 +75,10 @@ class WhisperPipeline:
 
     # -- the loop -----------------------------------------------------------------------------
     def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Cross-attention K/V of every window. On a backend with device memory (trt) they stay
+        there (valid until the next-but-one encode); elsewhere they are host arrays."""
         features = check_features(features, self.n_mels)
-        if self.device_io:  # cross K/V left on the device (valid until the next-but-one encode)
-            return self.encoder.run_device({"input_features": features})
-        return self.encoder.run({"input_features": features})
+        return self.encoder.run_device({"input_features": features})
 
     def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
         z = np.zeros((batch, self.heads, 0, self.head_dim), np.float32)
@@ -84,17 +87,11 @@ class WhisperPipeline:
     def step(self, ids: np.ndarray, past: dict, cross: dict) -> tuple[np.ndarray, dict]:
         """One decoder call: (logits on the host, the new cache to feed back as ``past``).
 
-        On a session with ``run_device`` the cache it returns are DeviceTensors (never copied
-        to the host); ``past``/``cross`` may be NumPy arrays or DeviceTensors either way.
+        The cache stays where the backend keeps it (device memory on trt: only the logits are
+        copied to the host each step); ``past``/``cross`` are what earlier calls returned.
         """
-        if self.device_io:
-            out = self.decoder.run_device({"input_ids": ids, **past, **cross})
-            logits = out["logits"].numpy()  # the only device -> host copy of a step
-            if logits.dtype == np.float16:
-                logits = logits.astype(np.float32)
-        else:
-            out = self.decoder.run({"input_ids": ids, **past, **cross})
-            logits = out["logits"]
+        out = self.decoder.run_device({"input_ids": ids, **past, **cross})
+        logits = self.decoder.to_host(out["logits"])
         present = {f"past_{kv}_{i}": out[f"present_{kv}_{i}"] for i in range(self.n_layers)
                    for kv in ("key", "value")}
         return logits, present
@@ -114,13 +111,12 @@ class WhisperPipeline:
         ``force_length``: never stop early and never emit special tokens, so every backend
         decodes exactly ``max_new_tokens`` text tokens (benchmarks on random weights).
         """
-        import time
-
         tok = self.tokenizer
         b = next(iter(cross.values())).shape[0]
         limit = min(max_new_tokens, self.max_length - len(prompt))
         if limit < 1:
             raise ToolkitError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
+        filters = logit_filters(self.generation, tok.eot, text_only=force_length)
         ids = np.tile(np.asarray(prompt, np.int64), (b, 1))
         past = self.empty_cache(b)
         finished = np.zeros(b, bool)
@@ -130,14 +126,7 @@ class WhisperPipeline:
             t0 = time.perf_counter()
             logits, past = self.step(ids, past, cross)
             step_ms.append((time.perf_counter() - t0) * 1e3)
-            logits = np.array(logits, dtype=np.float32, copy=True)
-            if self.suppress.size:
-                logits[:, self.suppress[self.suppress < logits.shape[1]]] = NEG_INF
-            if i == 0 and self.begin_suppress.size:
-                logits[:, self.begin_suppress] = NEG_INF
-            if force_length:
-                logits[:, tok.eot:] = NEG_INF
-            nxt = np.argmax(logits, axis=-1).astype(np.int64)
+            nxt = np.argmax(apply_filters(filters, logits, i), axis=-1).astype(np.int64)
             nxt[finished] = tok.eot
             generated.append(nxt)
             finished |= nxt == tok.eot
@@ -154,35 +143,41 @@ class WhisperPipeline:
     def teacher_forced_top1(self, cross: dict, prompt: list[int],
                             reference: list[list[int]]) -> tuple[int, int]:
         """Feed the reference tokens step by step and count how often this backend's argmax
-        (same suppression rules as forced decoding) equals the reference's next token.
+        (same rules as forced decoding) equals the reference's next token.
 
         Unlike comparing free-running transcripts, one early disagreement does not change every
         later step, so this measures the numerics of each step. Returns (agreeing, steps).
         """
-        tok = self.tokenizer
         n = min(len(r) for r in reference)
         b = len(reference)
         ref = np.array([r[:n] for r in reference], dtype=np.int64)
+        filters = logit_filters(self.generation, self.tokenizer.eot, text_only=True)
         ids = np.tile(np.asarray(prompt, np.int64), (b, 1))
         past = self.empty_cache(b)
         agree = 0
         for i in range(n):
             logits, past = self.step(ids, past, cross)
-            logits = np.array(logits, dtype=np.float32, copy=True)
-            if self.suppress.size:
-                logits[:, self.suppress[self.suppress < logits.shape[1]]] = NEG_INF
-            if i == 0 and self.begin_suppress.size:
-                logits[:, self.begin_suppress] = NEG_INF
-            logits[:, tok.eot:] = NEG_INF
-            agree += int((np.argmax(logits, axis=-1) == ref[:, i]).sum())
+            agree += int((np.argmax(apply_filters(filters, logits, i), axis=-1)
+                          == ref[:, i]).sum())
             ids = ref[:, i:i + 1]
         return agree, n * b
+
+    def decode(self, audio: np.ndarray, prompt: list[int], max_new_tokens: int = 224,
+               force_length: bool = False) -> DecodeResult:
+        """Audio samples → tokens per window, timed: log-mel, encoder, every decoder step."""
+        t0 = time.perf_counter()
+        feats = features_for(audio, self.n_mels)
+        te = time.perf_counter()
+        cross = self.encode(feats)
+        t_enc = time.perf_counter()
+        res = self.greedy(cross, prompt, max_new_tokens, force_length=force_length)
+        res.features_ms = (te - t0) * 1e3
+        res.encoder_ms = (t_enc - te) * 1e3
+        return res
 
     def transcribe(self, path: str | Path, language: str | None = None,
                    task: str = "transcribe", max_new_tokens: int = 224,
                    force_length: bool = False) -> dict:
-        import time
-
         t0 = time.perf_counter()
         feats, duration = self.features(path)
         te = time.perf_counter()
@@ -210,8 +205,6 @@ class WhisperPipeline:
 # ------------------------------------------------------------------------------------------
 
 def tokenizer_from_manifest(artifact: Path, config: dict):
-    from ...models.whisper.tokenizer import builtin_tokenizer, hf_tokenizer
-
     tinfo = config.get("tokenizer", {})
     if tinfo.get("files"):
         tok = hf_tokenizer(artifact / tinfo["files"], config["vocab_size"])
@@ -222,99 +215,28 @@ def tokenizer_from_manifest(artifact: Path, config: dict):
     return builtin_tokenizer(config["vocab_size"])
 
 
-def from_artifact(artifact: str | Path, backend: str = "ort", threads: int | None = None,
-                  verify: bool = True) -> WhisperPipeline:
-    from ...export.manifest import load_manifest
-
-    artifact = Path(artifact)
-    manifest = load_manifest(artifact, family="whisper", verify_hashes=verify)
-    if backend == "torch":
-        raise ToolkitError("--backend torch runs the PyTorch model: give --checkpoint or --preset "
-                           "instead of --artifact")
-    cfg = manifest.get("model_config") or {}
+def from_graphs(graphs: Graphs) -> WhisperPipeline:
+    cfg = graphs.model_config
+    where = graphs.artifact or "the model"
     for key in ("decoder_layers", "num_mel_bins", "generation", "vocab_size"):
         if key not in cfg:
-            raise ToolkitError(f"manifest of {artifact} has no model_config.{key}; it does not "
-                               "match this toolkit's Whisper runtime — re-export it")
-    graphs = manifest["graphs"]
-    if set(graphs) != {"encoder", "decoder"}:
-        raise ToolkitError(f"Whisper artifact {artifact} must hold encoder and decoder graphs, "
-                           f"found {sorted(graphs)}; re-export it")
-    prec = manifest["precision"]
-    enc = open_onnx_session(artifact / graphs["encoder"]["file"], backend, prec, threads,
-                            graphs["encoder"], cache_dir=artifact)
-    dec = open_onnx_session(artifact / graphs["decoder"]["file"], backend, prec, threads,
-                            graphs["decoder"], cache_dir=artifact)
-    _check_io(enc, graphs["encoder"], artifact)
-    _check_io(dec, graphs["decoder"], artifact)
-    return WhisperPipeline(enc, dec, cfg, tokenizer_from_manifest(artifact, cfg),
-                           bool(manifest.get("random_init")), manifest.get("source", {}),
-                           backend, prec)
+            raise ToolkitError(f"model_config of {where} has no {key}; it does not match this "
+                               "toolkit's Whisper runtime — re-export it")
+    if set(graphs.sessions) != {"encoder", "decoder"}:
+        raise ToolkitError(f"a Whisper artifact holds encoder and decoder graphs; {where} has "
+                           f"{sorted(graphs.sessions)} — re-export it")
+    tokenizer = (graphs.loaded.tokenizer if graphs.loaded is not None
+                 else tokenizer_from_manifest(graphs.artifact, cfg))
+    return WhisperPipeline(graphs.sessions["encoder"], graphs.sessions["decoder"], cfg, tokenizer,
+                           graphs.random_init, graphs.source, graphs.backend, graphs.precision)
 
 
-def _check_io(sess: Session, graph: dict, artifact: Path) -> None:
-    want = [i["name"] for i in graph.get("inputs", [])]
-    if sorted(want) != sorted(sess.input_names):
-        raise ToolkitError(f"graph {graph.get('file')} in {artifact} has inputs "
-                           f"{sess.input_names[:4]}… but its manifest lists {want[:4]}…; the "
-                           "manifest does not match the graph — re-export the artifact")
-
-
-def from_model(lw, backend: str = "torch", precision: str = "fp32",
-               threads: int | None = None, device: str | None = None) -> WhisperPipeline:
-    """Torch sessions over the same modules that are exported.
-
-    ``device``: "cpu" or "cuda"; default ``torch_device()`` (TOOLKIT_TORCH_DEVICE, else CUDA
-    when torch sees one).
-    """
-    from ...export.whisper.plan import build_graphs, model_config
-    from ..session import torch_device
-
-    if backend != "torch":
-        raise ToolkitError(f"backend {backend} needs an exported artifact")
-    device = device or torch_device()
-    enc_spec, dec_spec = build_graphs(lw)
-    enc = TorchSession(enc_spec.module, enc_spec.input_names, enc_spec.output_names,
-                       precision=precision, threads=threads, device=device)
-    dec = TorchSession(dec_spec.module, dec_spec.input_names, dec_spec.output_names,
-                       precision=precision, threads=threads, device=device,
-                       input_dtypes={"input_ids": "int64"})
-    return WhisperPipeline(enc, dec, model_config(lw), lw.tokenizer, lw.random_init, lw.source,
-                           "torch", precision)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TOOLKIT_CACHE", Path.home() / ".cache" / "toolkit"))
-
-
-def load_pipeline(artifact: str | Path | None = None, checkpoint: str | None = None,
-                  preset: str | None = None, backend: str = "ort", seed: int = 0,
+def open_pipeline(artifact: str | Path | None = None, checkpoint: str | None = None,
+                  preset: str | None = None, loaded: LoadedWhisper | None = None,
+                  backend: str = "ort", precision: str = "fp32", seed: int = 0,
                   threads: int | None = None) -> WhisperPipeline:
-    """What `toolkit transcribe` runs: an artifact, or a model (exported on first use for ORT)."""
-    from ...runtime.session import check_backend
-
-    check_backend(backend)
-    if artifact is not None:
-        if checkpoint or preset:
-            raise ToolkitError("give either --artifact or --checkpoint/--preset, not both")
-        return from_artifact(artifact, backend, threads)
-    from ...models.whisper.loading import load_whisper
-
-    lw = load_whisper(checkpoint, preset, seed)
-    if backend == "torch":
-        return from_model(lw, threads=threads)
-    from ...export.artifact import cached_export
-    from ...export.whisper import export_whisper_model
-    from ...export.whisper.plan import EXPORT_REVISION
-
-    out = cached_export(cache_root() / f"whisper-{_cache_tag(lw, seed)}-fp32", "whisper",
-                        lw.source, "fp32", EXPORT_REVISION,
-                        lambda out: export_whisper_model(lw, "fp32", out))
-    return from_artifact(out, backend, threads)
-
-
-def _cache_tag(lw, seed: int) -> str:
-    src = lw.source
-    if src.get("preset"):
-        return f"{src['preset']}-seed{seed}"
-    return f"{Path(src['checkpoint']).name}-{(src.get('sha256') or 'hub')[:12]}"
+    """An artifact, or a model (the default model when nothing is given) on any backend."""
+    return from_graphs(open_graphs("whisper", load_model, build_plan, artifact=artifact,
+                                   checkpoint=checkpoint, preset=preset, loaded=loaded,
+                                   backend=backend, precision=precision, seed=seed,
+                                   threads=threads))

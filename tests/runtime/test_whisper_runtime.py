@@ -1,0 +1,163 @@
+"""Whisper export → onnxruntime → decode loop, against PyTorch and Hugging Face generate."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from toolkit.core.errors import ToolkitError
+from toolkit.export.manifest import load_manifest
+from toolkit.export.onnx import control_flow_nodes
+from toolkit import registry
+from toolkit.models.whisper.loading import load_model as load_whisper
+from toolkit.runtime.whisper import open_pipeline
+
+from support.zoo import export as export_model, save_small_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_whisper(preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "fp32"
+    export_model(tiny, "fp32", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory):
+    return save_small_checkpoint(tmp_path_factory.mktemp("ckpt") / "whisper-small-128")
+
+
+def test_tiny_export_has_no_control_flow_and_a_complete_manifest(tiny_fp32):
+    m = load_manifest(tiny_fp32, family="whisper")
+    assert m["random_init"] is True and m["source"]["preset"] == "tiny"
+    assert set(m["graphs"]) == {"encoder", "decoder"}
+    for g in m["graphs"].values():
+        assert control_flow_nodes(tiny_fp32 / g["file"]) == []
+    dec = m["graphs"]["decoder"]
+    names = {i["name"]: i["shape"] for i in dec["inputs"]}
+    assert names["input_ids"] == ["batch", "tokens"]
+    assert names["past_key_0"] == ["batch", 6, "past", 64]
+    assert names["cross_key_0"] == ["batch", 6, 1500, 64]
+    assert dec["trt_profiles"]["past_key_0"]["min"][2] == 0
+    enc_out = [o["name"] for o in m["graphs"]["encoder"]["outputs"]]
+    assert enc_out == [f"cross_{kv}_{i}" for i in range(4) for kv in ("key", "value")]
+    assert all(v["passed"] for g in m["parity"]["graphs"].values() for v in g.values())
+    assert m["model_config"]["num_mel_bins"] == 80 and "onnxruntime" in m["tools"]
+
+
+def test_ort_fp32_equals_hugging_face_generate_on_jfk(tiny, tiny_fp32, shared_data):
+    from toolkit.models.whisper.audio import features_for, load_audio
+
+    jfk = shared_data / "audio" / "jfk.flac"
+    feats = features_for(load_audio(jfk), 80)
+    hf = tiny.model.generate(torch.from_numpy(feats), language="en", task="transcribe",
+                             max_new_tokens=40, do_sample=False, num_beams=1)
+    tok = tiny.tokenizer
+    hf_tokens = [t for t in hf[0].tolist() if t not in tok.sot_sequence("en")]
+    hf_tokens = hf_tokens[:hf_tokens.index(tok.eot)] if tok.eot in hf_tokens else hf_tokens
+    ort = open_pipeline(artifact=tiny_fp32, backend="ort").transcribe(jfk, language="en", max_new_tokens=40)
+    assert len(hf_tokens) > 5
+    assert ort["tokens"] == hf_tokens
+    pt = open_pipeline(loaded=tiny, backend="torch").transcribe(jfk, language="en", max_new_tokens=40)
+    assert pt["tokens"] == hf_tokens
+
+
+def test_decoder_graph_runs_at_any_past_length(tiny, tiny_fp32):
+    """One graph for prompt and cached steps: compare against recomputing without a cache."""
+    ort = open_pipeline(artifact=tiny_fp32, backend="ort")
+    torch_p = open_pipeline(loaded=tiny, backend="torch")
+    feats = np.random.default_rng(0).standard_normal((2, 80, 3000)).astype(np.float32) * 0.3
+    cross = ort.encode(feats)
+    seq = np.array([[50258, 50259, 50359, 50363, 400, 401, 402, 403, 404]] * 2)
+    full, _ = ort.step(seq, ort.empty_cache(2), cross)  # no cache, all tokens at once
+    logits, past = ort.step(seq[:, :4], ort.empty_cache(2), cross)
+    for i in range(4, seq.shape[1]):
+        logits, past = ort.step(seq[:, i:i + 1], past, cross)
+        assert past["past_key_0"].shape == (2, 6, i + 1, 64)
+    np.testing.assert_allclose(logits, full, rtol=1e-3, atol=1e-3)
+    ref, _ = torch_p.step(seq, torch_p.empty_cache(2), torch_p.encode(feats))
+    np.testing.assert_allclose(full, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_long_audio_is_transcribed_window_by_window(tiny_fp32, shared_data, tmp_path):
+    import soundfile as sf
+
+    from toolkit.models.whisper.audio import load_audio
+
+    audio = load_audio(shared_data / "audio" / "jfk.flac")
+    long = tmp_path / "long.wav"
+    sf.write(str(long), np.concatenate([audio, audio, audio]), 16000)  # 33 s
+    res = open_pipeline(artifact=tiny_fp32, backend="ort").transcribe(long, language="en", max_new_tokens=5)
+    assert res["windows"] == 2 and len(res["window_tokens"]) == 2
+    assert all(len(w) > 0 for w in res["window_tokens"])
+    assert abs(res["audio_seconds"] - 33.0) < 0.1
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_128_mel_checkpoint_exports_and_transcribes(small_ckpt, tmp_path, shared_data, precision):
+    out = tmp_path / precision
+    calib = shared_data / "ljspeech-mini"
+    m = registry.get("whisper").export(checkpoint=str(small_ckpt), precision=precision, out=out,
+                       calib_data=calib if precision == "int8" else None)
+    assert m["model_config"]["num_mel_bins"] == 128 and m["model_config"]["d_model"] == 64
+    assert m["source"]["checkpoint"] == str(small_ckpt) and len(m["source"]["sha256"]) == 64
+    assert m["random_init"] is False
+    g = m["graphs"]
+    if precision == "int8":
+        assert g["encoder"]["quantized_nodes"] > 0 and g["decoder"]["quantized_nodes"] > 0
+    if precision == "fp16":
+        assert g["encoder"]["fp32_nodes"] > 0
+    jfk = shared_data / "audio" / "jfk.flac"
+    res = open_pipeline(artifact=out, backend="ort").transcribe(jfk, language="en", max_new_tokens=12,
+                                               force_length=True)
+    ref = open_pipeline(checkpoint=str(small_ckpt), backend="torch").transcribe(
+        jfk, language="en", max_new_tokens=12, force_length=True)
+    assert len(res["tokens"]) == 12
+    if precision == "fp32":
+        assert res["tokens"] == ref["tokens"]
+    # 128-bin features run; 80-bin features are refused with a one-line error
+    pipe = open_pipeline(artifact=out, backend="ort")
+    with pytest.raises(ToolkitError, match="80 mel bins but this model expects 128"):
+        pipe.encode(np.zeros((1, 80, 3000), np.float32))
+
+
+def test_artifact_refusals(tiny_fp32, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_fp32, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["family"] = "svt"
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ToolkitError, match="holds a 'svt' model"):
+        open_pipeline(artifact=bad, backend="ort")
+    m["family"] = "whisper"
+    m["graphs"]["decoder"]["inputs"][0]["name"] = "tokens"
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ToolkitError, match="does not match the graph"):
+        open_pipeline(artifact=bad, backend="ort")
+    (bad / "manifest.json").unlink()
+    with pytest.raises(ToolkitError, match="no manifest.json"):
+        open_pipeline(artifact=bad, backend="ort")
+
+
+def test_loading_errors(tmp_path):
+    with pytest.raises(ToolkitError, match="unknown Whisper preset 'huge'"):
+        load_whisper(preset="huge")
+    with pytest.raises(ToolkitError, match="does not exist"):
+        load_whisper(checkpoint=str(tmp_path / "nope"))
+    other = tmp_path / "bert"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ToolkitError, match="is a 'bert' model, not Whisper"):
+        load_whisper(checkpoint=str(other))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ToolkitError, match="no config.json"):
+        load_whisper(checkpoint=str(empty))

@@ -1,0 +1,389 @@
+"""One benchmark harness for every family: cases × shapes, a child process per case, warm-up and
+timing, peak memory, device figures, records of one schema, one table, one PNG.
+
+A family brings a ``BenchSpec`` (``bench/<family>.py``): its workload (the shapes it sweeps and
+the items of each), the work timed per item, the figures it derives (RTF, quality against the
+reference case), its extra columns, notes and headline plot. Everything else is here:
+
+1. options are checked once (backends, precisions, ``--runs``/``--warmup``/``--limit``);
+2. the model is loaded once and exported per precision into the work directory (reused while
+   weights, precision and export revision match);
+3. every backend × precision case runs in its own spawned process (so peak RSS is per case):
+   the reference cases first (``torch`` fp32, plus any the family adds), each item ``warmup``
+   untimed + ``runs`` timed passes (or, in ``cycle`` mode, ``max(runs, items)`` calls cycling
+   over the items);
+4. figures, ratios against the reference cases, the table, the records (checked against the
+   schema when written) and the plot.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from rich.console import Console
+
+from ..core.errors import ToolkitError
+from ..core.hardware import environment
+from ..core.progress import Steps, console
+from ..export.spec import ExportPlan
+from ..models.base import LoadedModel
+from ..runtime.backends import PRECISIONS, check_backend, check_precision
+from ..runtime.graphs import artifact_for
+from .isolate import run_isolated
+from .plots import Panel, write_plot
+from .records import write_records
+from .report import print_table
+from .timing import percentiles
+
+DEFAULT_BACKENDS = ("torch", "ort")
+REFERENCE = ("torch", "fp32")
+# what each backend can run; torch runs fp16 only where it has a GPU (CPU fp16 is reference-only)
+BACKEND_PRECISIONS = {"torch": ("fp32",), "ort": PRECISIONS,
+                      "ort-cuda": ("fp32", "fp16", "int8"), "ort-trt": ("fp32", "fp16", "int8"),
+                      "trt": ("fp32", "fp16", "int8")}
+
+
+@dataclass
+class Shape:
+    """One point of a family's sweep (a step count, a clip shape, a data set)."""
+
+    label: str                                   # the record's ``shape``
+    items: list                                  # what ``work`` gets, one per timed call
+    fields: dict = field(default_factory=dict)   # extra record fields (e.g. steps, frames)
+    info: dict = field(default_factory=dict)     # what ``figures`` needs (durations, FLOPs)
+
+
+@dataclass
+class Case:
+    """What a child process runs: one backend × precision over every shape."""
+
+    backend: str
+    precision: str
+    artifact: str | None
+    model: dict                  # checkpoint / preset / seed, to load the model in the child
+    shapes: list[Shape]
+    runs: int
+    warmup: int
+    options: dict                # the family's own options
+    reference: dict | None = None  # the reference case's outputs per shape label
+
+
+class BenchSpec:
+    """What a family declares; the harness calls these. Subclasses set the class attributes."""
+
+    family: str = ""
+    mode: str = "passes"                     # "passes" or "cycle" (see the module docstring)
+    extra_backends: dict[str, tuple[str, ...]] = {}   # family-only backends (whisper: hf)
+    references: tuple[tuple[str, str], ...] = (REFERENCE,)   # always run, in this order
+    speed_key: str = "latency_ms_p50"        # lower is faster; ratios are computed on it
+    ratios: tuple[tuple[str, str], ...] = (REFERENCE,)       # speedup_vs_<b>_<p> columns
+    fields: tuple[str, ...] = ()             # record fields beyond COMMON_FIELDS
+    columns: Sequence[tuple[str, str, str]] = ()      # (header, key, format) after the timing
+    quality_columns: Sequence[tuple[str, str, str]] = ()
+    quality_header: str = "quality"
+    quality_format: str = ".4g"
+    plot_panels: Sequence[Panel] = ()
+    plot_x: str | None = None
+    default_out: str = ""
+    # the family's lower layers, set by each bench file
+    load_model: Callable[..., LoadedModel]
+    build_plan: Callable[..., ExportPlan]
+    open_pipeline: Callable[..., Any]
+
+    # -- parent ---------------------------------------------------------------------------
+    def check_options(self, options: dict) -> dict:
+        """Validate and normalise the family's own options (``--steps`` …)."""
+        return options
+
+    def workload(self, loaded: LoadedModel, data, limit: int | None, options: dict,
+                 workdir: Path) -> list[Shape]:
+        raise NotImplementedError
+
+    def figures(self, shape: Shape, result: dict, reference: dict, options: dict) -> dict:
+        """Family fields of one record: must include ``rtf``, ``quality_metric``,
+        ``quality_value`` and ``quality_reference``."""
+        raise NotImplementedError
+
+    def notes(self, records: list[dict], loaded: LoadedModel, shapes: list[Shape],
+              options: dict, env: dict) -> list[str]:
+        return []
+
+    def after_cases(self) -> None:
+        """Called once every case has run, before the figures (e.g. re-measure a peak)."""
+
+    def finish(self, records: list[dict]) -> list[str]:
+        """Lines printed after the table (summaries against targets)."""
+        return []
+
+    # -- child ----------------------------------------------------------------------------
+    def open(self, case: Case):
+        """The runner of a case: the family pipeline on the artifact or the model."""
+        if case.artifact:
+            return self.open_pipeline(artifact=case.artifact, backend=case.backend)
+        return self.open_pipeline(**case.model, backend=case.backend, precision=case.precision)
+
+    def load_items(self, shape: Shape, case: Case) -> list:
+        """Items made ready before timing (e.g. audio decoded from files)."""
+        return shape.items
+
+    def work(self, runner, item, shape: Shape, case: Case) -> tuple[Any, dict]:
+        """The timed unit: ``(output, extra timings {key: [ms, ...]})``."""
+        raise NotImplementedError
+
+    def after(self, runner, items: list, shape: Shape, case: Case, outputs: list) -> dict:
+        """Untimed child-side figures (e.g. teacher-forced agreement with the reference)."""
+        return {}
+
+
+# ------------------------------------------------------------------------------------------
+# child
+# ------------------------------------------------------------------------------------------
+
+def _device_stats(runner) -> dict:
+    stats = [s.device_stats() for s in getattr(runner, "sessions", [])]
+    out: dict = {}
+    ms = [st["device_ms"] for st in stats if st.get("device_ms") is not None]
+    if ms:
+        out["device_ms"] = float(sum(ms))
+    peaks = [st["device_peak_mb"] for st in stats if st.get("device_peak_mb") is not None]
+    if peaks:  # sessions of a pipeline are alive together: their sum
+        out["device_peak_mb"] = float(sum(peaks))
+        out["device_memory"] = next(st["device_memory"] for st in stats if st.get("device_memory"))
+    return out
+
+
+def _timed(spec: BenchSpec, runner, item, shape: Shape, case: Case):
+    for s in getattr(runner, "sessions", []):
+        s.reset_device_stats()
+    t0 = time.perf_counter()
+    output, extras = spec.work(runner, item, shape, case)
+    ms = (time.perf_counter() - t0) * 1e3
+    return output, extras, ms, _device_stats(runner)
+
+
+def measure(spec: BenchSpec, runner, items: list, shape: Shape, case: Case) -> dict:
+    """Warm-up and timed calls over ``items``; samples, passes, extras and first outputs."""
+    n = len(items)
+    samples: list[list[float]] = [[] for _ in range(n)]
+    passes: list[float] = []
+    extras: dict[str, list] = {}
+    device: dict[str, list] = {}
+    outputs: list = [None] * n
+
+    def keep(k, output, ex, ms, dev):
+        samples[k].append(ms)
+        for key, v in ex.items():
+            extras.setdefault(key, []).extend(v)
+        for key, v in dev.items():
+            device.setdefault(key, []).append(v)
+        if outputs[k] is None:
+            outputs[k] = output
+
+    if spec.mode == "cycle":
+        for i in range(case.warmup + max(case.runs, n)):
+            k = i % n
+            output, ex, ms, dev = _timed(spec, runner, items[k], shape, case)
+            if i >= case.warmup:
+                keep(k, output, ex, ms, dev)
+    else:
+        for r in range(case.warmup + case.runs):
+            total = 0.0
+            for k, item in enumerate(items):
+                output, ex, ms, dev = _timed(spec, runner, item, shape, case)
+                total += ms
+                if r >= case.warmup:
+                    keep(k, output, ex, ms, dev)
+            if r >= case.warmup:
+                passes.append(total)
+    runs = max((len(s) for s in samples), default=0)
+    flat = [s[r] for r in range(runs) for s in samples if r < len(s)]  # run-major
+    return {"samples": samples, "latency_ms": flat, "pass_ms": passes, "extras": extras,
+            "device": device, "outputs": outputs}
+
+
+def run_case(spec: BenchSpec, case: Case) -> dict:
+    """Everything one case measures, per shape label (runs in the child process)."""
+    runner = spec.open(case)
+    results = {}
+    try:
+        for shape in case.shapes:
+            items = spec.load_items(shape, case)
+            res = measure(spec, runner, items, shape, case)
+            res["after"] = spec.after(runner, items, shape, case, res["outputs"])
+            results[shape.label] = res
+    finally:
+        close = getattr(runner, "close", None)
+        if close is not None:
+            close()
+    return results
+
+
+# ------------------------------------------------------------------------------------------
+# parent
+# ------------------------------------------------------------------------------------------
+
+def plan_cases(spec: BenchSpec, backends: Sequence[str], precisions: Sequence[str],
+               has_cuda: bool) -> tuple[list[tuple[str, str]], list[str]]:
+    """(cases in run order — references first —, skipped "backend/precision (why)")."""
+    wanted = list(spec.references) + [(b, p) for b in backends for p in precisions
+                                      if (b, p) not in spec.references]
+    cases, skipped = [], {}
+    for b, p in wanted:
+        allowed = spec.extra_backends.get(b) or BACKEND_PRECISIONS[b]
+        if b == "torch" and p == "fp16" and has_cuda:
+            allowed = ("fp32", "fp16")
+        if p not in allowed:
+            why = ("PyTorch runs the fp32 reference here; fp16/int8 run on onnxruntime/TensorRT"
+                   if b == "torch" else f"{b} does not run it")
+            skipped.setdefault(why, []).append(f"{b}/{p}")
+            continue
+        cases.append((b, p))
+    return cases, [f"{', '.join(which)} ({why})" for why, which in skipped.items()]
+
+
+def check_run_options(runs: int, warmup: int, limit: int | None) -> None:
+    if runs < 1:
+        raise ToolkitError(f"--runs must be at least 1 (got {runs})")
+    if warmup < 0:
+        raise ToolkitError(f"--warmup must be 0 or more (got {warmup})")
+    if limit is not None and limit < 1:
+        raise ToolkitError(f"--limit must be at least 1 (got {limit})")
+
+
+def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, precisions=None,
+              data=None, runs: int = 5, warmup: int = 1, out=None, seed: int = 0, limit=None,
+              workdir=None, isolate: bool = True, **family_options) -> list[dict]:
+    backends = [b if b in spec.extra_backends else check_backend(b)
+                for b in (backends or DEFAULT_BACKENDS)]
+    precisions = [check_precision(p) for p in (precisions or PRECISIONS)]
+    check_run_options(runs, warmup, limit)
+    options = spec.check_options(family_options)
+    loaded = spec.load_model(checkpoint, preset, seed)
+    if loaded.random_init:
+        console.print(f"[yellow]note:[/] {loaded.weights} — timings are real; quality columns "
+                      "compare backends, not model quality")
+    workdir = Path(workdir or Path("artifacts") / "bench")
+    workdir.mkdir(parents=True, exist_ok=True)
+    shapes = spec.workload(loaded, data, limit, options, workdir)
+    cases, skipped = plan_cases(spec, backends, precisions, torch.cuda.is_available())
+
+    plan = spec.build_plan(loaded)
+    exported = sorted({p for b, p in cases if b != "torch" and b not in spec.extra_backends})
+    artifacts = {p: str(artifact_for(loaded, plan, p, workdir)) for p in exported}
+
+    model = {"checkpoint": checkpoint, "preset": preset, "seed": seed}
+    results: dict[tuple[str, str], dict] = {}
+    peaks: dict[tuple[str, str], float] = {}
+    with Steps(f"bench {spec.family}", total=len(cases)) as bar:
+        for b, p in cases:
+            ref = results.get(REFERENCE)
+            case = Case(b, p, None if b == "torch" or b in spec.extra_backends else artifacts[p],
+                        model, shapes, runs, warmup, options,
+                        reference={k: v["outputs"] for k, v in ref.items()} if ref else None)
+            res, peak = run_isolated(run_case, spec, case, isolate=isolate)
+            results[(b, p)], peaks[(b, p)] = res, peak
+            bar.advance(f"{b} {p}")
+
+    spec.after_cases()
+    env = environment()
+    records = []
+    for shape in shapes:
+        ref = results[REFERENCE][shape.label]
+        for (b, p), res in results.items():
+            r = res[shape.label]
+            rec = {
+                "model": f"{spec.family}-{loaded.name}", "family": spec.family,
+                "backend": b, "precision": p, "shape": shape.label, **shape.fields,
+                "weights": loaded.weights, "random_init": loaded.random_init,
+                "source": loaded.source,
+                "artifact": artifacts.get(p) if (b != "torch" and b not in spec.extra_backends)
+                else None,
+                "runs": runs, "warmup": warmup,
+                **percentiles(r["latency_ms"]),
+                "latency_ms_samples": [round(x, 3) for x in r["latency_ms"]],
+                "peak_rss_mb": round(peaks[(b, p)], 1),
+                **_device_fields(r["device"]),
+                **spec.figures(shape, r, ref, options),
+                "environment": env,
+            }
+            records.append(rec)
+    _ratios(spec, records)
+    out = Path(out or spec.default_out)
+    jpath, cpath = write_records(records, out, spec.fields)
+    columns = _columns(spec, records)
+    notes = spec.notes(records, loaded, shapes, options, env) + _common_notes(
+        spec, records, runs, warmup, env, skipped)
+    table = Console(width=200, highlight=False)  # the result goes to stdout, progress to stderr
+    print_table(records, columns, f"{spec.family}-{loaded.name} bench"
+                + (" (random init)" if loaded.random_init else ""), notes, console=table)
+    for line in spec.finish(records):
+        table.print(line)
+    png = write_plot(records, out.with_suffix(".png"),
+                     f"{spec.family}-{loaded.name}" + (" (random init)" if loaded.random_init
+                                                        else ""),
+                     spec.plot_panels, x=spec.plot_x)
+    console.print(f"[green]✓[/] records: {jpath} and {cpath}" + (f"; plot: {png}" if png else ""))
+    return records
+
+
+def _device_fields(device: dict) -> dict:
+    out: dict = {}
+    if device.get("device_ms"):
+        out.update(percentiles(device["device_ms"], "device_ms"))
+        out["device_ms_samples"] = [round(x, 3) for x in device["device_ms"]]
+    if device.get("device_peak_mb"):
+        out["device_peak_mb"] = round(max(device["device_peak_mb"]), 1)
+        out["device_memory_counts"] = device["device_memory"][0]
+    return out
+
+
+def _ratios(spec: BenchSpec, records: list[dict]) -> None:
+    key = spec.speed_key
+    for r in records:
+        same = {(x["backend"], x["precision"]): x for x in records if x["shape"] == r["shape"]}
+        for b, p in spec.ratios:
+            base = same.get((b, p))
+            r[f"speedup_vs_{b}_{p}"] = (base[key] / r[key]
+                                        if base and base.get(key) and r.get(key) else None)
+
+
+def _columns(spec: BenchSpec, records: list[dict]) -> list[tuple[str, str, str]]:
+    cols = [("backend", "backend", ""), ("precision", "precision", ""), ("shape", "shape", ""),
+            ("p50 ms", "latency_ms_p50", ".1f"), ("p90", "latency_ms_p90", ".1f"),
+            ("p99", "latency_ms_p99", ".1f"), *spec.columns, ("RTF", "rtf", ".4f")]
+    cols += [(f"× {b} {p}", f"speedup_vs_{b}_{p}", ".2f") for b, p in spec.ratios]
+    cols.append(("peak RSS MB", "peak_rss_mb", ".0f"))
+    if any("device_ms_p50" in r for r in records):
+        cols += [("device ms p50", "device_ms_p50", ".1f"), ("dev p90", "device_ms_p90", ".1f"),
+                 ("dev p99", "device_ms_p99", ".1f")]
+    if any("device_peak_mb" in r for r in records):
+        cols.append(("device peak MB", "device_peak_mb", ".0f"))
+    cols.append((spec.quality_header, "quality_value", spec.quality_format))
+    cols += list(spec.quality_columns)
+    return cols
+
+
+def _common_notes(spec, records, runs, warmup, env, skipped) -> list[str]:
+    how = (f"{runs} timed passes over the items after {warmup} warm-up pass(es)"
+           if spec.mode == "passes" else
+           f"max({runs}, items) timed calls cycling over the items after {warmup} warm-up")
+    notes = [f"p50/p90/p99 = latency of one item over items × runs; {how}; {env['threads']} "
+             "threads; peak RSS = peak resident memory of the process that ran the case (one "
+             "spawned process per case)",
+             "× X = " + spec.speed_key + "(X) / " + spec.speed_key + "(this row), same shape"]
+    if any("device_ms_p50" in r for r in records):
+        notes.append("device ms = device compute time per item (CUDA events around each "
+                     "engine/module call, as trtexec's GPU Compute Time); — = the backend "
+                     "cannot time the device (ort-cuda/ort-trt, CPU)")
+    if any("device_peak_mb" in r for r in records):
+        kinds = sorted({f"{r['backend']}: {r['device_memory_counts']}" for r in records
+                        if r.get("device_memory_counts")})
+        notes.append("device peak MB counts " + "; ".join(kinds))
+    if skipped:
+        notes.append("not run: " + "; ".join(skipped))
+    return notes
+

@@ -1,0 +1,43 @@
+"""What every family's ``load_model`` returns: the PyTorch model and where its weights came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to export or run.
+
+    ``source`` is the manifest's "source" block: ``{"preset", "seed", "random_init": True}`` for
+    seeded presets, ``{"checkpoint", "sha256", "random_init": False, ...}`` for real weights
+    (optionally ``name`` and ``weights``, a one-line description for tables and records).
+    """
+
+    family: str
+    model: object
+    source: dict
+
+    @property
+    def random_init(self) -> bool:
+        return bool(self.source.get("random_init"))
+
+    @property
+    def name(self) -> str:
+        """Short name for artifact and record names: preset, model name or checkpoint folder."""
+        return (self.source.get("name") or self.source.get("preset")
+                or Path(str(self.source.get("checkpoint", "model"))).name)
+
+    @property
+    def cache_tag(self) -> str:
+        """Name of cached exports of these weights (the manifest's source is checked as well)."""
+        return f"{self.name}-s{self.source.get('seed', 0)}" if self.random_init else self.name
+
+    @property
+    def weights(self) -> str:
+        """What the weights are, for every table and record."""
+        if self.random_init:
+            return (f"preset {self.source.get('preset')} — RANDOM INITIALISATION (seed "
+                    f"{self.source.get('seed')}), not a trained model")
+        return self.source.get("weights") or f"checkpoint {self.source.get('checkpoint')}"
