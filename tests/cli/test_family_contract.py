@@ -83,6 +83,7 @@ def test_load_plan_export_and_open_both_ways(name, tmp_path):
     pipe.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_one_harness_one_schema_one_table(name, tmp_path, capsys):
     fam = registry.get(name)

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
@@ -62,6 +63,7 @@ def test_train_errors_and_resume(tmp_path, shared_data):
     assert len((ck / "train_log.jsonl").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_bench_writes_records(tmp_path):
     out = tmp_path / "b.json"
     r = runner.invoke(app, ["bench", "--model", "gradtts", "--preset", "tiny", "--steps", "1,2",

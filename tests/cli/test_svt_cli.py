@@ -71,6 +71,7 @@ def test_train_cli(tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_records(shared_data, tmp_path):
     out = tmp_path / "svt.json"
     r = _run(["bench", "--model", "svt", "--preset", "tiny", "--frames", "2", "--size", "32",

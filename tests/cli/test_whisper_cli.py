@@ -76,6 +76,7 @@ def test_one_line_errors(ckpt, tmp_path, shared_data):
                   contains="unknown precision 'int4'")
 
 
+@pytest.mark.slow
 def test_bench_writes_records(ckpt, tmp_path):
     out = tmp_path / "bench.json"
     res = _ok(runner.invoke(app, [

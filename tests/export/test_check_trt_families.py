@@ -19,6 +19,7 @@ def whisper_ckpt(tmp_path_factory):
     return save_small_checkpoint(tmp_path_factory.mktemp("w") / "ckpt", mels=80, vocab=51865)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_whisper_exports_pass(whisper_ckpt, tmp_path, shared_data, precision):
     registry.get("whisper").export(checkpoint=str(whisper_ckpt), precision=precision,
@@ -26,6 +27,7 @@ def test_whisper_exports_pass(whisper_ckpt, tmp_path, shared_data, precision):
     assert _errors(tmp_path / "a") == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gradtts", "svt"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_gradtts_and_svt_exports_pass(tmp_path, family, precision):

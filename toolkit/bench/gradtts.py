@@ -108,7 +108,7 @@ class GradTTSBench(BenchSpec):
                 voc_ms.append((time.perf_counter() - t0) * 1e3)
         with step("measuring the machine's fp32 peak (2048³ matmul)"):
             peak = measured_peak_gflops()
-        seed = int(loaded.source.get("seed", 0))
+        seed = loaded.seed
         items = [{"text": t, "durations": d, "noise_seed": seed + k}
                  for k, (t, d) in enumerate(zip(texts, durations))]
         info = {"audio_s": audio_s, "gflop": gflop, "voc_ms": voc_ms, "peak": peak}

@@ -41,7 +41,7 @@ from .timing import percentiles
 
 DEFAULT_BACKENDS = ("torch", "ort")
 REFERENCE = ("torch", "fp32")
-# what each backend can run; torch runs fp16 only where it has a GPU (CPU fp16 is reference-only)
+# what each backend can run (torch: the fp32 reference; fp16 too where a spec allows it on CUDA)
 BACKEND_PRECISIONS = {"torch": ("fp32",), "ort": PRECISIONS,
                       "ort-cuda": ("fp32", "fp16", "int8"), "ort-trt": ("fp32", "fp16", "int8"),
                       "trt": ("fp32", "fp16", "int8")}
@@ -81,6 +81,7 @@ class BenchSpec:
     references: tuple[tuple[str, str], ...] = (REFERENCE,)   # always run, in this order
     speed_key: str = "latency_ms_p50"        # lower is faster; ratios are computed on it
     ratios: tuple[tuple[str, str], ...] = (REFERENCE,)       # speedup_vs_<b>_<p> columns
+    torch_fp16_on_cuda: bool = False         # also run torch fp16 when torch sees a GPU
     fields: tuple[str, ...] = ()             # record fields beyond COMMON_FIELDS
     columns: Sequence[tuple[str, str, str]] = ()      # (header, key, format) after the timing
     quality_columns: Sequence[tuple[str, str, str]] = ()
@@ -234,7 +235,7 @@ def plan_cases(spec: BenchSpec, backends: Sequence[str], precisions: Sequence[st
     cases, skipped = [], {}
     for b, p in wanted:
         allowed = spec.extra_backends.get(b) or BACKEND_PRECISIONS[b]
-        if b == "torch" and p == "fp16" and has_cuda:
+        if b == "torch" and p == "fp16" and has_cuda and spec.torch_fp16_on_cuda:
             allowed = ("fp32", "fp16")
         if p not in allowed:
             why = ("PyTorch runs the fp32 reference here; fp16/int8 run on onnxruntime/TensorRT"

@@ -100,6 +100,7 @@ def _int_list(values, default, name) -> list[int]:
 class SVTBench(BenchSpec):
     family = "svt"
     mode = "cycle"
+    torch_fp16_on_cuda = True
     ratios = (("torch", "fp32"), ("ort", "fp32"))
     fields = ("frames", "size_px", "batch", "source_video_s", "clips_per_s", "gmac_per_clip",
               "achieved_gflops", "machine_peak_gflops", "share_of_peak", "cosine_min",

@@ -106,7 +106,7 @@ class WhisperBench(BenchSpec):
             DEFAULT_FORCED_TOKENS if loaded.random_init else FREE_RUNNING_LIMIT)
         audio_s = [len(load_audio(u.path)) / SAMPLE_RATE for u in utts]
         total = float(sum(audio_s))
-        return [Shape(label=f"{len(utts)} utt, {total:.0f} s",
+        return [Shape(label=f"{len(utts)} utterances, {total:.1f} s audio",
                       items=[str(u.path) for u in utts],
                       fields={"utterances": len(utts), "audio_s_total": total},
                       info={"references": [u.text for u in utts],
@@ -127,18 +127,17 @@ class WhisperBench(BenchSpec):
                                 "transcribe")
 
     def work(self, runner, audio, shape, case):
+        """Output: the tokens of each 30-s window (HF: one sequence)."""
         if isinstance(runner, HFGenerate):
-            return runner.tokens(audio), {}
+            return [runner.tokens(audio)], {}
         res = runner.decode(audio, self._prompt(runner.tokenizer, case),
                             case.options["max_new_tokens"], force_length=case.options["force"])
-        windows = max(1, len(res.tokens))
-        return ([t for w in res.tokens for t in w],
-                {"encoder_ms": [res.encoder_ms / windows],
-                 "decode_token_ms": res.step_ms[1:]})  # single-token steps (prompt excluded)
+        return (res.tokens, {"encoder_ms": [res.encoder_ms / max(1, len(res.tokens))],
+                             "decode_token_ms": res.step_ms[1:]})  # the prompt step excluded
 
     def after(self, runner, items, shape, case, outputs):
         tok = runner.tokenizer
-        out = {"texts": [tok.decode(t).strip() for t in outputs],
+        out = {"texts": ["".join(tok.decode(w) for w in windows).strip() for windows in outputs],
                "device": "cpu" if case.backend in ("ort", "hf") else
                ("cuda" if case.backend != "torch" else runner.encoder.device.type)}
         reference = (case.reference or {}).get(shape.label)
@@ -146,6 +145,7 @@ class WhisperBench(BenchSpec):
             agree = steps = 0
             prompt = self._prompt(tok, case)
             for audio, ref in zip(items, reference):
+                ref = _flat(ref)
                 if ref:
                     got, n = runner.teacher_forced_top1(
                         runner.encode(features_for(audio, runner.n_mels)), prompt, [ref])
@@ -164,14 +164,14 @@ class WhisperBench(BenchSpec):
             **percentiles(result["extras"].get("encoder_ms", []), "encoder_ms"),
             **percentiles(result["extras"].get("decode_token_ms", []), "decode_token_ms"),
             "run_ms_samples": [round(x, 3) for x in result["pass_ms"]],
-            "tokens_per_utterance": [len(t) for t in result["outputs"]],
+            "tokens_per_utterance": [len(_flat(t)) for t in result["outputs"]],
             "forced_tokens": options["max_new_tokens"] if options["force"] else None,
             "rtf": float(np.median(result["pass_ms"])) / 1e3 / total,
             "device": result["after"]["device"],
             "cer_vs_reference": corpus_cer(texts, refs) if has_refs else None,
             "cer_vs_torch_fp32": corpus_cer(texts, ref_texts),
-            "token_exact_match_vs_torch_fp32": token_exact_match(result["outputs"],
-                                                                 reference["outputs"]),
+            "token_exact_match_vs_torch_fp32": token_exact_match(
+                [_flat(t) for t in result["outputs"]], [_flat(t) for t in reference["outputs"]]),
             "top1_agreement_teacher_forced_vs_torch_fp32": 1.0 if is_ref
             else result["after"].get("top1"),
             "texts": texts,
@@ -211,6 +211,10 @@ class WhisperBench(BenchSpec):
             "TF top-1 = teacher-forced top-1 agreement: fed PyTorch fp32's tokens step by step, "
             "the share of steps whose argmax equals PyTorch fp32's next token",
         ]
+
+
+def _flat(windows: list[list[int]]) -> list[int]:
+    return [t for w in windows for t in w]
 
 
 SPEC = WhisperBench()

@@ -17,6 +17,7 @@ from ..core.files import atomic_dir, sha256_file
 from ..core.hardware import tool_versions
 from ..core.parity import cosine, max_abs, rel_l2
 from ..core.progress import Steps, console
+from ..core.threads import default_threads
 from . import precision as prec
 from .manifest import write_manifest
 from .ort import run_onnx
@@ -167,6 +168,7 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
     if precision not in EXPORT_PRECISIONS:
         raise ToolkitError(f"unknown precision {precision!r}; use one of "
                            f"{', '.join(EXPORT_PRECISIONS)}")
+    torch.set_num_threads(default_threads())  # feeds and references: same threads every run
     out = Path(out)
     with atomic_dir(out) as tmp:
         work = tmp / ".work"

@@ -12,12 +12,13 @@ class LoadedModel:
 
     ``source`` is the manifest's "source" block: ``{"preset", "seed", "random_init": True}`` for
     seeded presets, ``{"checkpoint", "sha256", "random_init": False, ...}`` for real weights
-    (optionally ``name`` and ``weights``, a one-line description for tables and records).
+    (optionally ``name``, and ``weights``: a one-line description for tables and records).
     """
 
     family: str
     model: object
     source: dict
+    seed: int = 0        # the run's --seed (presets: their weights; sampling noise elsewhere)
 
     @property
     def random_init(self) -> bool:
@@ -32,7 +33,7 @@ class LoadedModel:
     @property
     def cache_tag(self) -> str:
         """Name of cached exports of these weights (the manifest's source is checked as well)."""
-        return f"{self.name}-s{self.source.get('seed', 0)}" if self.random_init else self.name
+        return f"{self.name}-s{self.seed}" if self.random_init else self.name
 
     @property
     def weights(self) -> str:

@@ -13,9 +13,9 @@ One path for every family:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from ..core.errors import ToolkitError
 from ..export.artifact import cached_export
@@ -28,6 +28,7 @@ from .session import Session, TorchSession, torch_device
 
 LoadModel = Callable[..., LoadedModel]
 BuildPlan = Callable[[LoadedModel], ExportPlan]
+Pipeline = TypeVar("Pipeline")
 
 
 @dataclass
@@ -42,7 +43,6 @@ class Graphs:
     precision: str
     artifact: Path | None = None        # where the graphs came from, if an artifact
     loaded: LoadedModel | None = None   # the model, if run from one
-    manifest: dict = field(default_factory=dict)
 
     @property
     def random_init(self) -> bool:
@@ -89,14 +89,14 @@ def open_artifact(artifact: str | Path, family: str, backend: str, threads: int 
             s.close()
         raise
     return Graphs(family, sessions, manifest.get("model_config") or {},
-                  manifest.get("source") or {}, backend, precision, artifact=artifact,
-                  manifest=manifest)
+                  manifest.get("source") or {}, backend, precision, artifact=artifact)
 
 
 def open_model(loaded: LoadedModel, build_plan: BuildPlan, backend: str, precision: str = "fp32",
                threads: int | None = None, device: str | None = None,
                workdir: str | Path | None = None) -> Graphs:
-    """A loaded model's graphs: its modules on ``torch``, else its cached export."""
+    """A loaded model's graphs: its modules on ``torch`` (on ``device``, default
+    ``torch_device()``), else its cached export."""
     plan = build_plan(loaded)
     if backend == "torch":
         device = device or torch_device()
@@ -124,7 +124,7 @@ def artifact_for(loaded: LoadedModel, plan: ExportPlan, precision: str,
 def open_graphs(family: str, load_model: LoadModel, build_plan: BuildPlan, *, artifact=None,
                 checkpoint=None, preset=None, loaded: LoadedModel | None = None,
                 backend: str = "ort", precision: str = "fp32", seed: int = 0,
-                threads: int | None = None) -> Graphs:
+                threads: int | None = None, device: str | None = None) -> Graphs:
     """An artifact, or a model (``loaded``, or loaded from ``checkpoint``/``preset``/default)."""
     check_backend(backend)
     if artifact is not None:
@@ -133,4 +133,13 @@ def open_graphs(family: str, load_model: LoadModel, build_plan: BuildPlan, *, ar
         return open_artifact(artifact, family, backend, threads)
     if loaded is None:
         loaded = load_model(checkpoint, preset, seed)
-    return open_model(loaded, build_plan, backend, precision, threads)
+    return open_model(loaded, build_plan, backend, precision, threads, device)
+
+
+def make_pipeline(graphs: Graphs, build: Callable[[Graphs], Pipeline]) -> Pipeline:
+    """``build(graphs)``, closing every session if the graphs do not make that pipeline."""
+    try:
+        return build(graphs)
+    except BaseException:
+        graphs.close()
+        raise

@@ -52,7 +52,7 @@ def build_plan(loaded: LoadedModel, calib_data=None, sentences=None) -> ExportPl
         raise ToolkitError("Grad-TTS calibrates int8 on sampler trajectories over the shipped "
                            "sentences; --calib-data is not used for gradtts")
     model = loaded.model.eval()
-    seed = int(loaded.source.get("seed", 0))
+    seed = loaded.seed
     sentences = list(sentences or SENTENCES)
     cache: dict = {}
 

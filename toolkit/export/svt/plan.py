@@ -29,8 +29,9 @@ def _source_videos(data: str | Path | None) -> list[Path]:
         return [p] if p.is_file() else list_videos(p)
     demo = default_video()
     if not demo.is_file():
-        raise ToolkitError(f"no real video for validation/calibration: {demo} is missing; pass "
-                           "--calib-data DIR_OF_VIDEOS")
+        raise ToolkitError(f"no real video to validate the SVT export on: {demo} is missing; set "
+                           "TOOLKIT_SHARED_DATA to the shared data folder, or export with "
+                           "`toolkit export svt --calib-data DIR_OF_VIDEOS` and pass --artifact")
     return [demo]
 
 

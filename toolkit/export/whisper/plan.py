@@ -134,11 +134,8 @@ def build_plan(loaded: LoadedWhisper, calib_data=None, calib_steps: int = 12) ->
     real speech) or the bundled clips, decoded greedily for ``calib_steps`` steps each."""
     bundled = bundled_dir() / "wavs"
     validation = [bundled / "jfk.flac", bundled / "LJ001-0002.flac"]
-    # a --calib-data folder is checked now (a bad one fails before anything is exported)
-    given = default_calibration_files(calib_data) if calib_data is not None else None
-
-    def calibration_feeds():
-        files = given if given is not None else default_calibration_files(None)
+    def calibration_feeds():  # int8 only: other precisions never read --calib-data
+        files = default_calibration_files(calib_data)
         if len(files) < 4:
             console.print(f"[yellow]warning:[/] int8 calibration on {len(files)} clip(s): the "
                           "activation ranges will not cover other speakers and content; give "

@@ -82,10 +82,11 @@ def load_model(checkpoint=None, preset=None, seed: int = 0) -> LoadedModel:
         return LoadedModel("gradtts", model, {
             "checkpoint": str(Path(checkpoint).resolve()),
             "sha256": sha256_file(Path(checkpoint) / "model.pt"),
-            "train_step": meta.get("step"), "random_init": False})
+            "train_step": meta.get("step"), "random_init": False}, seed=seed)
     preset = preset or DEFAULT_PRESET
     if preset not in PRESETS:
         raise ToolkitError(f"unknown Grad-TTS preset {preset!r}; choose one of "
                            f"{', '.join(PRESETS)}")
     model = build_model(PRESETS[preset], seed=seed)
-    return LoadedModel("gradtts", model, {"preset": preset, "seed": seed, "random_init": True})
+    return LoadedModel("gradtts", model, {"preset": preset, "seed": seed, "random_init": True},
+                       seed=seed)

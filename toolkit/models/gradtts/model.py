@@ -76,15 +76,6 @@ def fix_len(n: int, multiple: int = 4) -> int:
     return int(math.ceil(n / multiple) * multiple)
 
 
-def sequence_mask(lengths: torch.Tensor, max_len: int | torch.Tensor | None = None) -> torch.Tensor:
-    if max_len is None:
-        max_len = lengths.max()
-    ar = torch.arange(max_len, device=lengths.device) if not isinstance(max_len, torch.Tensor) \
-        else torch.arange(max_len.item() if not torch.jit.is_tracing() else max_len,
-                          device=lengths.device)
-    return ar[None, :] < lengths[:, None]
-
-
 # ----------------------------------------------------------------------------------------
 # Text encoder
 # ----------------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def load_checkpoint(path: str | Path) -> tuple[SVTBackbone, dict]:
             raise ToolkitError(f"{cfg_file} is not a valid SVT config ({exc})") from None
     model = SVTBackbone(cfg)
     load_state_into(model, state)
-    source = {"checkpoint": str(path.resolve()), "weights": wfile.name,
+    source = {"checkpoint": str(path.resolve()), "weights_file": wfile.name,
               "sha256": sha256_file(wfile), "random_init": False}
     return model.eval(), source
 
@@ -166,8 +166,9 @@ def load_model(checkpoint: str | Path | None = None, preset: str | None = None,
         raise ToolkitError("pass either --checkpoint or --preset, not both")
     if checkpoint is not None:
         model, source = load_checkpoint(checkpoint)
-        return LoadedModel("svt", model, source)
+        return LoadedModel("svt", model, source, seed=seed)
     name = preset or DEFAULT_PRESET
     torch.manual_seed(seed)
     model = SVTBackbone(preset_config(name)).eval()
-    return LoadedModel("svt", model, {"preset": name, "seed": seed, "random_init": True})
+    return LoadedModel("svt", model, {"preset": name, "seed": seed, "random_init": True},
+                       seed=seed)

@@ -109,9 +109,15 @@ def _generation_config(tok: WhisperTokenizer, max_length: int):
 
 
 def load_model(checkpoint: str | None = None, preset: str | None = None,
-                 seed: int = 0) -> LoadedWhisper:
+               seed: int = 0) -> LoadedWhisper:
     """Load from ``checkpoint`` (Hugging Face or CTranslate2 directory, or hub id), build
     ``preset`` with seeded weights, or — neither given — load the trained default model."""
+    loaded = _load(checkpoint, preset, seed)
+    loaded.seed = seed
+    return loaded
+
+
+def _load(checkpoint: str | None, preset: str | None, seed: int) -> LoadedWhisper:
     import torch
     from transformers import WhisperForConditionalGeneration
 
@@ -121,8 +127,8 @@ def load_model(checkpoint: str | None = None, preset: str | None = None,
         path = default_model_dir()
         loaded = _load_ct2(path)
         loaded.source["name"] = DEFAULT_MODEL_NAME
-        loaded.source["weights"] = (f"OpenAI Whisper {DEFAULT_MODEL_NAME}, trained (CTranslate2 form "
-                                f"from {DEFAULT_MODEL_PACKAGE} {DEFAULT_MODEL_VERSION})")
+        loaded.source["weights"] = (f"OpenAI Whisper {DEFAULT_MODEL_NAME}, trained (CTranslate2 "
+                                    f"form from {DEFAULT_MODEL_PACKAGE} {DEFAULT_MODEL_VERSION})")
         return loaded
     if not checkpoint:
         config = preset_config(preset)

@@ -15,7 +15,7 @@ from ...export.gradtts import build_plan
 from ...models.base import LoadedModel
 from ...models.gradtts.checkpoint import load_model
 from ...models.gradtts.sampler import Synthesis, encode_text, synthesize
-from ..graphs import Graphs, open_graphs
+from ..graphs import Graphs, make_pipeline, open_graphs
 from ..session import Session
 
 
@@ -68,9 +68,9 @@ def from_graphs(graphs: Graphs) -> GradTTSPipeline:
 def open_pipeline(artifact: str | Path | None = None, checkpoint=None, preset=None,
                   loaded: LoadedModel | None = None, backend: str = "torch",
                   precision: str = "fp32", seed: int = 0,
-                  threads: int | None = None) -> GradTTSPipeline:
+                  threads: int | None = None, device: str = "cpu") -> GradTTSPipeline:
     """An artifact (ONNX backends), or a checkpoint/preset on any backend."""
-    return from_graphs(open_graphs("gradtts", load_model, build_plan, artifact=artifact,
-                                   checkpoint=checkpoint, preset=preset, loaded=loaded,
-                                   backend=backend, precision=precision, seed=seed,
-                                   threads=threads))
+    return make_pipeline(open_graphs("gradtts", load_model, build_plan, artifact=artifact,
+                                     checkpoint=checkpoint, preset=preset, loaded=loaded,
+                                     backend=backend, precision=precision, seed=seed,
+                                     threads=threads, device=device), from_graphs)

@@ -20,7 +20,7 @@ from ...export.whisper import build_plan
 from ...models.whisper.audio import SAMPLE_RATE, check_features, features_for, load_audio
 from ...models.whisper.loading import LoadedWhisper, load_model
 from ...models.whisper.tokenizer import builtin_tokenizer, hf_tokenizer
-from ..graphs import Graphs, open_graphs
+from ..graphs import Graphs, make_pipeline, open_graphs
 from ..session import Session
 from .decoding import apply_filters, logit_filters
 
@@ -30,7 +30,6 @@ class DecodeResult:
     steps: int                       # decoder calls
     step_ms: list[float]             # per decoder call
     encoder_ms: float = 0.0          # when the result includes the encoder (``decode``)
-    features_ms: float = 0.0         # log-mel, when it includes that too
 
 
 class WhisperPipeline:
@@ -165,13 +164,11 @@ class WhisperPipeline:
     def decode(self, audio: np.ndarray, prompt: list[int], max_new_tokens: int = 224,
                force_length: bool = False) -> DecodeResult:
         """Audio samples → tokens per window, timed: log-mel, encoder, every decoder step."""
-        t0 = time.perf_counter()
         feats = features_for(audio, self.n_mels)
         te = time.perf_counter()
         cross = self.encode(feats)
         t_enc = time.perf_counter()
         res = self.greedy(cross, prompt, max_new_tokens, force_length=force_length)
-        res.features_ms = (te - t0) * 1e3
         res.encoder_ms = (t_enc - te) * 1e3
         return res
 
@@ -236,7 +233,7 @@ def open_pipeline(artifact: str | Path | None = None, checkpoint: str | None = N
                   backend: str = "ort", precision: str = "fp32", seed: int = 0,
                   threads: int | None = None) -> WhisperPipeline:
     """An artifact, or a model (the default model when nothing is given) on any backend."""
-    return from_graphs(open_graphs("whisper", load_model, build_plan, artifact=artifact,
-                                   checkpoint=checkpoint, preset=preset, loaded=loaded,
-                                   backend=backend, precision=precision, seed=seed,
-                                   threads=threads))
+    return make_pipeline(open_graphs("whisper", load_model, build_plan, artifact=artifact,
+                                     checkpoint=checkpoint, preset=preset, loaded=loaded,
+                                     backend=backend, precision=precision, seed=seed,
+                                     threads=threads), from_graphs)

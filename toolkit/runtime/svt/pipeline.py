@@ -1,0 +1,100 @@
+"""Clip embedding over a Session: decode → sample → normalise → backbone → CLS embedding.
+
+Written once against ``Session``; torch and every ONNX backend run the same code.
+
+Slow-fast inference (SVT, Sec. 3.3): the same network sees two views of the video — a *slow*
+view with few frames at full resolution (``frames // 2`` at ``size``) and a *fast* view with more
+frames at low resolution (``frames * 2`` at ``size // 2`` rounded to the patch) — whose
+L2-normalised CLS embeddings are averaged and re-normalised. Both views go through the one
+dynamic-shape graph; nothing is re-exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import ToolkitError
+from ...export.svt import build_plan
+from ...export.svt.graphs import GRAPH, INPUTS, OUTPUTS
+from ...models.base import LoadedModel
+from ...models.svt.checkpoint import load_model
+from ...models.svt.video import check_size, clip_from_frames, decode_frames
+from ..graphs import Graphs, make_pipeline, open_graphs
+from ..session import Session
+
+
+def l2norm(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass
+class EmbedPipeline:
+    session: Session
+    patch: int = 16
+    random_init: bool = False
+    backend: str = "torch"
+    precision: str = "fp32"
+    source: dict = field(default_factory=dict)
+
+    @property
+    def sessions(self) -> list[Session]:
+        return [self.session]
+
+    def close(self) -> None:
+        self.session.close()
+
+    def embed_clip(self, clip: np.ndarray) -> np.ndarray:
+        """``[3,T,S,S]`` or ``[B,3,T,S,S]`` normalised clip(s) → CLS ``[D]`` / ``[B, D]``."""
+        batched = clip.ndim == 5
+        x = clip if batched else clip[None]
+        out = self.session.run({INPUTS[0]: np.ascontiguousarray(x, dtype=np.float32)})[OUTPUTS[0]]
+        return out if batched else out[0]
+
+    def views(self, frames: list[np.ndarray], n_frames: int, size: int, slow_fast: bool,
+              name: str) -> list[np.ndarray]:
+        check_size(size, self.patch)
+        if not slow_fast:
+            return [clip_from_frames(frames, n_frames, size, name=name)]
+        slow_t = max(1, n_frames // 2)
+        fast_t = n_frames * 2
+        fast_s = max(self.patch, (size // 2) // self.patch * self.patch)
+        if len(frames) < fast_t:
+            raise ToolkitError(f"{name} has only {len(frames)} frames; --slow-fast needs "
+                               f"{fast_t} (2 × --frames) for its fast view; lower --frames")
+        return [clip_from_frames(frames, slow_t, size, name=name),
+                clip_from_frames(frames, fast_t, fast_s, name=name)]
+
+    def embed(self, path: str | Path, n_frames: int = 8, size: int = 224,
+              slow_fast: bool = False) -> dict:
+        frames = decode_frames(path)
+        views = self.views(frames, n_frames, size, slow_fast, str(path))
+        embs = [self.embed_clip(v) for v in views]
+        if slow_fast:
+            emb = l2norm(np.mean([l2norm(e) for e in embs], axis=0))
+        else:
+            emb = embs[0]
+        return {"video": str(path), "frames_in_video": len(frames),
+                "views": [list(v.shape[1:]) for v in views], "dim": int(emb.shape[-1]),
+                "embedding": emb.astype(np.float32)}
+
+
+def from_graphs(graphs: Graphs) -> EmbedPipeline:
+    sess = graphs.sessions.get(GRAPH)
+    if sess is None:
+        raise ToolkitError(f"{graphs.artifact or 'the model'} has no {GRAPH!r} graph; re-export it")
+    patch = int(graphs.model_config["svt"]["patch_size"])
+    return EmbedPipeline(sess, patch, graphs.random_init, graphs.backend, graphs.precision,
+                         graphs.source)
+
+
+def open_pipeline(artifact=None, checkpoint=None, preset=None, loaded: LoadedModel | None = None,
+                  backend: str = "torch", precision: str = "fp32", seed: int = 0,
+                  threads: int | None = None, device: str = "cpu") -> EmbedPipeline:
+    """An artifact (ONNX backends), or a checkpoint/preset (default ``vit-base``) on any backend."""
+    return make_pipeline(open_graphs("svt", load_model, build_plan, artifact=artifact,
+                                     checkpoint=checkpoint, preset=preset, loaded=loaded,
+                                     backend=backend, precision=precision, seed=seed,
+                                     threads=threads, device=device), from_graphs)
