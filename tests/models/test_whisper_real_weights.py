@@ -185,3 +185,16 @@ def test_int8_on_trained_weights_keeps_the_transcript(tmp_path, jfk, target):
     proc = run_toolkit("transcribe", str(jfk), "--artifact", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     assert _norm(json.loads(proc.stdout)["text"]) == _norm(JFK)
+
+
+def test_bundled_sample_speech_is_transcribed_by_the_trained_model(real):
+    """The default bench data is real speech at its real speed: the trained model's CER on the
+    bundled LJ Speech clips is low (the clips once shipped at 2× speed: CER > 100 %)."""
+    from toolkit.bench.metrics import corpus_cer
+    from toolkit.models.whisper.data import default_bench_data
+
+    pipe = open_pipeline(loaded=real, backend="torch")
+    utts = [u for u in default_bench_data() if u.path.name.startswith("LJ")]
+    assert len(utts) == 4
+    hyps = [pipe.transcribe(u.path, max_new_tokens=80)["text"] for u in utts]
+    assert corpus_cer(hyps, [u.text for u in utts]) < 10.0
