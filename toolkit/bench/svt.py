@@ -112,7 +112,7 @@ class SVTBench(BenchSpec):
     quality_columns = (("cos min", "cosine_min", ".5f"),
                        ("NN agree", "nn_retrieval_agreement", ".2f"))
     plot_panels = (Panel("clips_per_s", "clips / s (batch 1)"),
-                   Panel("quality_value", "embedding cosine vs torch fp32"))
+                   Panel("quality_value", "CLS cosine vs torch fp32"))
     default_out = "results/svt-bench.json"
     load_model = staticmethod(load_model)
     build_plan = staticmethod(build_plan)

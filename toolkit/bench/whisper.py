@@ -84,9 +84,8 @@ class WhisperBench(BenchSpec):
                        ("CER vs torch fp32", "cer_vs_torch_fp32", ".2f"),
                        ("token match", "token_exact_match_vs_torch_fp32", ".2f"),
                        ("TF top-1", "top1_agreement_teacher_forced_vs_torch_fp32", ".3f"))
-    plot_panels = (Panel("rtf", "RTF (processing time / audio duration)"),
-                   Panel("quality_value", "quality (CER pp; parity with torch fp32 on random "
-                                          "weights)"))
+    plot_panels = (Panel("rtf", "RTF (processing time / audio)"),
+                   Panel("quality_value", "CER, percentage points"))
     default_out = "results/whisper-bench.json"
     load_model = staticmethod(load_model)
     build_plan = staticmethod(build_plan)
