@@ -82,3 +82,21 @@ def test_failed_replace_leaves_no_files(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="replace failed"):
         write_plot(_bar_records(), tmp_path / "fig.png", "SVT bench", [Panel("rtf", "RTF")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_step_sweep_draws_one_line_per_series():
+    """When the shape is what x encodes ("10 steps" at steps = 10), each backend × precision is
+    one line over x, not one single-point series per shape."""
+    from matplotlib.figure import Figure
+
+    from toolkit.bench.plots import _line_panel
+
+    records = [{"backend": b, "precision": "fp32", "shape": f"{n} steps", "steps": n,
+                "rtf": 0.07 * n * (1.1 if b == "ort" else 1.0)}
+               for b in ("torch", "ort") for n in (1, 10, 100)]
+    ax = Figure().subplots()
+    series = [("torch", "fp32"), ("ort", "fp32")]
+    assert _line_panel(ax, records, Panel("rtf", "RTF"), series,
+                       {s: f"C{i}" for i, s in enumerate(series)},
+                       ["1 steps", "10 steps", "100 steps"], "steps")
+    assert len(ax.lines) == 2 and all(len(line.get_xdata()) == 3 for line in ax.lines)

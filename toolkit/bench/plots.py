@@ -67,7 +67,7 @@ def _bar_panel(ax, records, panel: Panel, series, colours, shapes) -> bool:
         if not xs:
             continue
         bars = ax.bar(xs, ys, width=width, color=colours[s], label=f"{s[0]} {s[1]}")
-        ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=7, padding=2)
+        ax.bar_label(bars, labels=[f"{y:.4g}" for y in ys], fontsize=7, padding=2)
     ax.set_xticks(range(len(shapes)), shapes)
     ax.set_xlim(-0.6, len(shapes) - 0.4)
     if panel.log:
@@ -77,18 +77,26 @@ def _bar_panel(ax, records, panel: Panel, series, colours, shapes) -> bool:
 
 
 def _line_panel(ax, records, panel: Panel, series, colours, shapes, x: str) -> bool:
-    multi_shape = len(shapes) > 1
     markers = "os^Dv<>p"
-    lines: dict[tuple, list[tuple[float, float]]] = {}
+    points = []
     for r in records:
         xv, yv = _value(r, x), _value(r, panel.key)
         if xv is None or yv is None or (panel.log and yv <= 0):
             continue
-        lines.setdefault((_series_key(r), str(r.get("shape"))), []).append((xv, yv))
-    if not lines:
+        points.append((_series_key(r), str(r.get("shape")), xv, yv))
+    if not points:
         return False
+    # one line per series; per series and shape only where shapes share an x value (when the
+    # shape is what x encodes — "10 steps" at x = 10 — splitting would leave single points)
+    at_x: dict[tuple, set] = {}
+    for s, shape, xv, _ in points:
+        at_x.setdefault((s, xv), set()).add(shape)
+    multi_shape = any(len(v) > 1 for v in at_x.values())
+    lines: dict[tuple, list[tuple[float, float]]] = {}
+    for s, shape, xv, yv in points:
+        lines.setdefault((s, shape if multi_shape else ""), []).append((xv, yv))
     for s in series:
-        for j, shape in enumerate(shapes):
+        for j, shape in enumerate(shapes if multi_shape else [""]):
             pts = sorted(lines.get((s, shape), []))
             if not pts:
                 continue
