@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .core.errors import ToolkitError
-from .core.files import check_writable
+from .core.files import check_replaceable, check_writable
 from .core.progress import console, step
 
 DEFAULT_OPSET = 17
@@ -77,17 +77,18 @@ class Family:
                           self.default_model or self.default_preset)
 
     def export(self, checkpoint=None, preset=None, precision="fp32", out=None, calib_data=None,
-               opset: int = DEFAULT_OPSET, seed: int = 0) -> dict:
+               opset: int = DEFAULT_OPSET, seed: int = 0, force: bool = False) -> dict:
         out = Path(out or Path("artifacts") / f"{self.name}-"
                    f"{self.default_tag(checkpoint, preset)}-{precision}")
-        check_writable(out)  # before loading a large model
+        # before loading a large model: never replace a directory the user did not give us
+        check_writable(check_replaceable(out, export_module("manifest").is_artifact, force))
         with step(f"loading {self.name}"):
             loaded = self.load(checkpoint, preset, seed)
         if loaded.random_init:
             console.print(f"[yellow]note:[/] {loaded.weights} — for speed and export work, not "
                           "for real outputs")
         return _module("toolkit.export.onnx").export_plan(self.build_plan(loaded, calib_data),
-                                                         precision, out, opset=opset)
+                                                         precision, out, opset=opset, force=force)
 
     def bench(self, **options) -> list[dict]:
         return _module("toolkit.bench.harness").run_bench(self.bench_spec, **options)

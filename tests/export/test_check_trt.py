@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from support.zoo import toy_plan as _plan
 from toolkit.cli import app
 from toolkit.export.check_trt import check_artifact, check_model
+from toolkit.core.files import sha256_file
 from toolkit.export.manifest import write_manifest
 from toolkit.export.onnx import export_plan
 
@@ -71,7 +72,8 @@ def test_planted_incompatibilities_are_caught(tmp_path):
     d.mkdir()
     _planted(d / "bad.onnx")
     write_manifest(d, {"family": "toy", "precision": "fp32",
-                       "graphs": {"bad": {"file": "bad.onnx", "inputs": [], "trt_profiles": {}}}})
+                       "graphs": {"bad": {"file": "bad.onnx", "sha256": sha256_file(d / "bad.onnx"),
+                                          "inputs": [], "trt_profiles": {}}}})
     findings = check_artifact(d)
     errors = {(f.node, f.op): f.problem for f in findings if f.severity == "error"}
     assert ("merged_decoder_if", "If") in errors                       # control flow

@@ -15,5 +15,12 @@ class ToolkitError(Exception):
         super().__init__(" ".join(str(message).split()))  # always one line
 
 
+def check_positive(**values: int) -> None:
+    """One-line error for the first option that is below 1 (``--batch-size 0`` …)."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ToolkitError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+
+
 class MissingDependency(ToolkitError):
     """An optional package (tensorrt, onnxruntime-gpu, ...) is not installed."""

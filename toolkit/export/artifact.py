@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from rich.markup import escape
+
 from ..core.errors import ToolkitError
+from ..core.files import locked
 from ..core.progress import console
 from .manifest import load_manifest
 
@@ -19,14 +22,15 @@ def cached_export(out: str | Path, family: str, source: dict, precision: str, re
     bump) or other weights never reuse a stale artifact.
     """
     out = Path(out)
-    try:
-        m = load_manifest(out, family=family)
-        if (m.get("source") == source and m.get("precision") == precision
-                and m.get("export_revision") == revision):
-            console.print(f"[dim]reusing {out} ({precision})[/]")
-            return out
-    except ToolkitError:
-        pass
-    console.print(f"exporting {family} {precision} graphs to {out}")
-    export(out)
+    with locked(out):  # two first runs exporting the same model: one exports, one reuses
+        try:
+            m = load_manifest(out, family=family)
+            if (m.get("source") == source and m.get("precision") == precision
+                    and m.get("export_revision") == revision):
+                console.print(f"[dim]reusing {escape(str(out))} ({precision})[/]")
+                return out
+        except ToolkitError:
+            pass
+        console.print(f"exporting {family} {precision} graphs to {escape(str(out))}")
+        export(out)
     return out

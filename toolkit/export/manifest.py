@@ -7,6 +7,7 @@ or whose graph files do not match their recorded hashes.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..core.errors import ToolkitError
@@ -16,11 +17,44 @@ MANIFEST = "manifest.json"
 FORMAT = "toolkit-artifact/1"
 
 
+def is_artifact(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a toolkit artifact manifest (so an export may replace it)."""
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
 def write_manifest(directory: str | Path, manifest: dict) -> Path:
     path = Path(directory) / MANIFEST
     manifest = {"format": FORMAT, **manifest}
     path.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return path
+
+
+_BARE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def inside(directory: Path, name, what: str, bare: bool = True) -> Path:
+    """``directory / name`` for a name a manifest lists, refusing anything that could point
+    outside the artifact: absolute paths, ``..``, and (``bare``) any sub-directory."""
+    parts = str(name).rstrip("/").split("/") if isinstance(name, str) else []
+    ok = bool(parts) and all(_BARE.fullmatch(p) for p in parts) and (len(parts) == 1 or not bare)
+    if not ok:
+        raise ToolkitError(f"the manifest of {directory} names {what} {name!r}, which is not a "
+                           "plain file name inside the artifact; refusing it — re-export the "
+                           "artifact")
+    return directory.joinpath(*parts)
+
+
+def _check_hash(directory: Path, f: Path, want, what: str, verify: bool) -> None:
+    if not isinstance(want, str) or len(want) != 64:
+        raise ToolkitError(f"the manifest of {directory} records no sha256 for {what} {f.name}; "
+                           "re-export the artifact")
+    if verify and sha256_file(f) != want:
+        raise ToolkitError(f"{what} {f.name} does not match the sha256 in {MANIFEST} (modified "
+                           "or corrupt); re-export the artifact")
 
 
 def load_manifest(directory: str | Path, family: str | None = None,
@@ -46,14 +80,29 @@ def load_manifest(directory: str | Path, family: str | None = None,
     if family is not None and manifest.get("family") != family:
         raise ToolkitError(f"artifact {directory} holds a {manifest.get('family')!r} model, not "
                            f"{family!r}; point --artifact at a {family} export")
-    for name, g in (manifest.get("graphs") or {}).items():
-        f = directory / g.get("file", "")
+    graphs = manifest.get("graphs")
+    if not isinstance(graphs, dict) or not graphs:
+        raise ToolkitError(f"{path} lists no graphs; re-export the artifact")
+    for name, g in graphs.items():
+        inside(directory, name, "graph")  # graph names become engine file names
+        if not isinstance(g, dict):
+            raise ToolkitError(f"{path}: graph {name!r} is not described; re-export the artifact")
+        f = inside(directory, g.get("file"), "graph file")
         if not f.is_file():
             raise ToolkitError(f"artifact {directory} is missing graph file {g.get('file')!r} "
                                f"named in its manifest; re-export it")
-        if verify_hashes and g.get("sha256") and sha256_file(f) != g["sha256"]:
-            raise ToolkitError(f"graph file {f.name} does not match the sha256 in {MANIFEST} "
-                               "(modified or corrupt); re-export the artifact")
-    if not manifest.get("graphs"):
-        raise ToolkitError(f"{path} lists no graphs; re-export the artifact")
+        _check_hash(directory, f, g.get("sha256"), "graph file", verify_hashes)
+        for e in g.get("engines") or []:
+            if isinstance(e, dict) and "file" in e:
+                inside(directory, e["file"], "engine file")
+    extra = manifest.get("extra_files") or {}
+    if not isinstance(extra, dict):
+        raise ToolkitError(f"{path} lists extra files without their sha256 (an older export); "
+                           "re-export the artifact")
+    for name, want in extra.items():
+        f = inside(directory, name, "file", bare=False)
+        if not f.is_file():
+            raise ToolkitError(f"artifact {directory} is missing {name!r} named in its manifest; "
+                               "re-export it")
+        _check_hash(directory, f, want, "file", verify_hashes)
     return manifest

@@ -11,15 +11,16 @@ import numpy as np
 
 import onnx
 import torch
+from rich.markup import escape
 
 from ..core.errors import ToolkitError
-from ..core.files import atomic_dir, sha256_file
+from ..core.files import atomic_dir, check_replaceable, sha256_file
 from ..core.hardware import tool_versions
 from ..core.parity import cosine, max_abs, rel_l2
 from ..core.progress import Steps, console
 from ..core.threads import default_threads
 from . import precision as prec
-from .manifest import write_manifest
+from .manifest import is_artifact, write_manifest
 from .ort import run_onnx
 from .spec import EXPORT_PRECISIONS, ExportPlan, GraphSpec, base_precision, tolerance_for
 
@@ -58,6 +59,21 @@ def graph_settings(spec: GraphSpec) -> dict:
 def control_flow_nodes(path: str | Path) -> list[str]:
     model = onnx.load(str(path), load_external_data=False)
     return [f"{n.op_type}:{n.name}" for n in model.graph.node if n.op_type in FORBIDDEN_OPS]
+
+
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger",
+             "DynamicQuantizeLinear", "MatMulNBits", "QLinearMatMul", "QLinearConv"}
+
+
+def graph_precision(path: str | Path) -> str:
+    """What a graph file holds, read off its nodes and weights: "int8" (any quantized op),
+    "fp16" (float16 weights) or "fp32" — so a manifest's label can be checked."""
+    model = onnx.load(str(path), load_external_data=False)
+    if any(n.op_type in _INT8_OPS for n in model.graph.node):
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"
 
 
 def graph_io(path: str | Path) -> tuple[list[dict], list[dict]]:
@@ -159,18 +175,19 @@ def print_validation(report: dict, precision: str, title: str = "Validation agai
 
 
 def export_plan(plan: ExportPlan, precision: str, out: str | Path,
-                opset: int = DEFAULT_OPSET) -> dict:
+                opset: int = DEFAULT_OPSET, force: bool = False) -> dict:
     """Export every graph of ``plan`` at ``precision`` into the artifact directory ``out``.
 
-    Writes atomically: on any failure (including failed validation) nothing is left behind.
+    Writes atomically: on any failure (including failed validation) nothing is left behind. An
+    existing ``out`` is replaced only if it is empty or an artifact (or ``force``).
     Returns the manifest.
     """
     if precision not in EXPORT_PRECISIONS:
         raise ToolkitError(f"unknown precision {precision!r}; use one of "
                            f"{', '.join(EXPORT_PRECISIONS)}")
     torch.set_num_threads(default_threads())  # feeds and references: same threads every run
-    out = Path(out)
-    with atomic_dir(out) as tmp:
+    out = check_replaceable(out, is_artifact, force)
+    with atomic_dir(out, is_artifact, force) as tmp:
         work = tmp / ".work"
         work.mkdir()
         files: dict[str, Path] = {}
@@ -252,10 +269,10 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
             "graphs": graphs_meta,
             "parity": {"reference": "PyTorch fp32 on the same real inputs",
                        "backend": "onnxruntime CPUExecutionProvider", "graphs": report},
-            "extra_files": sorted(extra_files),
+            "extra_files": {name: sha256_file(tmp / name) for name in sorted(extra_files)},
             "tools": tool_versions(),
         }
         write_manifest(tmp, manifest)
-    console.print(f"[green]✓[/] wrote {out} ({', '.join(f.name for f in final.values())}"
+    console.print(f"[green]✓[/] wrote {escape(str(out))} ({', '.join(f.name for f in final.values())}"
                   f" + manifest.json)")
     return manifest

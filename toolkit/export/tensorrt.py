@@ -37,11 +37,13 @@ from typing import Mapping, Sequence
 
 from ..core.errors import MissingDependency, ToolkitError
 from ..core.progress import Steps, console
-from ..core.files import atomic_dir, atomic_write_bytes, check_writable, sha256_file
+from ..core.files import (atomic_dir, atomic_write_bytes, check_replaceable, check_writable,
+                          locked, sha256_file)
 from ..core import hardware
-from .manifest import MANIFEST, load_manifest
+from .manifest import MANIFEST, is_artifact, load_manifest
 
 MIN_TRT_MAJOR = 10
+NEW_OUT_HINT = "choose a new or empty --out directory"
 DEFAULT_WORKSPACE_MB = 2048
 # ONNX ops that TensorRT should run in fp32 inside an fp16 engine (same policy as the fp16 ONNX
 # export in export/precision.py): normalisations and softmax, and what feeds them.
@@ -375,7 +377,7 @@ def build_engine(trt, onnx_path: Path, graph_name: str, profiles: Mapping[str, M
 # --------------------------------------------------------------------------------------------
 
 def _copy_artifact(src: Path, dst: Path) -> None:
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, is_artifact, hint=NEW_OUT_HINT) as tmp:
         for item in src.iterdir():
             if item.name.startswith(".") and item.name.endswith(".tmp"):
                 continue
@@ -437,7 +439,7 @@ def build_artifact(artifact_dir: str | Path, fp16: bool = False, int8: bool = Fa
     cache_path = Path(timing_cache) if timing_cache else default_timing_cache(gpu, trt_version)
     target = artifact_dir
     if out is not None and Path(out).resolve() != artifact_dir.resolve():
-        target = check_writable(out)
+        target = check_writable(check_replaceable(out, is_artifact, hint=NEW_OUT_HINT))
         _copy_artifact(artifact_dir, target)
         manifest = load_manifest(target)
     with Steps(f"TensorRT {trt_version} engines ({precision}) on {gpu['name']}",
@@ -469,9 +471,14 @@ def build_artifact(artifact_dir: str | Path, fp16: bool = False, int8: bool = Fa
                 "trtexec": trtexec_command(target / g["file"], target / fname, profiles, precision,
                                            workspace_mb, cache_path, info["fp32_layers"]),
             }
-            g["engines"] = [e for e in engines
-                            if e.get("key", {}).get("key_sha256") != key["key_sha256"]] + [entry]
-            _write_manifest_atomic(target, manifest)
+            with locked(target):  # read-modify-write: keep engines another build added meanwhile
+                manifest = load_manifest(target, verify_hashes=False)
+                current = [e for e in manifest["graphs"][name].get("engines", []) or []
+                           if isinstance(e, dict)]
+                manifest["graphs"][name]["engines"] = [
+                    e for e in current
+                    if e.get("key", {}).get("key_sha256") != key["key_sha256"]] + [entry]
+                _write_manifest_atomic(target, manifest)
             console.print(f"  {name}: {fname} ({len(data) / 2**20:.1f} MiB, built in "
                           f"{info['build_s']:.1f} s, {len(info['fp32_layers'])} layers pinned fp32)")
             bar.advance(name)

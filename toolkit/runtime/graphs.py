@@ -20,8 +20,8 @@ from typing import Callable, TypeVar
 from ..core.errors import ToolkitError
 from ..export.artifact import cached_export
 from ..export.manifest import load_manifest
-from ..export.onnx import export_plan
-from ..export.spec import ExportPlan
+from ..export.onnx import export_plan, graph_precision
+from ..export.spec import ExportPlan, base_precision
 from ..models.base import LoadedModel
 from .backends import check_backend, open_onnx_session
 from .session import Session, TorchSession, torch_device
@@ -78,6 +78,12 @@ def open_artifact(artifact: str | Path, family: str, backend: str, threads: int 
                            "ort (or a GPU backend) with --artifact, or --checkpoint/--preset "
                            "with --backend torch")
     precision = manifest["precision"]
+    for name, g in manifest["graphs"].items():  # the label must be what the graphs hold
+        held = graph_precision(artifact / g["file"])
+        if held != base_precision(precision):
+            raise ToolkitError(f"the manifest of {artifact} says {precision}, but graph {name} "
+                               f"holds {held} weights/ops; the manifest was edited or mixed up — "
+                               "re-export the artifact")
     sessions = {}
     try:
         for name, g in manifest["graphs"].items():

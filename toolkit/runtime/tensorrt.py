@@ -35,6 +35,8 @@ import numpy as np
 
 from ..core import hardware
 from ..core.errors import MissingDependency, ToolkitError
+from ..core.files import sha256_file
+from ..export.manifest import inside
 from ..export.tensorrt import find_engine, require_tensorrt
 from .session import Session, TensorInfo
 
@@ -264,7 +266,12 @@ class TensorRTSession(Session):
         trt = require_tensorrt(artifact_dir)
         entry = select_engine(artifact_dir, manifest_graph, precision, str(trt.__version__),
                               _current_gpu())
-        return cls(artifact_dir / entry["file"], precision=precision, cuda=cuda,
+        engine = inside(artifact_dir, entry.get("file"), "engine file")
+        if engine.is_file() and sha256_file(engine) != entry.get("sha256"):
+            raise ToolkitError(f"engine {engine.name} does not match the sha256 in its manifest "
+                               f"(modified or corrupt); rebuild it with "
+                               f"`{_rebuild_hint(artifact_dir, precision)}`")
+        return cls(engine, precision=precision, cuda=cuda,
                    cuda_graph=cuda_graph, profiles=entry.get("profiles"))
 
     # ---------------------------------------------------------------- Session interface

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import io
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
 from ...core.errors import ToolkitError
-from ...core.files import atomic_write_bytes, sha256_file
+from ...core.files import atomic_dir, sha256_file
 from ..base import LoadedModel
 from .model import PRESETS, GradTTS, GradTTSConfig, build_model
 
@@ -18,19 +18,38 @@ FAMILY = "gradtts"
 DEFAULT_PRESET = "paper"
 
 
+def is_checkpoint(directory: str | Path) -> bool:
+    """Whether ``directory`` is a Grad-TTS checkpoint this toolkit wrote (so it may be replaced)."""
+    try:
+        return json.loads((Path(directory) / "config.json").read_text()).get("family") == FAMILY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+RUN_FILES = ("train_log.jsonl",)   # what a training run keeps beside its checkpoint
+
+
+def is_run_dir(directory: str | Path) -> bool:
+    """A checkpoint, or a training run that has only written its log so far: ours to replace."""
+    d = Path(directory)
+    return is_checkpoint(d) or {p.name for p in d.iterdir()} <= set(RUN_FILES)
+
+
 def save_checkpoint(model: GradTTS, out: str | Path, step: int = 0, optimizer=None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, keep: tuple[str, ...] = RUN_FILES) -> Path:
+    """Write model.pt, train.pt and config.json as one directory swapped in whole, so a crash
+    never leaves files of different steps; files named in ``keep`` are carried over."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    atomic_write_bytes(out / "model.pt", buf.getvalue())
-    if optimizer is not None:
-        buf = io.BytesIO()
-        torch.save({"optimizer": optimizer.state_dict(), "step": step}, buf)
-        atomic_write_bytes(out / "train.pt", buf.getvalue())
-    meta = {"family": FAMILY, "config": model.config.to_dict(), "step": step, **(extra or {})}
-    atomic_write_bytes(out / "config.json", (json.dumps(meta, indent=2) + "\n").encode())
+    with atomic_dir(out, owned=is_run_dir, hint="choose another --out directory") as tmp:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        if optimizer is not None:
+            torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "train.pt")
+        meta = {"family": FAMILY, "config": model.config.to_dict(), "step": step,
+                **(extra or {})}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        for name in keep:
+            if (out / name).is_file():
+                shutil.copy2(out / name, tmp / name)
     return out
 
 

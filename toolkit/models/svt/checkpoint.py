@@ -151,7 +151,8 @@ def load_checkpoint(path: str | Path) -> tuple[SVTBackbone, dict]:
 
 def save_checkpoint(model: SVTBackbone, out: str | Path, extra: dict | None = None) -> Path:
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned=lambda d: (d / CONFIG).is_file() and (d / WEIGHTS).is_file(),
+                    hint="choose another --out directory") as tmp:
         (tmp / CONFIG).write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
         torch.save(model.state_dict(), tmp / WEIGHTS)
         if extra:

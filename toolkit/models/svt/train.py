@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.errors import ToolkitError
+from ...core.errors import ToolkitError, check_positive
 from ...core.progress import Steps, console
 from ...core.threads import default_threads
 from .checkpoint import save_checkpoint
@@ -158,6 +159,7 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def train(opts: TrainOptions) -> dict:
+    check_positive(steps=opts.steps, batch_size=opts.batch_size, save_every=opts.save_every)
     cfg = preset_config(opts.preset)
     tiny = opts.preset == "tiny"
     gsize = opts.global_size or (cfg.img_size if tiny else 224)
@@ -193,14 +195,14 @@ def train(opts: TrainOptions) -> dict:
     start, history = 0, []
     if opts.resume and state_path.is_file():
         try:
-            st = torch.load(state_path, map_location="cpu", weights_only=False)
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
             student.load_state_dict(st["student"])
             teacher.load_state_dict(st["teacher"])
             optim.load_state_dict(st["optim"])
             center = st["center"]
             start, history = int(st["step"]), list(st["history"])
             rng.setstate(st["rng"])
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except (pickle.UnpicklingError, KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ToolkitError(f"cannot resume from {state_path} ({str(exc).splitlines()[0][:120]}); "
                                "it is from another preset or corrupt — pass --no-resume or a new "
                                "--out") from None
