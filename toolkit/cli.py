@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import registry
@@ -38,7 +39,7 @@ def one_line_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ToolkitError as exc:
-            err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")
@@ -110,6 +111,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     seed: Seed = 0,
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even if it holds files that are not a toolkit artifact.")] = False,
 ):
     """Export a model's accelerated parts to ONNX (validated against PyTorch) + manifest.json."""
     fam = registry.get(model)
@@ -121,7 +123,7 @@ def export(
     if trt:
         tensorrt().require_tensorrt(out_dir)  # fail before a long export if no build can happen
     fam.export(checkpoint=checkpoint, preset=preset, precision=precision, out=out_dir,
-               calib_data=calib_data, opset=opset, seed=seed)
+               calib_data=calib_data, opset=opset, seed=seed, force=force)
     if trt:
         tensorrt().build_artifact(out_dir, fp16=precision == "fp16", int8=precision == "int8")
 
@@ -209,13 +211,17 @@ def transcribe(
     if pipe.random_init:
         err.print("[yellow]note:[/] random-initialised weights (preset) — the text is "
                   "meaningless; use --checkpoint for real transcripts")
+    longest = pipe.max_length - 4  # the prompt: sot, language, task, notimestamps
+    if max_new_tokens > longest:
+        err.print(f"[yellow]note:[/] --max-new-tokens {max_new_tokens} is capped at {longest} "
+                  f"per 30-s window (the model's {pipe.max_length} positions less the prompt)")
     for path in audio:
         result = pipe.transcribe(path, language=language, task=task,
                                  max_new_tokens=max_new_tokens)
         if as_json:
             print(json.dumps(result, ensure_ascii=False))
         else:
-            out.print(f"[bold]{path}[/]: {result['text']}", soft_wrap=True)
+            out.print(f"[bold]{escape(str(path))}[/]: {escape(result['text'])}", soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -248,7 +254,7 @@ def train_gradtts(
     data: Annotated[Path, typer.Option(help="LJSpeech-style folder: metadata.csv + wavs/.")],
     steps: Annotated[int, typer.Option(help="Total training steps (resumes up to this many).")] = 300,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory (resumed if it exists).")] = Path("checkpoints/gradtts"),
-    preset: Annotated[str, typer.Option(help="Architecture: tiny (CPU demo) or paper.")] = "tiny",
+    preset: Annotated[Optional[str], typer.Option(help="Architecture: tiny (CPU demo, the default for a new run) or paper.")] = None,
     batch_size: Annotated[int, typer.Option(help="Utterances per step.")] = 4,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (default: 1e-3 tiny, 1e-4 paper).")] = None,
     save_every: Annotated[int, typer.Option(help="Write the checkpoint every N steps.")] = 100,
@@ -292,7 +298,7 @@ def embed(
                               "embedding": [round(float(v), 6) for v in emb]}))
         else:
             head = ", ".join(f"{v:+.4f}" for v in emb[:6])
-            out.print(f"[bold]{path}[/]: dim {r['dim']}, views {r['views']}, "
+            out.print(f"[bold]{escape(str(path))}[/]: dim {r['dim']}, views {r['views']}, "
                       f"‖e‖={float((emb ** 2).sum() ** 0.5):.3f}  [{head}, …]", soft_wrap=True)
 
 

@@ -90,7 +90,7 @@ class GradTTSBench(BenchSpec):
             steps.append(n)
         return {"steps": steps}
 
-    def workload(self, loaded, data, limit, options, workdir):
+    def workload(self, loaded, data, limit, options):
         texts = [t for _, t in read_metadata(data)] if data is not None else list(SENTENCES)
         texts = texts[:limit] if limit else texts
         with step("fp32 PyTorch reference durations"):

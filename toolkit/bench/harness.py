@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from ..core.errors import ToolkitError
 from ..core.hardware import environment
@@ -33,7 +34,7 @@ from ..export.spec import ExportPlan
 from ..models.base import LoadedModel
 from ..runtime.backends import PRECISIONS, check_backend, check_precision
 from ..runtime.graphs import artifact_for
-from .isolate import run_isolated
+from .isolate import CaseFailed, run_isolated
 from .plots import Panel, write_plot
 from .records import write_records
 from .report import print_table
@@ -100,8 +101,8 @@ class BenchSpec:
         """Validate and normalise the family's own options (``--steps`` …)."""
         return options
 
-    def workload(self, loaded: LoadedModel, data, limit: int | None, options: dict,
-                 workdir: Path) -> list[Shape]:
+    def workload(self, loaded: LoadedModel, data, limit: int | None,
+                 options: dict) -> list[Shape]:
         raise NotImplementedError
 
     def figures(self, shape: Shape, result: dict, reference: dict, options: dict) -> dict:
@@ -268,9 +269,9 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
         console.print(f"[yellow]note:[/] {loaded.weights} — timings are real; quality columns "
                       "compare backends, not model quality")
     workdir = Path(workdir or Path("artifacts") / "bench")
-    workdir.mkdir(parents=True, exist_ok=True)
-    shapes = spec.workload(loaded, data, limit, options, workdir)
+    shapes = spec.workload(loaded, data, limit, options)
     cases, skipped = plan_cases(spec, backends, precisions, torch.cuda.is_available())
+    workdir.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
 
     plan = spec.build_plan(loaded)
     exported = sorted({p for b, p in cases if b != "torch" and b not in spec.extra_backends})
@@ -279,45 +280,65 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
     model = {"checkpoint": checkpoint, "preset": preset, "seed": seed}
     results: dict[tuple[str, str], dict] = {}
     peaks: dict[tuple[str, str], float] = {}
+    failed: dict[tuple[str, str], str] = {}
     with Steps(f"bench {spec.family}", total=len(cases)) as bar:
         for b, p in cases:
             ref = results.get(REFERENCE)
             case = Case(b, p, None if b == "torch" or b in spec.extra_backends else artifacts[p],
                         model, shapes, runs, warmup, options,
                         reference={k: v["outputs"] for k, v in ref.items()} if ref else None)
-            res, peak = run_isolated(run_case, spec, case, isolate=isolate)
+            try:
+                res, peak = run_isolated(run_case, spec, case, isolate=isolate)
+            except CaseFailed as exc:
+                if (b, p) == REFERENCE:
+                    raise ToolkitError(f"the reference case ({b} {p}) failed, so nothing can be "
+                                       f"compared: {exc}") from None
+                failed[(b, p)] = str(exc)
+                console.print(f"[red]✗[/] {b} {p}: {escape(str(exc))}; going on with the rest")
+                bar.advance(f"{b} {p} failed")
+                continue
             results[(b, p)], peaks[(b, p)] = res, peak
             bar.advance(f"{b} {p}")
 
     spec.after_cases()
     env = environment()
+
+    def identity(b: str, p: str, shape: Shape) -> dict:
+        """What a record is about: model, case, shape, weights, settings."""
+        runs_artifact = b != "torch" and b not in spec.extra_backends
+        return {"model": f"{spec.family}-{loaded.name}", "family": spec.family, "backend": b,
+                "precision": p, "shape": shape.label, **shape.fields, "weights": loaded.weights,
+                "random_init": loaded.random_init, "source": loaded.source,
+                "artifact": artifacts.get(p) if runs_artifact else None, "runs": runs,
+                "warmup": warmup}
+
     records = []
     for shape in shapes:
         ref = results[REFERENCE][shape.label]
         for (b, p), res in results.items():
             r = res[shape.label]
             rec = {
-                "model": f"{spec.family}-{loaded.name}", "family": spec.family,
-                "backend": b, "precision": p, "shape": shape.label, **shape.fields,
-                "weights": loaded.weights, "random_init": loaded.random_init,
-                "source": loaded.source,
-                "artifact": artifacts.get(p) if (b != "torch" and b not in spec.extra_backends)
-                else None,
-                "runs": runs, "warmup": warmup,
+                **identity(b, p, shape),
                 **percentiles(r["latency_ms"]),
                 "latency_ms_samples": [round(x, 3) for x in r["latency_ms"]],
                 "peak_rss_mb": round(peaks[(b, p)], 1),
                 **_device_fields(r["device"]),
                 **spec.figures(shape, r, ref, options),
-                "environment": env,
+                "environment": env, "error": None,
             }
             records.append(rec)
+        for (b, p), why in failed.items():  # the record says which case failed and why
+            records.append({
+                **identity(b, p, shape), **percentiles([]), "latency_ms_samples": [],
+                "peak_rss_mb": None, "rtf": None, "quality_metric": None, "quality_value": None,
+                "quality_reference": None, "environment": env, "error": why})
     _ratios(spec, records)
     out = Path(out or spec.default_out)
     jpath, cpath = write_records(records, out, spec.fields)
     columns = _columns(spec, records)
     notes = spec.notes(records, loaded, shapes, options, env) + _common_notes(
         spec, records, runs, warmup, env, skipped)
+    notes += [f"FAILED {b} {p}: {why}" for (b, p), why in failed.items()]
     table = Console(width=200, highlight=False)  # the result goes to stdout, progress to stderr
     print_table(records, columns, f"{spec.family}-{loaded.name} bench"
                 + (" (random init)" if loaded.random_init else ""), notes, console=table)
@@ -327,7 +348,8 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
                      f"{spec.family}-{loaded.name}" + (" (random init)" if loaded.random_init
                                                         else ""),
                      spec.plot_panels, x=spec.plot_x)
-    console.print(f"[green]✓[/] records: {jpath} and {cpath}" + (f"; plot: {png}" if png else ""))
+    console.print(f"[green]✓[/] records: {escape(str(jpath))} and {escape(str(cpath))}"
+                  + (f"; plot: {escape(str(png))}" if png else ""))
     return records
 
 

@@ -8,7 +8,9 @@ with ``peak_rss_mb`` of that child.
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import resource
+import signal
 import traceback
 from typing import Callable
 
@@ -39,8 +41,23 @@ def _child(fn, args, kwargs, q):
         q.put(("error", msg, 0.0))
 
 
+class CaseFailed(ToolkitError):
+    """A benchmark case raised, or its process died (out of memory, a crash in native code)."""
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        why = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"case died (signal {-exitcode}, {name}){why}"
+    return f"case process exited with code {exitcode} without a result"
+
+
 def run_isolated(fn: Callable, *args, isolate: bool = True, **kwargs):
-    """Return ``(result, peak_rss_mb)``; raises ToolkitError if the child failed."""
+    """Return ``(result, peak_rss_mb)``; raises CaseFailed if the child failed or died."""
     if not isolate:
         result = fn(*args, **kwargs)
         return result, peak_rss_mb()
@@ -49,9 +66,19 @@ def run_isolated(fn: Callable, *args, isolate: bool = True, **kwargs):
     p = ctx.Process(target=_child, args=(fn, args, kwargs, q))
     p.start()
     try:
-        status, payload, peak = q.get()
+        while True:  # never wait forever: a killed child sends nothing
+            try:
+                status, payload, peak = q.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not p.is_alive():
+                    try:
+                        status, payload, peak = q.get(timeout=1.0)
+                        break
+                    except queue.Empty:
+                        raise CaseFailed(_death(p.exitcode)) from None
     finally:
         p.join()
     if status != "ok":
-        raise ToolkitError(f"benchmark case failed: {payload}")
+        raise CaseFailed(f"benchmark case failed: {payload}")
     return payload, peak

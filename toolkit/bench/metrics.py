@@ -34,19 +34,22 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def corpus_cer(hyps: Sequence[str], refs: Sequence[str], normalize: bool = True) -> float:
-    """Corpus CER: total edits over total reference characters, in percent points."""
+def corpus_cer(hyps: Sequence[str], refs: Sequence[str], normalize: bool = True) -> float | None:
+    """Corpus CER: total edits over total reference characters, in percent points (None when
+    the references hold no characters: nothing to measure against)."""
     edits = chars = 0
     for h, r in zip(hyps, refs):
         if normalize:
             h, r = normalize_text(h), normalize_text(r)
         edits += edit_distance(list(h), list(r))
         chars += len(r)
-    return 100.0 * edits / chars if chars else 0.0
+    return 100.0 * edits / chars if chars else None  # no reference text: n/a, not 0 %
 
 
-def token_exact_match(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]) -> float:
-    """Share of sequences whose tokens equal the reference exactly (0..1)."""
-    if not refs:
-        return 1.0
+def token_exact_match(hyps: Sequence[Sequence[int]],
+                      refs: Sequence[Sequence[int]]) -> float | None:
+    """Share of sequences whose tokens equal the reference exactly (0..1); None when the
+    reference has no tokens at all (an empty transcript matches anything: n/a, not 1.0)."""
+    if not any(len(r) for r in refs):
+        return None
     return sum(list(h) == list(r) for h, r in zip(hyps, refs)) / len(refs)

@@ -25,6 +25,7 @@ COMMON_FIELDS = (
     "model", "family", "backend", "precision", "shape", "weights", "random_init", "source",
     "artifact", "runs", "warmup", *percentile_fields("latency_ms"), "latency_ms_samples",
     "peak_rss_mb", "rtf", "quality_metric", "quality_value", "quality_reference", "environment",
+    "error",    # None, or why the case produced no figures (it raised or its process died)
 )
 # present only where a backend measures them (GPU)
 DEVICE_FIELDS = (*percentile_fields("device_ms"), "device_ms_samples", "device_peak_mb",

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..core.errors import ToolkitError
+from ..core.errors import ToolkitError, check_positive
 from ..core.progress import step
 from ..export.svt import build_plan
 from ..models.svt.checkpoint import load_model
@@ -119,10 +119,15 @@ class SVTBench(BenchSpec):
     open_pipeline = staticmethod(open_pipeline)
 
     def check_options(self, options: dict) -> dict:
-        return {"frames": _int_list(options.get("frames"), ["8"], "frames"),
-                "size": _int_list(options.get("size"), ["224"], "size")}
+        frames = _int_list(options.get("frames"), ["8"], "frames")
+        size = _int_list(options.get("size"), ["224"], "size")
+        for f in frames:
+            check_positive(frames=f)
+        for s in size:
+            check_positive(size=s)
+        return {"frames": frames, "size": size}
 
-    def workload(self, loaded, data, limit, options, workdir):
+    def workload(self, loaded, data, limit, options):
         cfg = loaded.model.cfg
         for s in options["size"]:
             if s < cfg.patch_size or s % cfg.patch_size:
@@ -185,7 +190,8 @@ class SVTBench(BenchSpec):
 def summarize(records: list[dict]) -> list[str]:
     lines = []
     for shape in dict.fromkeys(r["shape"] for r in records):
-        same = {(x["backend"], x["precision"]): x for x in records if x["shape"] == shape}
+        same = {(x["backend"], x["precision"]): x for x in records
+                if x["shape"] == shape and not x["error"]}
         parts = [f"{b}/{p} {x['latency_ms_p50']:.0f} ms ({x['clips_per_s']:.3f} clips/s)"
                  for (b, p), x in same.items()]
         lines.append(f"{shape}: " + "; ".join(parts))

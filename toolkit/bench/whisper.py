@@ -97,7 +97,11 @@ class WhisperBench(BenchSpec):
             raise ToolkitError(f"--tokens must be at least 1 (got {tokens})")
         return {"tokens": tokens, "language": options.get("language") or "en"}
 
-    def workload(self, loaded, data, limit, options, workdir):
+    def workload(self, loaded, data, limit, options):
+        longest = loaded.config.max_target_positions - 4  # sot, language, task, notimestamps
+        if options["tokens"] is not None and options["tokens"] > longest:
+            raise ToolkitError(f"--tokens {options['tokens']} is more than this model decodes in "
+                               f"one window ({longest}); use --tokens {longest} or fewer")
         utts = load_folder(data, limit) if data else default_bench_data()[:limit]
         force = options["tokens"] is not None or loaded.random_init
         options["force"] = force

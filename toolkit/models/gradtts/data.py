@@ -31,8 +31,12 @@ def read_metadata(root: str | Path) -> list[tuple[str, str]]:
     if not meta.is_file():
         raise ToolkitError(f"{meta} is missing; an LJSpeech-style folder needs metadata.csv "
                            "with lines id|text|normalized_text and wavs/<id>.wav")
+    try:
+        text = meta.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ToolkitError(f"{meta} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     rows = []
-    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split("|")

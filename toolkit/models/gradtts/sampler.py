@@ -25,6 +25,7 @@ from ...core.errors import ToolkitError
 from .model import AUDIO, fix_len
 from .text import text_to_ids
 
+MAX_TEXT_CHARS = 2000   # ~2.5 min of speech in one utterance; the U-Net profile stops at 2048 frames
 Encode = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 Score = Callable[[dict], np.ndarray]
 
@@ -100,6 +101,9 @@ def encode_text(encode: Encode, config: dict, text: str, length_scale: float = 1
     """ids, mu (n_feats, T), durations (frames per token), encoder ms."""
     if length_scale <= 0:
         raise ToolkitError(f"--length-scale must be > 0 (got {length_scale})")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ToolkitError(f"the text has {len(text)} characters; one utterance takes at most "
+                           f"{MAX_TEXT_CHARS} — split it into sentences and synthesize each")
     ids = text_to_ids(text, add_blank=config.get("add_blank", True))
     t0 = time.perf_counter()
     mu, logw = encode(np.asarray([ids], dtype=np.int64), np.asarray([len(ids)], dtype=np.int64))

@@ -4,8 +4,10 @@ short-side resize + center crop, ImageNet normalisation → float32 ``[3, T, S, 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import av
 import numpy as np
 
 from ...core.errors import ToolkitError
@@ -16,10 +18,54 @@ VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", 
               ".wmv", ".3gp", ".ts")
 
 
-def decode_frames(path: str | Path) -> list[np.ndarray]:
-    """All frames of the first video stream as RGB uint8 ``[H, W, 3]`` arrays."""
-    import av
+class SampledFrames(Sequence):
+    """The frames of a video at the indices that were asked for: ``len`` is the video's frame
+    count, and only the kept frames are held in memory (indexing another one is a bug)."""
 
+    def __init__(self, total: int, kept: dict[int, np.ndarray]):
+        self.total, self.kept = total, kept
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i):
+        return self.kept[int(i)]
+
+
+def decode_frames(path: str | Path,
+                  keep: Callable[[int], Iterable[int]] | None = None) -> Sequence[np.ndarray]:
+    """The frames of the first video stream as RGB uint8 ``[H, W, 3]`` arrays.
+
+    ``keep(frame_count)`` names the indices that will be used: when the container states its
+    frame count, only those frames are converted and held (a long video no longer fills memory
+    with every full-resolution frame); otherwise every frame is kept.
+    """
+    if keep is not None:
+        total = _frame_count(path)
+        if total > 0:
+            wanted = {int(i) for i in keep(total)}
+            kept: dict[int, np.ndarray] = {}
+            n = _decode(path, lambda i, frame: kept.__setitem__(i, frame.to_ndarray(
+                format="rgb24")) if i in wanted else None)
+            if n == total:
+                return SampledFrames(total, kept)
+            # the stated count was wrong (a truncated file): fall back to keeping every frame
+    frames: list[np.ndarray] = []
+    _decode(path, lambda i, frame: frames.append(frame.to_ndarray(format="rgb24")))
+    return frames
+
+
+def _frame_count(path: str | Path) -> int:
+    try:
+        with av.open(str(path)) as c:
+            return int(c.streams.video[0].frames or 0) if c.streams.video else 0
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError):
+        return 0
+
+
+def _decode(path: str | Path, take: Callable) -> int:
+    """Decode every frame of the first video stream, calling ``take(index, frame)``; the number
+    of frames decoded, with one-line errors for every way a file can fail."""
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"video {path} does not exist")
@@ -38,19 +84,20 @@ def decode_frames(path: str | Path) -> list[np.ndarray]:
                                "pass a video file")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames = []
+        n = 0
         try:
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                take(n, frame)
+                n += 1
         except (av.error.FFmpegError, ValueError) as exc:
-            if not frames:
+            if not n:
                 raise ToolkitError(f"{path} is a corrupt video container ({_why(exc)}); "
                                    "re-encode or re-download it") from None
             # a truncated tail: keep what decoded cleanly
-    if not frames:
+    if not n:
         raise ToolkitError(f"{path} is a corrupt or empty video: no frame could be decoded; "
                            "re-encode or re-download it")
-    return frames
+    return n
 
 
 def _looks_like_container(path: Path) -> bool:
@@ -105,6 +152,8 @@ def normalise(frames_hwc: np.ndarray) -> np.ndarray:
 
 def clip_from_frames(frames: list[np.ndarray], n_frames: int, size: int, start: float = 0.0,
                      span: float = 1.0, crop=None, name: str = "video") -> np.ndarray:
+    if n_frames < 1:
+        raise ToolkitError(f"--frames must be at least 1 (got {n_frames})")
     if len(frames) < n_frames:
         raise ToolkitError(f"{name} has only {len(frames)} frames but {n_frames} were requested; "
                            f"use --frames {len(frames)} or fewer")
@@ -143,8 +192,6 @@ def write_synthetic_clip(path: str | Path, n_frames: int = 24, size: int = 64, s
                          fps: int = 12) -> Path:
     """A short clip of coloured shapes moving on a textured background (H.264 in mp4, or
     mpeg4 if the build lacks libx264) — test data with real motion."""
-    import av
-
     rng = np.random.default_rng(seed)
     path = Path(path)
     bg = (rng.random((size, size, 3)) * 60 + 40).astype(np.uint8)

@@ -79,6 +79,9 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     mono = data.mean(axis=1) if data.ndim == 2 else data
     if mono.size == 0:
         raise ToolkitError(f"audio file {path} contains no samples")
+    if not np.isfinite(mono).all():
+        raise ToolkitError(f"audio file {path} contains NaN or infinite samples; it is corrupt "
+                           "(a float WAV written from a failed computation?)")
     audio = resample(mono, file_sr, sr)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak < SILENCE_PEAK:
@@ -148,4 +151,7 @@ def check_features(features: np.ndarray, n_mels: int, source: str = "features") 
     if features.shape[2] != N_FRAMES:
         raise ToolkitError(f"{source} have {features.shape[2]} frames; Whisper's encoder takes "
                            f"{N_FRAMES} (30 s, padded) — pass audio instead")
+    if not np.isfinite(features).all():
+        raise ToolkitError(f"{source} contain NaN or infinite values; compute them again or pass "
+                           "audio")
     return features

@@ -39,20 +39,25 @@ def load_folder(folder: str | Path, limit: int | None = None) -> list[Utterance]
     items: list[Utterance] = []
     if meta.is_file():
         wav_dir = folder / "wavs"
-        with open(meta, newline="", encoding="utf-8") as f:
-            for row in csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE):
-                if not row or not row[0].strip():
-                    continue
-                uid = row[0].strip()
-                text = (row[2] if len(row) > 2 and row[2].strip() else row[1] if len(row) > 1
-                        else None)
-                cands = [wav_dir / f"{uid}{ext}" for ext in AUDIO_EXT] + \
-                        [folder / f"{uid}{ext}" for ext in AUDIO_EXT]
-                path = next((c for c in cands if c.is_file()), None)
-                if path is None:
-                    raise ToolkitError(f"{meta} lists {uid} but {wav_dir / (uid + '.wav')} does "
-                                       "not exist; fix metadata.csv or add the file")
-                items.append(Utterance(path, text))
+        try:
+            rows = list(csv.reader(meta.read_text(encoding="utf-8").splitlines(), delimiter="|",
+                                   quoting=csv.QUOTE_NONE))
+        except UnicodeDecodeError as exc:
+            raise ToolkitError(f"{meta} is not UTF-8 text (byte {exc.start}); save it as "
+                               "UTF-8") from None
+        for row in rows:
+            if not row or not row[0].strip():
+                continue
+            uid = row[0].strip()
+            text = (row[2] if len(row) > 2 and row[2].strip() else row[1] if len(row) > 1
+                    else None)
+            cands = [wav_dir / f"{uid}{ext}" for ext in AUDIO_EXT] + \
+                    [folder / f"{uid}{ext}" for ext in AUDIO_EXT]
+            path = next((c for c in cands if c.is_file()), None)
+            if path is None:
+                raise ToolkitError(f"{meta} lists {uid} but {wav_dir / (uid + '.wav')} does "
+                                   "not exist; fix metadata.csv or add the file")
+            items.append(Utterance(path, text))
     else:
         items = [Utterance(p, None) for p in sorted(folder.iterdir())
                  if p.suffix.lower() in AUDIO_EXT and p.is_file()]

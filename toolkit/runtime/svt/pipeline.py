@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.errors import ToolkitError
+from ...core.errors import ToolkitError, check_positive
 from ...export.svt import build_plan
 from ...export.svt.graphs import GRAPH, INPUTS, OUTPUTS
 from ...models.base import LoadedModel
 from ...models.svt.checkpoint import load_model
-from ...models.svt.video import check_size, clip_from_frames, decode_frames
+from ...models.svt.video import check_size, clip_from_frames, decode_frames, sample_indices
 from ..graphs import Graphs, make_pipeline, open_graphs
 from ..session import Session
 
@@ -51,10 +51,14 @@ class EmbedPipeline:
         batched = clip.ndim == 5
         x = clip if batched else clip[None]
         out = self.session.run({INPUTS[0]: np.ascontiguousarray(x, dtype=np.float32)})[OUTPUTS[0]]
+        if not np.isfinite(out).all():
+            raise ToolkitError(f"the backbone ({self.backend} {self.precision}) produced NaN or "
+                               "infinite embeddings; try an fp32 artifact or the torch backend")
         return out if batched else out[0]
 
     def views(self, frames: list[np.ndarray], n_frames: int, size: int, slow_fast: bool,
               name: str) -> list[np.ndarray]:
+        check_positive(frames=n_frames)
         check_size(size, self.patch)
         if not slow_fast:
             return [clip_from_frames(frames, n_frames, size, name=name)]
@@ -69,7 +73,10 @@ class EmbedPipeline:
 
     def embed(self, path: str | Path, n_frames: int = 8, size: int = 224,
               slow_fast: bool = False) -> dict:
-        frames = decode_frames(path)
+        counts = [max(1, n_frames // 2), n_frames * 2] if slow_fast else [n_frames]
+        # only the frames the views sample are kept (the same indices views() will take)
+        frames = decode_frames(path, keep=lambda total: {
+            int(i) for t in counts if t <= total for i in sample_indices(total, t)})
         views = self.views(frames, n_frames, size, slow_fast, str(path))
         embs = [self.embed_clip(v) for v in views]
         if slow_fast:

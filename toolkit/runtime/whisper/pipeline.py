@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import ToolkitError
+from ...export.manifest import inside
 from ...export.whisper import build_plan
 from ...models.whisper.audio import SAMPLE_RATE, check_features, features_for, load_audio
 from ...models.whisper.loading import LoadedWhisper, load_model
@@ -24,12 +25,16 @@ from ..graphs import Graphs, make_pipeline, open_graphs
 from ..session import Session
 from .decoding import apply_filters, logit_filters
 
+WINDOWS_PER_BATCH = 8   # 30-s windows encoded and decoded together (TensorRT profile max too)
+
+
 @dataclass
 class DecodeResult:
     tokens: list[list[int]]          # generated tokens per window (prompt excluded, eot excluded)
     steps: int                       # decoder calls
     step_ms: list[float]             # per decoder call
     encoder_ms: float = 0.0          # when the result includes the encoder (``decode``)
+    language: str | None = None      # the prompt's language, when the result chose it
 
 
 class WhisperPipeline:
@@ -125,6 +130,10 @@ class WhisperPipeline:
             t0 = time.perf_counter()
             logits, past = self.step(ids, past, cross)
             step_ms.append((time.perf_counter() - t0) * 1e3)
+            if not np.isfinite(logits[~finished]).all():
+                raise ToolkitError(f"the decoder ({self.backend} {self.precision}) produced NaN or "
+                                   f"infinite logits at step {i}; the graph overflows on this "
+                                   "input (fp16?) — use an fp32 artifact")
             nxt = np.argmax(apply_filters(filters, logits, i), axis=-1).astype(np.int64)
             nxt[finished] = tok.eot
             generated.append(nxt)
@@ -161,39 +170,57 @@ class WhisperPipeline:
             ids = ref[:, i:i + 1]
         return agree, n * b
 
+    def _encoded(self, features: np.ndarray):
+        """(cross K/V, encoder ms) for at most ``WINDOWS_PER_BATCH`` windows at a time: an hour
+        of audio is 120 windows, whose cross-attention K/V at once would not fit in memory."""
+        for i in range(0, features.shape[0], WINDOWS_PER_BATCH):
+            t0 = time.perf_counter()
+            cross = self.encode(features[i:i + WINDOWS_PER_BATCH])
+            yield cross, (time.perf_counter() - t0) * 1e3
+
+    def decode_features(self, features: np.ndarray, prompt: list[int],
+                        max_new_tokens: int = 224, force_length: bool = False,
+                        language: str | None = None, task: str = "transcribe") -> DecodeResult:
+        """Windows → tokens per window, batch by batch, timed (encoder, every decoder step).
+        ``prompt`` may be None: built from ``language``/``task`` (detected on the first batch
+        for a multilingual model when ``language`` is None)."""
+        features = check_features(features, self.n_mels)
+        tok = self.tokenizer
+        result = DecodeResult([], 0, [])
+        for cross, ms in self._encoded(features):
+            result.encoder_ms += ms
+            if prompt is None:
+                if tok.multilingual and language is None:
+                    langs = self.detect_language(cross)
+                    language = max(set(langs), key=langs.count)
+                prompt = tok.sot_sequence(language if tok.multilingual else None, task)
+                result.language = language
+            res = self.greedy(cross, prompt, max_new_tokens, force_length=force_length)
+            result.tokens += res.tokens
+            result.steps += res.steps
+            result.step_ms += res.step_ms
+        return result
+
     def decode(self, audio: np.ndarray, prompt: list[int], max_new_tokens: int = 224,
                force_length: bool = False) -> DecodeResult:
         """Audio samples → tokens per window, timed: log-mel, encoder, every decoder step."""
-        feats = features_for(audio, self.n_mels)
-        te = time.perf_counter()
-        cross = self.encode(feats)
-        t_enc = time.perf_counter()
-        res = self.greedy(cross, prompt, max_new_tokens, force_length=force_length)
-        res.encoder_ms = (t_enc - te) * 1e3
-        return res
+        return self.decode_features(features_for(audio, self.n_mels), prompt, max_new_tokens,
+                                    force_length)
 
     def transcribe(self, path: str | Path, language: str | None = None,
                    task: str = "transcribe", max_new_tokens: int = 224,
                    force_length: bool = False) -> dict:
         t0 = time.perf_counter()
         feats, duration = self.features(path)
-        te = time.perf_counter()
-        cross = self.encode(feats)
-        enc_ms = (time.perf_counter() - te) * 1e3
-        tok = self.tokenizer
-        if tok.multilingual and language is None:
-            langs = self.detect_language(cross)
-            language = max(set(langs), key=langs.count)
-        prompt = tok.sot_sequence(language if tok.multilingual else None, task)
-        res = self.greedy(cross, prompt, max_new_tokens, force_length=force_length)
-        text = "".join(tok.decode(t) for t in res.tokens).strip()
+        res = self.decode_features(feats, None, max_new_tokens, force_length, language, task)
+        text = "".join(self.tokenizer.decode(t) for t in res.tokens).strip()
         total_ms = (time.perf_counter() - t0) * 1e3
         return {"file": str(path), "text": text,
                 "tokens": [t for w in res.tokens for t in w],
-                "window_tokens": res.tokens, "language": language, "task": task,
+                "window_tokens": res.tokens, "language": res.language, "task": task,
                 "windows": int(feats.shape[0]), "audio_seconds": round(duration, 3),
                 "backend": self.backend, "precision": self.precision,
-                "encoder_ms": round(enc_ms, 2), "decode_steps": res.steps,
+                "encoder_ms": round(res.encoder_ms, 2), "decode_steps": res.steps,
                 "total_ms": round(total_ms, 2), "random_init": self.random_init}
 
 
@@ -204,7 +231,8 @@ class WhisperPipeline:
 def tokenizer_from_manifest(artifact: Path, config: dict):
     tinfo = config.get("tokenizer", {})
     if tinfo.get("files"):
-        tok = hf_tokenizer(artifact / tinfo["files"], config["vocab_size"])
+        tok = hf_tokenizer(inside(artifact, tinfo["files"], "tokenizer folder"),
+                           config["vocab_size"])
         if tok is None:
             raise ToolkitError(f"artifact {artifact} is missing its tokenizer files "
                                f"({tinfo['files']}); re-export it")

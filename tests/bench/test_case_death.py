@@ -1,0 +1,46 @@
+"""A benchmark case whose process dies is reported, and the bench goes on with the others."""
+
+import json
+
+import pytest
+
+from toolkit.bench.harness import run_bench
+from toolkit.bench.isolate import CaseFailed, run_isolated
+from toolkit.core.errors import ToolkitError
+
+from support.dying import DyingReferenceBench, DyingSVTBench
+
+
+def _die():
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_run_isolated_reports_a_killed_child_instead_of_hanging():
+    with pytest.raises(CaseFailed, match=r"case died \(signal 9, SIGKILL\)"):
+        run_isolated(_die)
+
+
+@pytest.mark.slow
+def test_bench_finishes_and_records_the_dead_case(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_THREADS", "1")
+    out = tmp_path / "b.json"
+    records = run_bench(DyingSVTBench(), preset="tiny", backends=["torch", "ort"],
+                        precisions=["fp32", "fp16"], runs=1, warmup=0, limit=3, out=out,
+                        workdir=tmp_path / "w", frames=["2"], size=["32"])
+    by = {(r["backend"], r["precision"]): r for r in json.loads(out.read_text())}
+    assert set(by) == {("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16")}
+    dead = by[("ort", "fp16")]
+    assert dead["error"].startswith("case died (signal 9") and dead["latency_ms_p50"] is None
+    assert by[("ort", "fp32")]["error"] is None and by[("ort", "fp32")]["latency_ms_p50"] > 0
+    assert len(records) == 3
+
+
+def test_a_dead_reference_stops_the_bench_in_one_line(tmp_path, shared_data):
+    with pytest.raises(ToolkitError, match=r"the reference case \(torch fp32\) failed.*signal 9"):
+        run_bench(DyingReferenceBench(), preset="tiny", backends=["torch"], precisions=["fp32"],
+                  runs=1, warmup=0, limit=3, out=tmp_path / "b.json", workdir=tmp_path / "w",
+                  frames=["2"], size=["32"])
+    assert not (tmp_path / "b.json").exists()
