@@ -211,7 +211,8 @@ def transcribe(
     if pipe.random_init:
         err.print("[yellow]note:[/] random-initialised weights (preset) — the text is "
                   "meaningless; use --checkpoint for real transcripts")
-    longest = pipe.max_length - 4  # the prompt: sot, language, task, notimestamps
+    tok = pipe.tokenizer
+    longest = pipe.max_length - len(tok.sot_sequence(language if tok.multilingual else None, task))
     if max_new_tokens > longest:
         err.print(f"[yellow]note:[/] --max-new-tokens {max_new_tokens} is capped at {longest} "
                   f"per 30-s window (the model's {pipe.max_length} positions less the prompt)")

@@ -1,6 +1,7 @@
 """A benchmark case whose process dies is reported, and the bench goes on with the others."""
 
 import json
+import signal
 
 import pytest
 
@@ -19,18 +20,29 @@ def _die():
 
 
 def test_run_isolated_reports_a_killed_child_instead_of_hanging():
-    with pytest.raises(CaseFailed, match=r"case died \(signal 9, SIGKILL\)"):
-        run_isolated(_die)
+    def hung(*_):
+        raise AssertionError("run_isolated waited forever on a dead child")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        with pytest.raises(CaseFailed, match=r"case died \(signal 9, SIGKILL\)"):
+            run_isolated(_die)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.mark.slow
 def test_bench_finishes_and_records_the_dead_case(tmp_path, shared_data, monkeypatch):
     monkeypatch.setenv("TOOLKIT_THREADS", "1")
     out = tmp_path / "b.json"
-    records = run_bench(DyingSVTBench(), preset="tiny", backends=["torch", "ort"],
-                        precisions=["fp32", "fp16"], runs=1, warmup=0, limit=3, out=out,
-                        workdir=tmp_path / "w", frames=["2"], size=["32"])
-    by = {(r["backend"], r["precision"]): r for r in json.loads(out.read_text())}
+    with pytest.raises(ToolkitError, match=r"1 case\(s\) failed \(ort fp16: case died"):
+        run_bench(DyingSVTBench(), preset="tiny", backends=["torch", "ort"],
+                  precisions=["fp32", "fp16"], runs=1, warmup=0, limit=3, out=out,
+                  workdir=tmp_path / "w", frames=["2"], size=["32"])
+    records = json.loads(out.read_text())   # written before the failure is reported
+    by = {(r["backend"], r["precision"]): r for r in records}
     assert set(by) == {("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16")}
     dead = by[("ort", "fp16")]
     assert dead["error"].startswith("case died (signal 9") and dead["latency_ms_p50"] is None

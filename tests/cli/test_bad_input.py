@@ -51,7 +51,7 @@ ROWS = [
     ("bench --warmup -1", lambda f: ["bench", "--warmup", "-1"], None, "--warmup must be 0 or more"),
     ("bench --runs 0", lambda f: ["bench", "--runs", "0"], None, "--runs must be at least 1"),
     ("bench --tokens 1000", lambda f: ["bench", "--tokens", "1000"], None,
-     "--tokens 1000 is more than this model decodes in one window (444)"),
+     "--tokens 1000 is more than this model decodes in one window"),
     ("TOOLKIT_THREADS=abc", lambda f: ["transcribe", f["jfk"], "--preset", "tiny", "--backend",
                                        "torch"], {"TOOLKIT_THREADS": "abc"},
      "TOOLKIT_THREADS must be a whole number"),

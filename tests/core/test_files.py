@@ -51,6 +51,7 @@ def test_writers_take_turns_and_leftovers_of_killed_runs_go(tmp_path):
         time.sleep(1.5)
     waited = float(proc.communicate(timeout=60)[0].strip())
     assert waited >= 1.0                            # the other process waited for the lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == []   # no lock file, no leftovers
 
 
 def test_files_and_directories_follow_the_umask(tmp_path):

@@ -84,3 +84,15 @@ def test_unwritable_output(tmp_path):
     f.write_text("x")
     with pytest.raises(ToolkitError, match="is a file"):
         export_plan(_plan(), "fp32", f)
+
+
+def test_an_artifact_with_a_user_file_inside_is_not_replaced(tmp_path):
+    """An export replaces an artifact only if it holds nothing but the artifact's own files."""
+    out = tmp_path / "art"
+    export_plan(_plan(), "fp32", out)
+    export_plan(_plan(), "fp32", out)               # ours: replaced
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ToolkitError, match="--force"):
+        export_plan(_plan(), "fp32", out)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]

@@ -350,6 +350,10 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
                      spec.plot_panels, x=spec.plot_x)
     console.print(f"[green]✓[/] records: {escape(str(jpath))} and {escape(str(cpath))}"
                   + (f"; plot: {escape(str(png))}" if png else ""))
+    if failed:  # the records are written; the exit code still says that cases failed
+        raise ToolkitError(f"{len(failed)} case(s) failed ("
+                           + "; ".join(f"{b} {p}: {why}" for (b, p), why in failed.items())
+                           + f"); the other cases are in {jpath}")
     return records
 
 

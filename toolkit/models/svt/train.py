@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch import nn
 from ...core.errors import ToolkitError, check_positive
 from ...core.progress import Steps, console
 from ...core.threads import default_threads
+from ..base import load_tensors
 from .checkpoint import save_checkpoint
 from .model import SVTBackbone, preset_config
 from .video import clip_from_frames, decode_frames, list_videos
@@ -195,14 +195,14 @@ def train(opts: TrainOptions) -> dict:
     start, history = 0, []
     if opts.resume and state_path.is_file():
         try:
-            st = torch.load(state_path, map_location="cpu", weights_only=True)
+            st = load_tensors(state_path, "pass --no-resume or a new --out")
             student.load_state_dict(st["student"])
             teacher.load_state_dict(st["teacher"])
             optim.load_state_dict(st["optim"])
             center = st["center"]
             start, history = int(st["step"]), list(st["history"])
             rng.setstate(st["rng"])
-        except (pickle.UnpicklingError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ToolkitError(f"cannot resume from {state_path} ({str(exc).splitlines()[0][:120]}); "
                                "it is from another preset or corrupt — pass --no-resume or a new "
                                "--out") from None
