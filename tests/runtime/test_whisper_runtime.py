@@ -161,3 +161,19 @@ def test_loading_errors(tmp_path):
     empty.mkdir()
     with pytest.raises(ToolkitError, match="no config.json"):
         load_whisper(checkpoint=str(empty))
+
+
+def test_nan_logits_stop_decoding_in_one_line(tiny):
+    """fp16 overflow at run time shows up as NaN logits: the loop stops and names the stage."""
+    pipe = open_pipeline(loaded=tiny, backend="torch")
+    run = pipe.decoder.run_device
+
+    def overflowing(feeds):
+        out = dict(run(feeds))
+        out["logits"] = np.full_like(pipe.decoder.to_host(out["logits"]), np.nan)
+        return out
+
+    pipe.decoder.run_device = overflowing
+    cross = pipe.encode(np.zeros((1, 80, 3000), np.float32))
+    with pytest.raises(ToolkitError, match="produced NaN or infinite logits at step 0"):
+        pipe.greedy(cross, [50258, 50259, 50359, 50363], 4)

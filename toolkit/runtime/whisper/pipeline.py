@@ -130,11 +130,13 @@ class WhisperPipeline:
             t0 = time.perf_counter()
             logits, past = self.step(ids, past, cross)
             step_ms.append((time.perf_counter() - t0) * 1e3)
-            if not np.isfinite(logits[~finished]).all():
+            scores = apply_filters(filters, logits, i)
+            nxt = np.argmax(scores, axis=-1).astype(np.int64)
+            # argmax picks a NaN or +inf if there is one: checking the picks is enough (and cheap)
+            if not np.isfinite(scores[np.arange(b), nxt][~finished]).all():
                 raise ToolkitError(f"the decoder ({self.backend} {self.precision}) produced NaN or "
                                    f"infinite logits at step {i}; the graph overflows on this "
                                    "input (fp16?) — use an fp32 artifact")
-            nxt = np.argmax(apply_filters(filters, logits, i), axis=-1).astype(np.int64)
             nxt[finished] = tok.eot
             generated.append(nxt)
             finished |= nxt == tok.eot
