@@ -128,7 +128,7 @@ def export(
         tensorrt().build_artifact(out_dir, fp16=precision == "fp16", int8=precision == "int8")
 
 
-def bench(model: str = "whisper", checkpoint=None, preset=None, backend: str = "torch,ort",
+def bench(model: str = "whisper", checkpoint=None, preset=None, backend=None,
           precision=None, data=None, runs: int = 5, warmup: int = 1, out_file=None, limit=None,
           seed: int = 0, workdir=None, **family_options):
     """Every backend × precision on the same inputs: latency, RTF, memory, quality parity."""
@@ -138,12 +138,12 @@ def bench(model: str = "whisper", checkpoint=None, preset=None, backend: str = "
                 out=out_file, seed=seed, limit=limit, workdir=workdir)
     accepted = {o.name: o for o in fam.bench_options}
     for name, value in family_options.items():
-        if value is None:
+        if value is None or value is False:   # not given
             continue
         if name not in accepted:
             owners = [f.name for f in registry.FAMILIES.values()
                       if any(o.name == name for o in f.bench_options)]
-            raise ToolkitError(f"--{name} does not apply to {model}; it applies to "
+            raise ToolkitError(f"--{name.replace('_', '-')} does not apply to {model}; it applies to "
                                f"{', '.join(owners)}")
         opts[name] = _csv(value) if accepted[name].kind == "list" else value
     fam.bench(**opts)
@@ -160,7 +160,7 @@ def _bench_signature() -> inspect.Signature:
         opt("model", Annotated[str, typer.Option("--model", "-m", help="Model family: "
                                                  + ", ".join(registry.FAMILIES) + ".")], "whisper"),
         opt("checkpoint", Checkpoint, None), opt("preset", Preset, None),
-        opt("backend", Annotated[str, typer.Option(help="Comma list: torch,ort (GPU: ort-cuda,ort-trt,trt).")], "torch,ort"),
+        opt("backend", Annotated[Optional[str], typer.Option(help="Comma list: torch,ort (GPU: ort-cuda,ort-trt,trt; whisper: hf, ct2 = faster-whisper). Default: torch,ort, plus ct2 for whisper when faster-whisper is installed.")], None),
         opt("precision", Annotated[Optional[str], typer.Option(help="Comma list of fp32,fp16,int8,int8-cpu (default: all).")], None),
         opt("data", Annotated[Optional[Path], typer.Option(help="Data folder (LJSpeech-style for speech, videos for svt).")], None),
         opt("runs", Annotated[int, typer.Option(help="Timed runs per case.")], 5),
@@ -176,8 +176,13 @@ def _bench_signature() -> inspect.Signature:
             if o.name in seen:
                 continue
             seen.add(o.name)
+            flag = o.name.replace("_", "-")
+            if o.kind == "flag":   # off by default; given = True
+                params.append(opt(o.name, Annotated[bool, typer.Option(f"--{flag}",
+                                                                       help=o.help)], False))
+                continue
             kind = Optional[int] if o.kind == "int" else Optional[str]
-            params.append(opt(o.name, Annotated[kind, typer.Option(f"--{o.name}", help=o.help)],
+            params.append(opt(o.name, Annotated[kind, typer.Option(f"--{flag}", help=o.help)],
                               None))
     return inspect.Signature(params)
 
@@ -194,34 +199,71 @@ app.command("bench")(bench)
 @app.command()
 @one_line_errors
 def transcribe(
-    audio: Annotated[list[Path], typer.Argument(help="Audio files (any common format/rate/channels).")],
+    audio: Annotated[list[Path], typer.Argument(help="Audio files of any length (any common format/rate/channels).")],
     artifact: Artifact = None,
     checkpoint: Checkpoint = None,
     preset: Preset = None,
     backend: Annotated[str, typer.Option(help="torch or ort (GPU: ort-cuda, ort-trt, trt).")] = "ort",
-    language: Annotated[Optional[str], typer.Option(help="Language code, e.g. en, ko.")] = None,
-    task: Annotated[str, typer.Option(help="transcribe or translate.")] = "transcribe",
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens decoded per 30 s window.")] = 224,
+    language: Annotated[Optional[str], typer.Option(help="Language code, e.g. en, ko (default: detected; English-only models: en).")] = None,
+    task: Annotated[str, typer.Option(help="transcribe or translate (to English).")] = "transcribe",
+    beam_size: Annotated[int, typer.Option(help="Beams at temperature 0 (1 = greedy).")] = 5,
+    best_of: Annotated[int, typer.Option(help="Samples per window at temperature > 0.")] = 5,
+    patience: Annotated[float, typer.Option(help="Beam search patience (finished candidates = beam size × patience).")] = 1.0,
+    length_penalty: Annotated[Optional[float], typer.Option(help="0..1: rank by log-prob / ((5+len)/6)^α (default: / len).")] = None,
+    temperature: Annotated[float, typer.Option(help="First decoding temperature.")] = 0.0,
+    temperature_increment_on_fallback: Annotated[float, typer.Option(help="Step of the temperature when a window fails the thresholds below (0: no fallback).")] = 0.2,
+    compression_ratio_threshold: Annotated[float, typer.Option(help="A window whose text compresses better than this failed (repetition).")] = 2.4,
+    logprob_threshold: Annotated[float, typer.Option(help="A window whose average log-probability is below this failed.")] = -1.0,
+    no_speech_threshold: Annotated[float, typer.Option(help="A window with <|nospeech|> probability above this, and not confident, is silence.")] = 0.6,
+    condition_on_previous_text: Annotated[bool, typer.Option(help="Prompt each window with the text before it.")] = True,
+    initial_prompt: Annotated[Optional[str], typer.Option(help="Text to prompt the first window with (spelling, names).")] = None,
+    without_timestamps: Annotated[bool, typer.Option("--without-timestamps", help="Decode without timestamp tokens (one segment per window).")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens decoded per 30-s window.")] = 224,
+    output_format: Annotated[Optional[str], typer.Option(help="Files to write: txt, json, srt, vtt, tsv (comma-separated) or all.")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Where the files go (default: current directory).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per file.")] = False,
-    seed: Seed = 0,
+    seed: Annotated[int, typer.Option(help="Seed of fallback sampling (and of preset weights).")] = 0,
 ):
-    """Transcribe audio with Whisper on any backend (one decode loop for all)."""
+    """Transcribe audio of any length with Whisper on any backend: timestamped segments, beam
+    search, temperature fallback; subtitles with --output-format srt/vtt."""
+    whisper = registry.get("whisper").layer("runtime")
+    if temperature_increment_on_fallback < 0:
+        raise ToolkitError("--temperature-increment-on-fallback must be 0 or more (got "
+                           f"{temperature_increment_on_fallback})")
+    temperatures = (whisper.fallback_temperatures(temperature, temperature_increment_on_fallback))
+    options = whisper.TranscribeOptions(
+        language=language, task=task, beam_size=beam_size, best_of=best_of, patience=patience,
+        length_penalty=length_penalty, temperatures=temperatures,
+        compression_ratio_threshold=compression_ratio_threshold,
+        logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
+        condition_on_previous_text=condition_on_previous_text, initial_prompt=initial_prompt,
+        without_timestamps=without_timestamps, max_new_tokens=max_new_tokens, seed=seed)
+    options.check()
+    outputs = None
+    if output_format is not None or output_dir is not None:
+        outputs = whisper.plan_outputs(audio, output_dir or Path("."),
+                                       whisper.check_formats(output_format or "all"))
     pipe = registry.get("whisper").open_pipeline(artifact=artifact, checkpoint=checkpoint,
                                                  preset=preset, backend=backend, seed=seed)
     if pipe.random_init:
         err.print("[yellow]note:[/] random-initialised weights (preset) — the text is "
                   "meaningless; use --checkpoint for real transcripts")
+    pipe.check_language(language, task)
     tok = pipe.tokenizer
-    longest = pipe.max_length - len(tok.sot_sequence(language if tok.multilingual else None, task))
+    longest = pipe.max_length - len(tok.sot_sequence(language if tok.multilingual else None, task,
+                                                     timestamps=not without_timestamps))
     if max_new_tokens > longest:
         err.print(f"[yellow]note:[/] --max-new-tokens {max_new_tokens} is capped at {longest} "
                   f"per 30-s window (the model's {pipe.max_length} positions less the prompt)")
     for path in audio:
-        result = pipe.transcribe(path, language=language, task=task,
-                                 max_new_tokens=max_new_tokens)
+        result = pipe.transcribe(path, options, progress=not as_json)
+        if outputs is not None:
+            whisper.write_outputs(result, outputs[Path(path)])
+            err.print(f"[green]✓[/] {escape(str(path))} → "
+                      + ", ".join(escape(str(f)) for f in outputs[Path(path)]))
         if as_json:
             print(json.dumps(result, ensure_ascii=False))
-        else:
+        elif outputs is None:
             out.print(f"[bold]{escape(str(path))}[/]: {escape(result['text'])}", soft_wrap=True)
 
 

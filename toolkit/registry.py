@@ -41,7 +41,7 @@ class Option:
 
     name: str
     help: str
-    kind: str = "list"        # "list": comma list (strings); "int": one integer
+    kind: str = "list"        # "list": comma list (strings); "int": one integer; "flag": on/off
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,12 @@ FAMILIES = {
     "whisper": Family(
         "whisper", default_preset="tiny", default_model="tiny.en",
         bench_options=(Option("tokens", "Whisper: force this many decoded tokens (default with "
-                                        "random weights: 48).", kind="int"),)),
+                                        "random weights: 48).", kind="int"),
+                       Option("beam_size", "Whisper: beams (default 1 = greedy).", kind="int"),
+                       Option("long_form", "Whisper: join the data's clips (0.3 s apart) into "
+                                           "one recording and transcribe it with timestamps, "
+                                           "seeking (RTF, CER/WER, words dropped/inserted).",
+                              kind="flag"))),
     "gradtts": Family(
         "gradtts", default_preset="paper",
         bench_options=(Option("steps", "Grad-TTS: comma list of ODE steps."),)),

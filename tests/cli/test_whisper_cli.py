@@ -122,3 +122,54 @@ def test_ort_without_artifact_exports_once_into_the_cache(ckpt, tmp_path, shared
     tokens = [json.loads(r.stdout.strip().splitlines()[-1])["tokens"] for r in (first, second)]
     torch_run = _ok(runner.invoke(app, args[:5] + ["torch"] + args[6:]))
     assert tokens[0] == tokens[1] == json.loads(torch_run.stdout.strip().splitlines()[-1])["tokens"]
+
+
+@pytest.mark.slow
+def test_long_form_bench_runs_faster_whisper_beside_the_toolkit(tmp_path, shared_data):
+    """`--long-form` joins the clips and seeks with timestamps on every backend; faster-whisper
+    (ct2) runs the same recording with the same settings, in its own process, and the table
+    gets its rows and ratios. Hugging Face generate() runs clips only: it is not a reference here."""
+    out = tmp_path / "lf.json"
+    _ok(runner.invoke(app, [
+        "bench", "--model", "whisper", "--data", str(shared_data / "ljspeech-mini"),
+        "--limit", "3", "--long-form", "--backend", "ort,ct2", "--precision", "fp32",
+        "--runs", "1", "--warmup", "0", "--out", str(out), "--workdir", str(tmp_path / "w")]))
+    records = json.loads(out.read_text())
+    by = {(r["backend"], r["precision"]): r for r in records}
+    assert set(by) == {("torch", "fp32"), ("ort", "fp32"), ("ct2", "fp32")}
+    for r in records:
+        assert r["mode"] == "long-form" and r["utterances"] == 1 and r["error"] is None
+        assert r["cer_vs_reference"] < 8.0 and r["segments"] >= 2
+        assert r["words_dropped"] <= 3 and isinstance(r["words_inserted"], int)
+        assert r["speedup_vs_ct2_fp32"] > 0
+    assert abs(by[("ort", "fp32")]["cer_vs_reference"] - by[("ct2", "fp32")]["cer_vs_reference"]) < 1.5
+    assert by[("ort", "fp32")]["cer_vs_torch_fp32"] == 0.0
+
+
+@pytest.mark.slow
+def test_clip_bench_with_beams_on_every_backend(tmp_path):
+    out = tmp_path / "beam.json"
+    _ok(runner.invoke(app, [
+        "bench", "--model", "whisper", "--backend", "ort,ct2", "--precision", "fp32",
+        "--beam-size", "3", "--limit", "2", "--runs", "1", "--warmup", "0",
+        "--out", str(out), "--workdir", str(tmp_path / "w")]))
+    by = {r["backend"]: r for r in json.loads(out.read_text())}
+    assert set(by) == {"torch", "hf", "ort", "ct2"}
+    assert all(r["beam_size"] == 3 and r["mode"] == "clips" for r in by.values())
+    assert by["ort"]["token_exact_match_vs_torch_fp32"] == 1.0
+    assert by["ct2"]["cer_vs_reference"] < 10 and by["hf"]["cer_vs_reference"] < 10
+
+
+def test_ct2_backend_needs_faster_whisper(monkeypatch):
+    from toolkit.bench import whisper as wb
+    from toolkit.core.errors import ToolkitError
+
+    assert "ct2" in wb.SPEC.default_backends()            # installed here (dev extra)
+    monkeypatch.setattr(wb, "faster_whisper_installed", lambda: False)
+    with pytest.raises(ToolkitError, match=r"pip install 'toolkit\[peers\]'"):
+        wb.SPEC.check_backends(["ort", "ct2"])
+    assert "ct2" not in wb.SPEC.default_backends()
+    fails_cleanly("bench", "--model", "whisper", "--backend", "ct2", "--beam-size", "0",
+                  contains="--beam-size must be at least 1")
+    fails_cleanly("bench", "--model", "whisper", "--long-form", "--tokens", "5",
+                  contains="use one of them")

@@ -61,10 +61,10 @@ def test_ort_fp32_equals_hugging_face_generate_on_jfk(tiny, tiny_fp32, shared_da
     tok = tiny.tokenizer
     hf_tokens = [t for t in hf[0].tolist() if t not in tok.sot_sequence("en")]
     hf_tokens = hf_tokens[:hf_tokens.index(tok.eot)] if tok.eot in hf_tokens else hf_tokens
-    ort = open_pipeline(artifact=tiny_fp32, backend="ort").transcribe(jfk, language="en", max_new_tokens=40)
+    ort = open_pipeline(artifact=tiny_fp32, backend="ort").transcribe_windows(jfk, language="en", max_new_tokens=40)
     assert len(hf_tokens) > 5
     assert ort["tokens"] == hf_tokens
-    pt = open_pipeline(loaded=tiny, backend="torch").transcribe(jfk, language="en", max_new_tokens=40)
+    pt = open_pipeline(loaded=tiny, backend="torch").transcribe_windows(jfk, language="en", max_new_tokens=40)
     assert pt["tokens"] == hf_tokens
 
 
@@ -93,7 +93,7 @@ def test_long_audio_is_transcribed_window_by_window(tiny_fp32, shared_data, tmp_
     audio = load_audio(shared_data / "audio" / "jfk.flac")
     long = tmp_path / "long.wav"
     sf.write(str(long), np.concatenate([audio, audio, audio]), 16000)  # 33 s
-    res = open_pipeline(artifact=tiny_fp32, backend="ort").transcribe(long, language="en", max_new_tokens=5)
+    res = open_pipeline(artifact=tiny_fp32, backend="ort").transcribe_windows(long, language="en", max_new_tokens=5)
     assert res["windows"] == 2 and len(res["window_tokens"]) == 2
     assert all(len(w) > 0 for w in res["window_tokens"])
     assert abs(res["audio_seconds"] - 33.0) < 0.1
@@ -114,9 +114,9 @@ def test_128_mel_checkpoint_exports_and_transcribes(small_ckpt, tmp_path, shared
     if precision == "fp16":
         assert g["encoder"]["fp32_nodes"] > 0
     jfk = shared_data / "audio" / "jfk.flac"
-    res = open_pipeline(artifact=out, backend="ort").transcribe(jfk, language="en", max_new_tokens=12,
+    res = open_pipeline(artifact=out, backend="ort").transcribe_windows(jfk, language="en", max_new_tokens=12,
                                                force_length=True)
-    ref = open_pipeline(checkpoint=str(small_ckpt), backend="torch").transcribe(
+    ref = open_pipeline(checkpoint=str(small_ckpt), backend="torch").transcribe_windows(
         jfk, language="en", max_new_tokens=12, force_length=True)
     assert len(res["tokens"]) == 12
     if precision == "fp32":

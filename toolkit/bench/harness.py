@@ -114,6 +114,26 @@ class BenchSpec:
               options: dict, env: dict) -> list[str]:
         return []
 
+    def default_backends(self) -> tuple[str, ...]:
+        """What runs when ``--backend`` is not given."""
+        return DEFAULT_BACKENDS
+
+    def check_backends(self, backends: list[str]) -> None:
+        """Refuse a family backend that cannot run here (e.g. a peer package not installed)."""
+
+    def reference_cases(self, options: dict) -> tuple[tuple[str, str], ...]:
+        """The cases always run first (``references`` unless a mode changes them)."""
+        return self.references
+
+    def skip_reason(self, backend: str, precision: str, loaded: LoadedModel,
+                    options: dict) -> str | None:
+        """Why a case cannot run on this model/mode (it is listed under "not run"), or None."""
+        return None
+
+    def prepare(self, loaded: LoadedModel, cases: list[tuple[str, str]], workdir: Path,
+                options: dict) -> None:
+        """Parent-side work before the cases run (e.g. convert weights for a peer runtime)."""
+
     def after_cases(self) -> None:
         """Called once every case has run, before the figures (e.g. re-measure a peak)."""
 
@@ -229,10 +249,12 @@ def run_case(spec: BenchSpec, case: Case) -> dict:
 # ------------------------------------------------------------------------------------------
 
 def plan_cases(spec: BenchSpec, backends: Sequence[str], precisions: Sequence[str],
-               has_cuda: bool) -> tuple[list[tuple[str, str]], list[str]]:
+               has_cuda: bool, references: Sequence[tuple[str, str]] | None = None
+               ) -> tuple[list[tuple[str, str]], list[str]]:
     """(cases in run order — references first —, skipped "backend/precision (why)")."""
-    wanted = list(spec.references) + [(b, p) for b in backends for p in precisions
-                                      if (b, p) not in spec.references]
+    references = list(spec.references if references is None else references)
+    wanted = references + [(b, p) for b in backends for p in precisions
+                           if (b, p) not in references]
     cases, skipped = [], {}
     for b, p in wanted:
         allowed = spec.extra_backends.get(b) or BACKEND_PRECISIONS[b]
@@ -260,7 +282,8 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
               data=None, runs: int = 5, warmup: int = 1, out=None, seed: int = 0, limit=None,
               workdir=None, isolate: bool = True, **family_options) -> list[dict]:
     backends = [b if b in spec.extra_backends else check_backend(b)
-                for b in (backends or DEFAULT_BACKENDS)]
+                for b in (backends or spec.default_backends())]
+    spec.check_backends(backends)
     precisions = [check_precision(p) for p in (precisions or PRECISIONS)]
     check_run_options(runs, warmup, limit)
     options = spec.check_options(family_options)
@@ -270,8 +293,17 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
                       "compare backends, not model quality")
     workdir = Path(workdir or Path("artifacts") / "bench")
     shapes = spec.workload(loaded, data, limit, options)
-    cases, skipped = plan_cases(spec, backends, precisions, torch.cuda.is_available())
+    cases, skipped = plan_cases(spec, backends, precisions, torch.cuda.is_available(),
+                                spec.reference_cases(options))
+    why_not = {}
+    for b, p in list(cases):
+        why = spec.skip_reason(b, p, loaded, options)
+        if why:
+            cases.remove((b, p))
+            why_not.setdefault(why, []).append(f"{b}/{p}")
+    skipped += [f"{', '.join(which)} ({why})" for why, which in why_not.items()]
     workdir.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
+    spec.prepare(loaded, cases, workdir, options)
 
     plan = spec.build_plan(loaded)
     exported = sorted({p for b, p in cases if b != "torch" and b not in spec.extra_backends})
@@ -339,7 +371,7 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
     notes = spec.notes(records, loaded, shapes, options, env) + _common_notes(
         spec, records, runs, warmup, env, skipped)
     notes += [f"FAILED {b} {p}: {why}" for (b, p), why in failed.items()]
-    table = Console(width=200, highlight=False)  # the result goes to stdout, progress to stderr
+    table = Console(width=260, highlight=False)  # the result goes to stdout, progress to stderr
     print_table(records, columns, f"{spec.family}-{loaded.name} bench"
                 + (" (random init)" if loaded.random_init else ""), notes, console=table)
     for line in spec.finish(records):
@@ -382,7 +414,9 @@ def _columns(spec: BenchSpec, records: list[dict]) -> list[tuple[str, str, str]]
     cols = [("backend", "backend", ""), ("precision", "precision", ""), ("shape", "shape", ""),
             ("p50 ms", "latency_ms_p50", ".1f"), ("p90", "latency_ms_p90", ".1f"),
             ("p99", "latency_ms_p99", ".1f"), *spec.columns, ("RTF", "rtf", ".4f")]
-    cols += [(f"× {b} {p}", f"speedup_vs_{b}_{p}", ".2f") for b, p in spec.ratios]
+    present = {(r["backend"], r["precision"]) for r in records if r.get("error") is None}
+    cols += [(f"× {b} {p}", f"speedup_vs_{b}_{p}", ".2f") for b, p in spec.ratios
+             if (b, p) in present]
     cols.append(("peak RSS MB", "peak_rss_mb", ".0f"))
     if any("device_ms_p50" in r for r in records):
         cols += [("device ms p50", "device_ms_p50", ".1f"), ("dev p90", "device_ms_p90", ".1f"),
@@ -390,7 +424,8 @@ def _columns(spec: BenchSpec, records: list[dict]) -> list[tuple[str, str, str]]
     if any("device_peak_mb" in r for r in records):
         cols.append(("device peak MB", "device_peak_mb", ".0f"))
     cols.append((spec.quality_header, "quality_value", spec.quality_format))
-    cols += list(spec.quality_columns)
+    # a family column that no record of this run fills (e.g. WER without references) is left out
+    cols += [c for c in spec.quality_columns if any(r.get(c[1]) is not None for r in records)]
     return cols
 
 

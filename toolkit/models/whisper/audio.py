@@ -155,3 +155,46 @@ def check_features(features: np.ndarray, n_mels: int, source: str = "features") 
         raise ToolkitError(f"{source} contain NaN or infinite values; compute them again or pass "
                            "audio")
     return features
+
+
+LONG_CHUNK_FRAMES = 3000   # frames of log-mel computed at a time for a whole recording
+
+
+def log_mel_long(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:
+    """Log-mel of a whole recording followed by 30 s of silence: float32 [n_mels, frames].
+
+    The same spectrogram as one STFT over ``audio`` + 30 s of zeros (openai-whisper's
+    ``log_mel_spectrogram(audio, padding=N_SAMPLES)``), normalised by the maximum of the whole
+    file, so any 3000 frames from a frame before the end are a full window. Computed
+    ``LONG_CHUNK_FRAMES`` frames at a time from index arithmetic on ``audio`` (the reflected
+    edge included): an hour of audio never has a padded copy or its whole STFT in memory, only
+    the result (115 MB for an hour at 80 bins).
+    """
+    import torch
+
+    audio = np.asarray(audio, dtype=np.float32)
+    n = len(audio)
+    half = N_FFT // 2
+    total = n + N_SAMPLES                         # samples after the silence padding
+    n_frames = total // HOP_LENGTH                # the STFT's last frame is dropped, as Whisper does
+    filters = torch.from_numpy(mel_filters(n_mels))
+    window = torch.hann_window(N_FFT)
+    out = np.empty((n_mels, n_frames), np.float32)
+    top = -np.inf
+    for f0 in range(0, n_frames, LONG_CHUNK_FRAMES):
+        f1 = min(n_frames, f0 + LONG_CHUNK_FRAMES)
+        # samples of the centre-padded signal that frames f0..f1-1 read
+        idx = np.arange(f0 * HOP_LENGTH, (f1 - 1) * HOP_LENGTH + N_FFT) - half
+        idx = np.abs(idx)                          # reflection at the start
+        # reflection at the end falls in the silence padding: zeros, like the padding itself
+        seg = np.where(idx < n, audio[np.minimum(idx, n - 1)], 0.0).astype(np.float32)
+        stft = torch.stft(torch.from_numpy(seg), N_FFT, HOP_LENGTH, window=window,
+                          center=False, return_complex=True)
+        mel = filters @ (stft.abs() ** 2)
+        chunk = torch.clamp(mel, min=1e-10).log10().numpy()
+        out[:, f0:f1] = chunk
+        top = max(top, float(chunk.max()))
+    np.maximum(out, top - 8.0, out=out)
+    out += 4.0
+    out /= 4.0
+    return out

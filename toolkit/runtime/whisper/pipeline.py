@@ -1,10 +1,11 @@
 """Whisper transcription over any backend.
 
-The decode loop (greedy; the step function is separate so beam search can reuse it) is written
-once against the Session interface: encoder session → cross K/V once per window; decoder session
-per step with the self-attention KV cache fed back. Whisper's prompt (sot, language, task,
-notimestamps) and suppression rules (``suppress_tokens`` always, ``begin_suppress_tokens`` at
-the first sampled position) match Hugging Face ``generate``.
+The decode loop is written once against the Session interface: encoder session → cross K/V
+once per window; decoder session per step with the self-attention KV cache fed back. Greedy,
+sampling and beam search (``search.py``) share the step; long recordings are transcribed by
+seeking on timestamps (``longform.py``). Whisper's prompt (sot, language, task, notimestamps)
+and suppression rules (``suppress_tokens`` always, ``begin_suppress_tokens`` at the first
+sampled position) match Hugging Face ``generate``; with timestamps, openai-whisper's rules.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import ToolkitError
+from ...core.progress import Steps
 from ...export.manifest import inside
 from ...export.whisper import build_plan
 from ...models.whisper.audio import SAMPLE_RATE, check_features, features_for, load_audio
@@ -23,7 +25,9 @@ from ...models.whisper.loading import LoadedWhisper, load_model
 from ...models.whisper.tokenizer import builtin_tokenizer, hf_tokenizer
 from ..graphs import Graphs, make_pipeline, open_graphs
 from ..session import Session
-from .decoding import apply_filters, logit_filters
+from .decoding import TimestampRules, apply_filters, logit_filters
+from .longform import LongFormResult, TranscribeOptions, transcribe_long, transcribe_mel
+from .search import SearchOptions, SearchResult, Searcher
 
 WINDOWS_PER_BATCH = 8   # 30-s windows encoded and decoded together (TensorRT profile max too)
 
@@ -108,47 +112,48 @@ class WhisperPipeline:
         best = np.argmax(logits[:, lang_ids], axis=-1)
         return [tok.languages[i] for i in best]
 
+    def take(self, arrays: dict, rows: np.ndarray) -> dict:
+        """Rows ``rows`` of each batch-first array (beams: repeat and reorder the caches). A
+        device-resident array (trt) makes a round trip through the host."""
+        out = {}
+        for k, v in arrays.items():
+            host = v if isinstance(v, np.ndarray) else self.decoder.to_host(v)
+            out[k] = np.ascontiguousarray(host[rows])
+        return out
+
+    def special_suppress(self) -> list[int]:
+        """Special tokens never sampled in free text (openai-whisper's list)."""
+        tok = self.tokenizer
+        return [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.sot_lm, tok.no_speech]
+
+    def search(self, cross: dict, prompt: list[int], options: SearchOptions, limit: int,
+               sot_index: int | None = None, rng: np.random.Generator | None = None,
+               timestamps: bool = False, max_initial: int | None = 50) -> SearchResult:
+        """Decode a batch of windows sharing ``prompt`` (greedy, sampling or beam search)."""
+        tok = self.tokenizer
+        rules = (TimestampRules(tok.eot, tok.no_timestamps, tok.timestamp_begin, max_initial)
+                 if timestamps else None)
+        filters = logit_filters(self.generation, tok.eot, text_only=options.text_only,
+                                timestamps=rules,
+                                extra_suppress=self.special_suppress() if timestamps else ())
+        searcher = Searcher(self.step, self.take, self.empty_cache, tok.eot, tok.no_speech,
+                            filters, backend=f"{self.backend} {self.precision}")
+        return searcher.run(cross, prompt, options, limit, sot_index=sot_index, rng=rng)
+
     def greedy(self, cross: dict, prompt: list[int], max_new_tokens: int,
-               force_length: bool = False) -> DecodeResult:
-        """Greedy decoding of a batch of windows sharing ``prompt``.
+               force_length: bool = False, beam_size: int = 1) -> DecodeResult:
+        """Decoding (greedy, or beam search with ``beam_size`` > 1) of a batch of windows
+        sharing ``prompt``, without timestamps.
 
         ``force_length``: never stop early and never emit special tokens, so every backend
         decodes exactly ``max_new_tokens`` text tokens (benchmarks on random weights).
         """
-        tok = self.tokenizer
-        b = next(iter(cross.values())).shape[0]
         limit = min(max_new_tokens, self.max_length - len(prompt))
         if limit < 1:
             raise ToolkitError(f"max_new_tokens must be at least 1 (got {max_new_tokens})")
-        filters = logit_filters(self.generation, tok.eot, text_only=force_length)
-        ids = np.tile(np.asarray(prompt, np.int64), (b, 1))
-        past = self.empty_cache(b)
-        finished = np.zeros(b, bool)
-        generated: list[np.ndarray] = []
-        step_ms = []
-        for i in range(limit):
-            t0 = time.perf_counter()
-            logits, past = self.step(ids, past, cross)
-            step_ms.append((time.perf_counter() - t0) * 1e3)
-            scores = apply_filters(filters, logits, i)
-            nxt = np.argmax(scores, axis=-1).astype(np.int64)
-            # argmax picks a NaN or +inf if there is one: checking the picks is enough (and cheap)
-            if not np.isfinite(scores[np.arange(b), nxt][~finished]).all():
-                raise ToolkitError(f"the decoder ({self.backend} {self.precision}) produced NaN or "
-                                   f"infinite logits at step {i}; the graph overflows on this "
-                                   "input (fp16?) — use an fp32 artifact")
-            nxt[finished] = tok.eot
-            generated.append(nxt)
-            finished |= nxt == tok.eot
-            if finished.all():
-                break
-            ids = nxt[:, None]
-        seqs = np.stack(generated, axis=1) if generated else np.zeros((b, 0), np.int64)
-        tokens = []
-        for row in seqs:
-            row = row.tolist()
-            tokens.append(row[:row.index(tok.eot)] if tok.eot in row else row)
-        return DecodeResult(tokens, len(step_ms), step_ms)
+        res = self.search(cross, prompt, SearchOptions(beam_size=beam_size,
+                                                       text_only=force_length), limit)
+        return DecodeResult([h.tokens for h in res.hypotheses], res.steps, res.step_ms)
 
     def teacher_forced_top1(self, cross: dict, prompt: list[int],
                             reference: list[list[int]]) -> tuple[int, int]:
@@ -182,7 +187,8 @@ class WhisperPipeline:
 
     def decode_features(self, features: np.ndarray, prompt: list[int],
                         max_new_tokens: int = 224, force_length: bool = False,
-                        language: str | None = None, task: str = "transcribe") -> DecodeResult:
+                        language: str | None = None, task: str = "transcribe",
+                        beam_size: int = 1) -> DecodeResult:
         """Windows → tokens per window, batch by batch, timed (encoder, every decoder step).
         ``prompt`` may be None: built from ``language``/``task`` (detected on the first batch
         for a multilingual model when ``language`` is None)."""
@@ -197,24 +203,86 @@ class WhisperPipeline:
                     language = max(set(langs), key=langs.count)
                 prompt = tok.sot_sequence(language if tok.multilingual else None, task)
                 result.language = language
-            res = self.greedy(cross, prompt, max_new_tokens, force_length=force_length)
+            res = self.greedy(cross, prompt, max_new_tokens, force_length=force_length,
+                              beam_size=beam_size)
             result.tokens += res.tokens
             result.steps += res.steps
             result.step_ms += res.step_ms
         return result
 
     def decode(self, audio: np.ndarray, prompt: list[int], max_new_tokens: int = 224,
-               force_length: bool = False) -> DecodeResult:
-        """Audio samples → tokens per window, timed: log-mel, encoder, every decoder step."""
+               force_length: bool = False, beam_size: int = 1) -> DecodeResult:
+        """Audio samples → tokens per fixed 30-s window, timed: log-mel, encoder, every decoder
+        step. Windows are cut every 30 s (clips of up to 30 s; ``transcribe`` seeks instead)."""
         return self.decode_features(features_for(audio, self.n_mels), prompt, max_new_tokens,
-                                    force_length)
+                                    force_length, beam_size=beam_size)
 
-    def transcribe(self, path: str | Path, language: str | None = None,
-                   task: str = "transcribe", max_new_tokens: int = 224,
-                   force_length: bool = False) -> dict:
+    def check_language(self, language: str | None, task: str = "transcribe") -> str | None:
+        """The language to prompt with: None = detect (multilingual models). An English-only
+        model takes English (or nothing) and only transcribes."""
+        tok = self.tokenizer
+        if tok.multilingual:
+            if language is not None:
+                tok.language_token(language)   # one-line error for an unknown code
+            return language
+        if language not in (None, "en"):
+            raise ToolkitError(f"this is an English-only model (.en): it cannot transcribe "
+                               f"--language {language}; use a multilingual checkpoint or "
+                               "--language en")
+        if task != "transcribe":
+            raise ToolkitError("this is an English-only model (.en): it cannot --task "
+                               "translate; use a multilingual checkpoint")
+        return "en"
+
+    def transcribe_audio(self, audio: np.ndarray, options: TranscribeOptions | None = None,
+                         progress: bool = False) -> LongFormResult:
+        """Long-form transcription of samples: segments with times (``longform.py``)."""
+        options = options or TranscribeOptions()
+        seconds = len(audio) / SAMPLE_RATE
+        if not progress:
+            return transcribe_long(self, audio, options)
+        with _ProgressBar(seconds) as bar:
+            return transcribe_long(self, audio, options, bar.update)
+
+    def transcribe(self, path: str | Path, options: TranscribeOptions | None = None,
+                   progress: bool = False) -> dict:
+        """A file → text, segments with start/end times, timings (long-form decoding).
+        ``.npy`` = precomputed features [windows, mels, 3000], read as one stretch of frames."""
+        options = options or TranscribeOptions()
+        options.check()
+        self.check_language(options.language, options.task)
+        t0 = time.perf_counter()
+        if Path(path).suffix == ".npy":
+            feats, seconds = self.features(path)
+            mel = np.concatenate(list(feats), axis=1)
+            with _ProgressBar(seconds, enabled=progress) as bar:
+                res = transcribe_mel(self, mel, mel.shape[1], seconds, options, bar.update)
+        else:
+            audio = load_audio(path)
+            seconds = len(audio) / SAMPLE_RATE
+            res = self.transcribe_audio(audio, options, progress=progress)
+        total_ms = (time.perf_counter() - t0) * 1e3
+        segments = [s.as_dict() for s in res.segments]
+        return {"file": str(path), "text": res.text, "segments": segments,
+                "tokens": [t for s in res.segments for t in s.tokens],
+                "language": res.language, "task": options.task,
+                "audio_seconds": round(seconds, 3),
+                "backend": self.backend, "precision": self.precision,
+                "beam_size": options.beam_size, "windows": res.windows,
+                "fallbacks": res.fallbacks, "encoder_ms": round(res.encoder_ms, 2),
+                "decode_steps": len(res.step_ms), "total_ms": round(total_ms, 2),
+                "random_init": self.random_init}
+
+    def transcribe_windows(self, path: str | Path, language: str | None = None,
+                           task: str = "transcribe", max_new_tokens: int = 224,
+                           force_length: bool = False, beam_size: int = 1) -> dict:
+        """Fixed 30-s windows decoded in batches without timestamps (Hugging Face
+        ``generate``'s short-form rules): the parity and forced-length benchmark path."""
+        self.check_language(language, task)
         t0 = time.perf_counter()
         feats, duration = self.features(path)
-        res = self.decode_features(feats, None, max_new_tokens, force_length, language, task)
+        res = self.decode_features(feats, None, max_new_tokens, force_length, language, task,
+                                   beam_size=beam_size)
         text = "".join(self.tokenizer.decode(t) for t in res.tokens).strip()
         total_ms = (time.perf_counter() - t0) * 1e3
         return {"file": str(path), "text": text,
@@ -224,6 +292,29 @@ class WhisperPipeline:
                 "backend": self.backend, "precision": self.precision,
                 "encoder_ms": round(res.encoder_ms, 2), "decode_steps": res.steps,
                 "total_ms": round(total_ms, 2), "random_init": self.random_init}
+
+
+class _ProgressBar:
+    """Seconds of audio done, on stderr (off: a no-op)."""
+
+    def __init__(self, seconds: float, enabled: bool = True):
+        self.seconds = seconds
+        self.steps = Steps("transcribe", total=max(1, round(seconds))) if enabled else None
+        self.done = 0
+
+    def __enter__(self) -> "_ProgressBar":
+        if self.steps:
+            self.steps.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.steps:
+            self.steps.__exit__(*exc)
+
+    def update(self, t: float) -> None:
+        if self.steps:
+            self.steps.advance(f"{t:.0f}/{self.seconds:.0f} s audio", n=round(t) - self.done)
+            self.done = round(t)
 
 
 # ------------------------------------------------------------------------------------------

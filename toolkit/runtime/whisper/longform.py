@@ -1,0 +1,248 @@
+"""Long-form transcription: seeking through a recording of any length, written once for every
+backend (openai-whisper's ``transcribe`` algorithm over the toolkit's Session step).
+
+- The log-mel of the whole file is computed once (normalised by the file's maximum); a window
+  is the next 30 s from ``seek``, zero-padded after the content as openai-whisper and
+  faster-whisper do.
+- Each window is decoded with timestamps. Complete segments (a timestamp pair) are kept and
+  the next window starts at the end of the last complete one, so a word cut by the window's
+  edge is decoded again in the next window instead of being split or lost. A window that ends
+  on a single timestamp was fully consumed.
+- Windows whose text compresses too well (repetition loops, ``compression_ratio_threshold``)
+  or whose average log-probability is too low (``logprob_threshold``) are decoded again at the
+  next temperature (sampling, best of N); a window whose no-speech probability is above
+  ``no_speech_threshold`` and whose text is not confident is skipped as silence.
+- The previous windows' tokens (up to half the context) are the prompt of the next one
+  (``condition_on_previous_text``), reset after a window that needed a temperature above
+  ``prompt_reset_on_temperature``.
+- Only one window's features and cross-attention cache exist at a time: memory does not grow
+  with the length of the file beyond its log-mel (115 MB per hour at 80 bins).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ...core.errors import ToolkitError
+from ...models.whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, log_mel_long
+from .decoding import SECONDS_PER_TIMESTAMP
+from .search import SearchOptions
+
+FRAMES_PER_TIMESTAMP = 2      # one timestamp step = two mel frames (the encoder's stride)
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass
+class TranscribeOptions:
+    language: str | None = None
+    task: str = "transcribe"
+    beam_size: int = 5
+    best_of: int = 5
+    patience: float = 1.0
+    length_penalty: float | None = None
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    prompt_reset_on_temperature: float = 0.5
+    initial_prompt: str | None = None
+    without_timestamps: bool = False
+    max_initial_timestamp: float = 1.0
+    max_new_tokens: int = 224
+    seed: int = 0
+
+    def check(self) -> None:
+        SearchOptions(beam_size=self.beam_size, best_of=self.best_of,
+                      patience=self.patience, length_penalty=self.length_penalty).check()
+        if not self.temperatures or any(t < 0 for t in self.temperatures):
+            raise ToolkitError(f"temperatures must be 0 or more (got {list(self.temperatures)})")
+        if self.max_new_tokens < 1:
+            raise ToolkitError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.task not in ("transcribe", "translate"):
+            raise ToolkitError(f"--task must be transcribe or translate (got {self.task!r})")
+
+
+@dataclass
+class Segment:
+    id: int
+    seek: int                       # mel frame where its window started
+    start: float
+    end: float
+    text: str
+    tokens: list[int]               # text and timestamp tokens, as decoded
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float | None
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "seek": self.seek, "start": round(self.start, 3),
+                "end": round(self.end, 3), "text": self.text, "tokens": self.tokens,
+                "temperature": self.temperature, "avg_logprob": round(self.avg_logprob, 4),
+                "compression_ratio": round(self.compression_ratio, 3),
+                "no_speech_prob": None if self.no_speech_prob is None
+                else round(self.no_speech_prob, 4)}
+
+
+@dataclass
+class LongFormResult:
+    segments: list[Segment]
+    language: str | None
+    windows: int = 0                # windows decoded (fallbacks counted once)
+    fallbacks: int = 0              # windows decoded again at a higher temperature
+    encoder_ms: float = 0.0
+    step_ms: list[float] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def transcribe_long(pipe, audio: np.ndarray, options: TranscribeOptions,
+                    progress: Callable[[float], None] | None = None) -> LongFormResult:
+    """Segments of a whole recording; ``progress(seconds_done)`` after each window."""
+    options.check()
+    pipe.check_language(options.language, options.task)
+    mel = log_mel_long(audio, pipe.n_mels)
+    return transcribe_mel(pipe, mel, mel.shape[1] - N_FRAMES, len(audio) / SAMPLE_RATE,
+                          options, progress)
+
+
+def transcribe_mel(pipe, mel: np.ndarray, content: int, duration: float,
+                   options: TranscribeOptions,
+                   progress: Callable[[float], None] | None = None) -> LongFormResult:
+    """Segments of ``content`` frames of log-mel ``mel`` [n_mels, frames ≥ content]."""
+    options.check()
+    tok = pipe.tokenizer
+    language = pipe.check_language(options.language, options.task)
+    rng = np.random.default_rng(options.seed)
+    result = LongFormResult([], language)
+    max_initial = round(options.max_initial_timestamp / SECONDS_PER_TIMESTAMP)
+    all_tokens: list[int] = []
+    if options.initial_prompt:
+        all_tokens += tok.encode(" " + options.initial_prompt.strip())
+    prompt_reset = 0
+    seek = 0
+    while seek < content:
+        size = min(N_FRAMES, content - seek)
+        window = np.zeros((1, pipe.n_mels, N_FRAMES), np.float32)
+        window[0, :, :size] = mel[:, seek:seek + size]
+        t0 = time.perf_counter()
+        cross = pipe.encode(window)
+        result.encoder_ms += (time.perf_counter() - t0) * 1e3
+        if result.language is None:          # multilingual, no --language: the first window's
+            result.language = language = pipe.detect_language(cross)[0]
+        offset = seek * HOP_LENGTH / SAMPLE_RATE
+        prev = all_tokens[prompt_reset:]
+        prefix = [tok.sot_prev] + prev[-(pipe.max_length // 2 - 1):] if prev else []
+        prompt = prefix + tok.sot_sequence(language if tok.multilingual else None, options.task,
+                                           timestamps=not options.without_timestamps)
+        decoded = _decode_with_fallback(pipe, cross, prompt, len(prefix), options, max_initial,
+                                        rng, result)
+        hyp, temperature, ratio = decoded
+        result.windows += 1
+        if options.no_speech_threshold is not None and hyp.no_speech_prob is not None:
+            silent = hyp.no_speech_prob > options.no_speech_threshold
+            if options.logprob_threshold is not None and hyp.avg_logprob > options.logprob_threshold:
+                silent = False
+            if silent:
+                seek += size
+                if progress:
+                    progress(min(duration, seek * HOP_LENGTH / SAMPLE_RATE))
+                continue
+        pieces, consumed = _split_segments(hyp.tokens, tok.timestamp_begin, size,
+                                           options.without_timestamps)
+        for toks, start, end in pieces:
+            text = tok.decode([t for t in toks if t < tok.eot])
+            start_s = offset + start * SECONDS_PER_TIMESTAMP
+            end_s = min(offset + end * SECONDS_PER_TIMESTAMP, duration)
+            if not text.strip() or end_s <= start_s:
+                continue                      # instantaneous or empty: not a segment
+            result.segments.append(Segment(len(result.segments), seek, start_s, end_s, text,
+                                           toks, temperature, hyp.avg_logprob, ratio,
+                                           hyp.no_speech_prob))
+        all_tokens += [t for toks, _, _ in pieces for t in toks]
+        seek += consumed
+        if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
+            prompt_reset = len(all_tokens)
+        if progress:
+            progress(min(duration, seek * HOP_LENGTH / SAMPLE_RATE))
+    return result
+
+
+def _decode_with_fallback(pipe, cross, prompt, sot_index, options, max_initial, rng, result):
+    """(hypothesis, temperature, compression ratio) of the first temperature that passes."""
+    tok = pipe.tokenizer
+    limit = min(options.max_new_tokens, pipe.max_length - len(prompt))
+    for k, temperature in enumerate(options.temperatures):
+        search = SearchOptions(beam_size=options.beam_size if temperature == 0 else 1,
+                               best_of=options.best_of if temperature > 0 else 1,
+                               temperature=temperature, patience=options.patience,
+                               length_penalty=options.length_penalty)
+        res = pipe.search(cross, prompt, search, limit, sot_index=sot_index, rng=rng,
+                          timestamps=not options.without_timestamps, max_initial=max_initial)
+        result.step_ms += res.step_ms
+        hyp = res.hypotheses[0]
+        ratio = compression_ratio(tok.decode([t for t in hyp.tokens if t < tok.eot]))
+        failed = ((options.compression_ratio_threshold is not None
+                   and ratio > options.compression_ratio_threshold)
+                  or (options.logprob_threshold is not None
+                      and hyp.avg_logprob < options.logprob_threshold))
+        if (options.no_speech_threshold is not None and hyp.no_speech_prob is not None
+                and hyp.no_speech_prob > options.no_speech_threshold):
+            failed = False                     # silence: not worth another temperature
+        if not failed or k == len(options.temperatures) - 1:
+            return hyp, temperature, ratio
+        result.fallbacks += 1
+    raise AssertionError("unreachable")
+
+
+def _split_segments(tokens: list[int], timestamp_begin: int, size: int,
+                    without_timestamps: bool) -> tuple[list[tuple[list[int], int, int]], int]:
+    """Complete segments of one window as (tokens, start step, end step) and how many mel
+    frames of the window they consumed."""
+    if without_timestamps or not tokens:
+        return ([(tokens, 0, size // FRAMES_PER_TIMESTAMP)] if tokens else []), size
+    is_ts = [t >= timestamp_begin for t in tokens]
+    single_ending = len(is_ts) >= 2 and is_ts[-2:] == [False, True]
+    pairs = [i + 1 for i in range(len(is_ts) - 1) if is_ts[i] and is_ts[i + 1]]
+    if pairs:
+        cuts = pairs + ([len(tokens)] if single_ending else [])
+        pieces, last = [], 0
+        for cut in cuts:
+            piece = tokens[last:cut]
+            pieces.append((piece, piece[0] - timestamp_begin, piece[-1] - timestamp_begin))
+            last = cut
+        if single_ending:
+            return pieces, size            # the window was fully consumed
+        consumed = (tokens[last - 1] - timestamp_begin) * FRAMES_PER_TIMESTAMP
+        return pieces, consumed if consumed > 0 else size   # never seek in place
+
+    # no complete pair: one segment for the whole window (ended at its last timestamp, if any)
+    stamps = [t - timestamp_begin for t in tokens if t >= timestamp_begin]
+    end = stamps[-1] if stamps and stamps[-1] > 0 else size // FRAMES_PER_TIMESTAMP
+    return [(tokens, 0, end)], size
+
+
+def fallback_temperatures(start: float = 0.0, increment: float = 0.2) -> tuple[float, ...]:
+    """openai-whisper's CLI: ``start``, then steps of ``increment`` up to 1.0 (0 = no fallback)."""
+    if start < 0:
+        raise ToolkitError(f"--temperature must be 0 or more (got {start})")
+    if increment <= 0:
+        return (start,)
+    temps, t = [], start
+    while t <= 1.0 + 1e-9:
+        temps.append(round(t, 6))
+        t += increment
+    return tuple(temps) or (start,)

@@ -1,0 +1,270 @@
+"""Greedy decoding, sampling (best of N) and beam search, written once over the decoder step.
+
+Every backend runs the same code: ``step(ids, past, cross) -> (logits, present)`` is the only
+thing that touches a Session, so the torch, onnxruntime and TensorRT rows of a benchmark decode
+with identical rules. Rows of the decoder batch are ``audio × group`` (group = beams, or samples
+for best-of-N); the cache of each row is reordered when beams change parents.
+
+Scores follow openai-whisper: a token's log-probability is taken after the logit rules, the sum
+includes the end-of-text token, a finished candidate is ranked by ``sum / length`` (or by
+``sum / ((5 + length) / 6) ** length_penalty`` with a length penalty), ``avg_logprob`` is
+``sum / (length + 1)``, and ``no_speech_prob`` is the probability of ``<|nospeech|>`` at the
+``<|startoftranscript|>`` position (taken before any rule).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ...core.errors import ToolkitError
+from .decoding import LogitFilter, apply_filters, log_softmax, logsumexp
+
+
+@dataclass
+class Hypothesis:
+    """The chosen sequence of one audio window."""
+
+    tokens: list[int]                 # generated, without the prompt and end-of-text
+    sum_logprob: float = 0.0
+    no_speech_prob: float | None = None
+
+    @property
+    def avg_logprob(self) -> float:
+        return self.sum_logprob / (len(self.tokens) + 1)
+
+
+@dataclass
+class SearchResult:
+    hypotheses: list[Hypothesis]      # one per audio window
+    step_ms: list[float] = field(default_factory=list)   # per decoder call
+
+    @property
+    def steps(self) -> int:
+        return len(self.step_ms)
+
+
+@dataclass
+class SearchOptions:
+    beam_size: int = 1                # 1 = greedy (or sampling when temperature > 0)
+    best_of: int = 1                  # samples per window when temperature > 0
+    temperature: float = 0.0
+    patience: float = 1.0             # beam search stops after round(beam_size × patience) finals
+    length_penalty: float | None = None
+    max_new_tokens: int = 224
+    text_only: bool = False           # forced length: no end-of-text (benchmarks)
+
+    def check(self) -> None:
+        if self.beam_size < 1:
+            raise ToolkitError(f"--beam-size must be at least 1 (got {self.beam_size})")
+        if self.best_of < 1:
+            raise ToolkitError(f"--best-of must be at least 1 (got {self.best_of})")
+        if self.temperature < 0:
+            raise ToolkitError(f"--temperature must be 0 or more (got {self.temperature})")
+        if self.patience <= 0:
+            raise ToolkitError(f"--patience must be above 0 (got {self.patience})")
+        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
+            raise ToolkitError(f"--length-penalty must be between 0 and 1 (got "
+                               f"{self.length_penalty})")
+
+
+def rank_score(sum_logprob: float, length: int, length_penalty: float | None) -> float:
+    """openai-whisper's ``MaximumLikelihoodRanker``: log-probability over a length penalty."""
+    penalty = length if length_penalty is None else ((5 + length) / 6) ** length_penalty
+    return sum_logprob / max(penalty, 1e-9)
+
+
+class Searcher:
+    """One search over a batch of windows that share a prompt.
+
+    ``step(ids, past, cross)`` runs the decoder; ``take(arrays, rows)`` selects (and repeats)
+    batch rows of cache arrays wherever the backend keeps them.
+    """
+
+    def __init__(self, step: Callable, take: Callable, empty_cache: Callable, eot: int,
+                 no_speech: int | None, filters: Sequence[LogitFilter], backend: str = ""):
+        self.step = step
+        self.take = take
+        self.empty_cache = empty_cache
+        self.eot = eot
+        self.no_speech = no_speech
+        self.filters = filters
+        self.backend = backend
+        self.step_ms: list[float] = []
+
+    def _timed_step(self, ids, past, cross):
+        t0 = time.perf_counter()
+        out = self.step(ids, past, cross)
+        self.step_ms.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def _nan(self, i: int):
+        return ToolkitError(f"the decoder ({self.backend}) produced NaN or infinite logits at "
+                            f"step {i}; the graph overflows on this input (fp16?) — use an fp32 "
+                            "artifact")
+
+    def prefill(self, cross: dict, prompt: list[int], sot_index: int | None, n: int):
+        """The prompt step(s): (logits after the prompt, cache, no-speech probability per audio).
+
+        With ``sot_index`` before the prompt's end, the prompt goes in two calls split after
+        ``<|startoftranscript|>`` so its logits (the no-speech probability) come for free."""
+        ids = np.tile(np.asarray(prompt, np.int64), (n, 1))
+        past = self.empty_cache(n)
+        no_speech = [None] * n
+        if sot_index is not None and self.no_speech is not None and sot_index < len(prompt) - 1:
+            logits, past = self._timed_step(ids[:, :sot_index + 1], past, cross)
+            no_speech = self._no_speech(logits)
+            logits, past = self._timed_step(ids[:, sot_index + 1:], past, cross)
+        else:
+            logits, past = self._timed_step(ids, past, cross)
+            if sot_index is not None and self.no_speech is not None:
+                no_speech = self._no_speech(logits)
+        return logits, past, no_speech
+
+    def _no_speech(self, logits: np.ndarray) -> list[float]:
+        lp = log_softmax(np.asarray(logits, np.float32))
+        return [float(np.exp(v)) for v in lp[:, self.no_speech]]
+
+    def run(self, cross: dict, prompt: list[int], options: SearchOptions, limit: int,
+            sot_index: int | None = None, rng: np.random.Generator | None = None
+            ) -> SearchResult:
+        options.check()
+        self.step_ms = []
+        n = next(iter(cross.values())).shape[0]
+        logits, past, no_speech = self.prefill(cross, prompt, sot_index, n)
+        if options.beam_size > 1 and options.temperature == 0:
+            group = options.beam_size
+        elif options.temperature > 0:
+            group = options.best_of
+        else:
+            group = 1
+        if group > 1:  # every row of an audio starts from the same prompt cache
+            rows = np.repeat(np.arange(n), group)
+            past, cross = self.take(past, rows), self.take(cross, rows)
+            logits = np.asarray(logits)[rows]
+        if options.beam_size > 1 and options.temperature == 0:
+            hyps = self._beam(logits, past, cross, n, group, options, limit)
+        else:
+            hyps = self._sample(logits, past, cross, n, group, options, limit, rng)
+        for h, p in zip(hyps, no_speech):
+            h.no_speech_prob = p
+        return SearchResult(hyps, list(self.step_ms))
+
+    # -- greedy and sampling --------------------------------------------------------------
+    def _sample(self, logits, past, cross, n, group, options, limit, rng) -> list[Hypothesis]:
+        eot = self.eot
+        rows = n * group
+        tokens = np.zeros((rows, 0), np.int64)
+        sums = np.zeros(rows, np.float64)
+        finished = np.zeros(rows, bool)
+        if options.temperature > 0 and rng is None:
+            rng = np.random.default_rng(0)
+        for i in range(limit):
+            if i > 0:
+                logits, past = self._timed_step(tokens[:, -1:], past, cross)
+            scores = apply_filters(self.filters, logits, i, tokens)
+            if options.temperature > 0:   # Gumbel-max: a draw from softmax(scores / T)
+                gumbel = -np.log(-np.log(rng.uniform(1e-20, 1.0, scores.shape)))
+                nxt = np.argmax(scores / options.temperature + gumbel, axis=-1)
+            else:
+                nxt = np.argmax(scores, axis=-1)
+            picked = scores[np.arange(rows), nxt]
+            # argmax picks a NaN or +inf if there is one: checking the picks is enough
+            if not np.isfinite(picked[~finished]).all():
+                raise self._nan(i)
+            lp = picked - logsumexp(scores)
+            sums += np.where(finished, 0.0, lp)
+            nxt = np.where(finished, eot, nxt).astype(np.int64)
+            tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
+            finished |= nxt == eot
+            if finished.all():
+                break
+        hyps = []
+        for a in range(n):
+            cands = []
+            for r in range(a * group, (a + 1) * group):
+                row = tokens[r].tolist()
+                row = row[:row.index(eot)] if eot in row else row
+                cands.append(Hypothesis(row, float(sums[r])))
+            hyps.append(max(cands, key=lambda h: rank_score(h.sum_logprob, len(h.tokens),
+                                                             options.length_penalty)))
+        return hyps
+
+    # -- beam search ----------------------------------------------------------------------
+    def _beam(self, logits, past, cross, n, beam, options, limit) -> list[Hypothesis]:
+        eot = self.eot
+        max_finals = max(1, round(beam * options.patience))
+        tokens = np.zeros((n * beam, 0), np.int64)
+        sums = np.zeros(n * beam, np.float64)
+        finals: list[dict[tuple, float]] = [{} for _ in range(n)]
+        for i in range(limit):
+            if i > 0:
+                logits, past = self._timed_step(tokens[:, -1:], past, cross)
+            logprobs = log_softmax(apply_filters(self.filters, logits, i, tokens))
+            new_rows, parents, new_sums = [], [], []
+            for a in range(n):
+                cands: dict[tuple, float] = {}
+                parent: dict[tuple, int] = {}
+                for r in range(a * beam, (a + 1) * beam):
+                    lp = logprobs[r]
+                    top = np.argpartition(-lp, beam)[:beam + 1]
+                    if np.isnan(lp[top]).any() or np.isposinf(lp[top]).any():
+                        raise self._nan(i)
+                    prefix = tuple(tokens[r].tolist())
+                    for t in top:
+                        if not (np.isfinite(lp[t]) and np.isfinite(sums[r])):
+                            continue
+                        seq = prefix + (int(t),)
+                        cands[seq] = sums[r] + float(lp[t])
+                        parent[seq] = r
+                kept = 0
+                fresh: dict[tuple, float] = {}
+                for seq in sorted(cands, key=cands.get, reverse=True):
+                    if seq[-1] == eot:
+                        fresh[seq] = cands[seq]
+                    else:
+                        new_rows.append(seq)
+                        parents.append(parent[seq])
+                        new_sums.append(cands[seq])
+                        kept += 1
+                        if kept == beam:
+                            break
+                filler = len(new_rows) - kept   # fewer live candidates than beams: fill
+                for _ in range(beam - kept):    # with rows that can never win (sum -inf)
+                    new_rows.append(new_rows[filler] if kept
+                                    else tuple(tokens[a * beam].tolist()) + (eot,))
+                    parents.append(parents[filler] if kept else a * beam)
+                    new_sums.append(-np.inf)
+                for seq in sorted(fresh, key=fresh.get, reverse=True):
+                    if len(finals[a]) >= max_finals:
+                        break
+                    finals[a][seq] = fresh[seq]
+            tokens = np.array(new_rows, np.int64)
+            sums = np.array(new_sums, np.float64)
+            order = np.array(parents)
+            if not np.array_equal(order, np.arange(len(order))):
+                past = self.take(past, order)
+            if all(len(f) >= max_finals for f in finals):
+                break
+        hyps = []
+        for a in range(n):
+            pool = dict(finals[a])
+            if len(pool) < beam:  # out of steps: the live beams count too
+                for r in np.argsort(-sums[a * beam:(a + 1) * beam]):
+                    seq = tuple(tokens[a * beam + r].tolist())
+                    if np.isfinite(sums[a * beam + r]):
+                        pool.setdefault(seq, float(sums[a * beam + r]))
+                    if len(pool) >= beam:
+                        break
+            best = max(pool, key=lambda s: rank_score(pool[s], len(_strip(s, eot)),
+                                                      options.length_penalty))
+            hyps.append(Hypothesis(_strip(best, eot), pool[best]))
+        return hyps
+
+
+def _strip(seq: tuple, eot: int) -> list[int]:
+    seq = list(seq)
+    return seq[:seq.index(eot)] if eot in seq else seq
