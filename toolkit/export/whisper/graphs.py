@@ -2,9 +2,14 @@
 
 encoder:  input_features [B, mels, 3000] → cross_key_i, cross_value_i [B, H, 1500, Dh] per layer
           (cross-attention K/V computed once per utterance, not once per token)
-decoder:  input_ids [B, T], past_key_i/past_value_i [B, H, P, Dh] (P may be 0),
-          cross_key_i/cross_value_i → logits [B, V] of the last position,
-          present_key_i/present_value_i [B, H, P+T, Dh]
+decoder:  input_ids [R, T], past_key_i/past_value_i [R, H, P, Dh] (P may be 0),
+          cross_key_i/cross_value_i [B, H, 1500, Dh] with R = B × g → logits [R, V] of the last
+          position, present_key_i/present_value_i [R, H, P+T, Dh]
+
+The decoder's rows may be g hypotheses per window (beams, samples): rows b·g … b·g+g-1 share
+window b's cross-attention K/V, which are passed once, not repeated per beam — the cross
+attention of a window's g rows is one matrix product over its K/V, so a 5-beam step reads the
+K/V once instead of five times.
 
 One decoder graph serves the prompt step (P = 0, T = prompt length) and every later step
 (T = 1): the causal mask and the position offset are computed from the shapes, so there is no
@@ -81,6 +86,15 @@ class WhisperDecoderGraph(nn.Module):
             scores = scores + mask
         return torch.matmul(torch.softmax(scores, dim=-1), v)
 
+    def _cross(self, q, k, v):
+        """Cross attention of R = B·g query rows over B windows' K/V (g rows per window)."""
+        r, h, t, dh = q.shape
+        b = k.shape[0]
+        g = r // b
+        q = q.reshape(b, g, h, t, dh).transpose(1, 2).reshape(b, h, g * t, dh)
+        out = self._attend(q, k, v)
+        return out.reshape(b, h, g, t, dh).transpose(1, 2).reshape(r, h, t, dh)
+
     def _merge(self, x: torch.Tensor) -> torch.Tensor:
         b, _, t, _ = x.shape
         return x.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
@@ -108,7 +122,7 @@ class WhisperDecoderGraph(nn.Module):
             ca = layer.encoder_attn
             h = layer.encoder_attn_layer_norm(x)
             q = self._split(ca.q_proj(h) * self.scale)
-            x = x + ca.out_proj(self._merge(self._attend(q, cross[2 * i], cross[2 * i + 1])))
+            x = x + ca.out_proj(self._merge(self._cross(q, cross[2 * i], cross[2 * i + 1])))
             h = layer.final_layer_norm(x)
             x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
         x = self.layer_norm(x[:, -1])

@@ -18,7 +18,8 @@ from .graphs import (WhisperDecoderGraph, WhisperEncoderGraph, decoder_inputs, d
                      encoder_io)
 
 MAX_BATCH = 8   # windows decoded together (TensorRT profile max)
-EXPORT_REVISION = 3  # bump when the graphs change for the same weights (3: int8 layer selection)
+EXPORT_REVISION = 4  # bump when the graphs change for the same weights (3: int8 layer selection,
+                     # 4: decoder rows share their window's cross K/V — beams)
 OPT_PAST = 32
 
 # Whisper-specific tolerances (rel L2 / cosine of each output vs PyTorch fp32). int8 QDQ with
@@ -71,6 +72,7 @@ def build_graphs(loaded: LoadedWhisper) -> list[GraphSpec]:
                                             [MAX_BATCH, mels, frames])},
         tolerance=TOLERANCE, int8_budget=INT8_BUDGET["encoder"], int8_cpu_scheme="dynamic")
     dec_in, dec_out = decoder_inputs(n), decoder_outputs(n)
+    # rows (batch) = windows (cross_batch) × hypotheses per window
     axes: dict = {"input_ids": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
     profiles = {"input_ids": Profile([1, 1], [1, 1], [MAX_BATCH, max_tok])}
     for name in dec_in[1:]:
@@ -79,7 +81,7 @@ def build_graphs(loaded: LoadedWhisper) -> list[GraphSpec]:
             profiles[name] = Profile([1, h, 0, dh], [1, h, OPT_PAST, dh],
                                      [MAX_BATCH, h, max_tok - 1, dh])
         else:
-            axes[name] = {0: "batch"}
+            axes[name] = {0: "cross_batch"}
             profiles[name] = Profile([1, h, src, dh], [1, h, src, dh], [MAX_BATCH, h, src, dh])
     for name in dec_out[1:]:
         axes[name] = {0: "batch", 2: "total"}

@@ -177,12 +177,12 @@ class WhisperPipeline:
             ids = ref[:, i:i + 1]
         return agree, n * b
 
-    def _encoded(self, features: np.ndarray):
-        """(cross K/V, encoder ms) for at most ``WINDOWS_PER_BATCH`` windows at a time: an hour
-        of audio is 120 windows, whose cross-attention K/V at once would not fit in memory."""
-        for i in range(0, features.shape[0], WINDOWS_PER_BATCH):
+    def _encoded(self, features: np.ndarray, per_batch: int = WINDOWS_PER_BATCH):
+        """(cross K/V, encoder ms) for at most ``per_batch`` windows at a time: an hour of audio
+        is 120 windows, whose cross-attention K/V at once would not fit in memory."""
+        for i in range(0, features.shape[0], per_batch):
             t0 = time.perf_counter()
-            cross = self.encode(features[i:i + WINDOWS_PER_BATCH])
+            cross = self.encode(features[i:i + per_batch])
             yield cross, (time.perf_counter() - t0) * 1e3
 
     def decode_features(self, features: np.ndarray, prompt: list[int],
@@ -195,7 +195,9 @@ class WhisperPipeline:
         features = check_features(features, self.n_mels)
         tok = self.tokenizer
         result = DecodeResult([], 0, [])
-        for cross, ms in self._encoded(features):
+        # decoder rows = windows × beams stay within WINDOWS_PER_BATCH (TensorRT's profile)
+        per_batch = max(1, WINDOWS_PER_BATCH // max(1, beam_size))
+        for cross, ms in self._encoded(features, per_batch):
             result.encoder_ms += ms
             if prompt is None:
                 if tok.multilingual and language is None:

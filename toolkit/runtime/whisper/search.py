@@ -3,7 +3,8 @@
 Every backend runs the same code: ``step(ids, past, cross) -> (logits, present)`` is the only
 thing that touches a Session, so the torch, onnxruntime and TensorRT rows of a benchmark decode
 with identical rules. Rows of the decoder batch are ``audio × group`` (group = beams, or samples
-for best-of-N); the cache of each row is reordered when beams change parents.
+for best-of-N); the self-attention cache of each row is reordered when beams change parents,
+the cross-attention K/V stay one per window.
 
 Scores follow openai-whisper: a token's log-probability is taken after the logit rules, the sum
 includes the end-of-text token, a finished candidate is ranked by ``sum / length`` (or by
@@ -141,9 +142,10 @@ class Searcher:
             group = options.best_of
         else:
             group = 1
-        if group > 1:  # every row of an audio starts from the same prompt cache
+        if group > 1:  # every row of an audio starts from the same prompt cache; the rows of
+            # a window share its cross K/V (the decoder graph takes rows = windows × group)
             rows = np.repeat(np.arange(n), group)
-            past, cross = self.take(past, rows), self.take(cross, rows)
+            past = self.take(past, rows)
             logits = np.asarray(logits)[rows]
         if options.beam_size > 1 and options.temperature == 0:
             hyps = self._beam(logits, past, cross, n, group, options, limit)
