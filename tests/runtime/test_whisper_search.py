@@ -66,6 +66,13 @@ def test_segments_split_on_timestamp_pairs_and_seek_to_the_last_complete_one():
     assert pieces == [([TB, 1, 2, TB + 40], 0, 40)] and consumed == 1800
 
 
+def test_a_pair_at_zero_seconds_does_not_lose_the_window():
+    """<|0.00|><|0.00|> then unfinished text: seeking to 0 s would not move; the window is one
+    segment instead of being skipped with its text."""
+    pieces, consumed = _split_segments([TB, TB, 1, 2], TB, 3000, False)
+    assert pieces == [([TB, TB, 1, 2], 0, 1500)] and consumed == 3000
+
+
 def test_fallback_temperatures_follow_openai_whisper_cli():
     assert fallback_temperatures(0.0, 0.2) == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     assert fallback_temperatures(0.5, 0) == (0.5,)

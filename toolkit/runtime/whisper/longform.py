@@ -168,11 +168,12 @@ def transcribe_mel(pipe, mel: np.ndarray, content: int, duration: float,
             start_s = offset + start * SECONDS_PER_TIMESTAMP
             end_s = min(offset + end * SECONDS_PER_TIMESTAMP, duration)
             if not text.strip() or end_s <= start_s:
-                continue                      # instantaneous or empty: not a segment
+                continue                      # instantaneous or empty: not a segment, and not
+                                              # part of the next window's prompt either
             result.segments.append(Segment(len(result.segments), seek, start_s, end_s, text,
                                            toks, temperature, hyp.avg_logprob, ratio,
                                            hyp.no_speech_prob))
-        all_tokens += [t for toks, _, _ in pieces for t in toks]
+            all_tokens += toks
         seek += consumed
         if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
             prompt_reset = len(all_tokens)
@@ -191,7 +192,8 @@ def _decode_with_fallback(pipe, cross, prompt, sot_index, options, max_initial, 
                                temperature=temperature, patience=options.patience,
                                length_penalty=options.length_penalty)
         res = pipe.search(cross, prompt, search, limit, sot_index=sot_index, rng=rng,
-                          timestamps=not options.without_timestamps, max_initial=max_initial)
+                          timestamps=not options.without_timestamps, max_initial=max_initial,
+                          suppress_special=True)
         result.step_ms += res.step_ms
         hyp = res.hypotheses[0]
         ratio = compression_ratio(tok.decode([t for t in hyp.tokens if t < tok.eot]))
@@ -200,7 +202,9 @@ def _decode_with_fallback(pipe, cross, prompt, sot_index, options, max_initial, 
                   or (options.logprob_threshold is not None
                       and hyp.avg_logprob < options.logprob_threshold))
         if (options.no_speech_threshold is not None and hyp.no_speech_prob is not None
-                and hyp.no_speech_prob > options.no_speech_threshold):
+                and hyp.no_speech_prob > options.no_speech_threshold
+                and options.logprob_threshold is not None
+                and hyp.avg_logprob < options.logprob_threshold):
             failed = False                     # silence: not worth another temperature
         if not failed or k == len(options.temperatures) - 1:
             return hyp, temperature, ratio
@@ -227,7 +231,10 @@ def _split_segments(tokens: list[int], timestamp_begin: int, size: int,
         if single_ending:
             return pieces, size            # the window was fully consumed
         consumed = (tokens[last - 1] - timestamp_begin) * FRAMES_PER_TIMESTAMP
-        return pieces, consumed if consumed > 0 else size   # never seek in place
+        if consumed > 0:
+            return pieces, consumed
+        # the only complete pair ends at 0 s: seeking there would not move — take the window
+        # as one segment (below) rather than drop its text
 
     # no complete pair: one segment for the whole window (ended at its last timestamp, if any)
     stamps = [t - timestamp_begin for t in tokens if t >= timestamp_begin]

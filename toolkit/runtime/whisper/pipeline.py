@@ -128,14 +128,18 @@ class WhisperPipeline:
 
     def search(self, cross: dict, prompt: list[int], options: SearchOptions, limit: int,
                sot_index: int | None = None, rng: np.random.Generator | None = None,
-               timestamps: bool = False, max_initial: int | None = 50) -> SearchResult:
-        """Decode a batch of windows sharing ``prompt`` (greedy, sampling or beam search)."""
+               timestamps: bool = False, max_initial: int | None = 50,
+               suppress_special: bool = False) -> SearchResult:
+        """Decode a batch of windows sharing ``prompt`` (greedy, sampling or beam search).
+        ``suppress_special``: never sample task, start or no-speech tokens (openai-whisper's
+        rule; the short-form bench path keeps Hugging Face ``generate``'s rules instead)."""
         tok = self.tokenizer
         rules = (TimestampRules(tok.eot, tok.no_timestamps, tok.timestamp_begin, max_initial)
                  if timestamps else None)
         filters = logit_filters(self.generation, tok.eot, text_only=options.text_only,
                                 timestamps=rules,
-                                extra_suppress=self.special_suppress() if timestamps else ())
+                                extra_suppress=self.special_suppress()
+                                if timestamps or suppress_special else ())
         searcher = Searcher(self.step, self.take, self.empty_cache, tok.eot, tok.no_speech,
                             filters, backend=f"{self.backend} {self.precision}")
         return searcher.run(cross, prompt, options, limit, sot_index=sot_index, rng=rng)
