@@ -267,6 +267,40 @@ def transcribe(
             out.print(f"[bold]{escape(str(path))}[/]: {escape(result['text'])}", soft_wrap=True)
 
 
+@train_app.command("whisper")
+@one_line_errors
+def train_whisper(
+    data: Annotated[Path, typer.Option("--data", help="Training folder: LJSpeech (metadata.csv + wavs/), audiofolder (metadata.csv with file_name) or audio + AIHub JSON.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output: a Hugging Face checkpoint (the best CER) + train_log.jsonl, eval.json, resume/.")],
+    checkpoint: Checkpoint = None,
+    preset: Preset = None,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation folder (default: the last clips of --data, see --eval-split).")] = None,
+    eval_split: Annotated[Optional[int], typer.Option(help="Hold out the last N clips of --data for evaluation (default 10 %).")] = None,
+    language: Annotated[Optional[str], typer.Option(help="Language of the data (multilingual models), e.g. ko.")] = None,
+    task: Annotated[str, typer.Option(help="transcribe or translate.")] = "transcribe",
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (default: 3 epochs).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training clips.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Clips per micro-batch.")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default by size: tiny 3.75e-5 … large 4.4e-6).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Linear warm-up steps (default 10 %, at most 500).")] = None,
+    spec_augment: Annotated[bool, typer.Option("--spec-augment", help="Time and frequency masking of training features.")] = False,
+    lora: Annotated[bool, typer.Option("--lora", help="Train low-rank adapters on the attention projections (merged when saved).")] = False,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (greedy decode, CER/WER) every N steps (default: 10 epochs).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last evaluation.")] = False,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward (default: on from medium up).")] = None,
+    seed: Seed = 0,
+):
+    """Fine-tune Whisper on a folder of recordings; the checkpoint with the best CER exports."""
+    registry.layer_module("train", "whisper").train(
+        data, out_dir, checkpoint=checkpoint, preset=preset, eval_data=eval_data,
+        eval_split=eval_split, language=language, task=task, steps=steps, epochs=epochs,
+        batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup=warmup,
+        augment=spec_augment, lora=lora, lora_rank=lora_rank, eval_every=eval_every,
+        resume=resume, gradient_checkpointing=gradient_checkpointing, seed=seed)
+
+
 # ------------------------------------------------------------------------------------------
 # gradtts  (toolkit synthesize, toolkit train gradtts)
 # ------------------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ def _module(path: str) -> ModuleType:
     return importlib.import_module(path)
 
 
+def layer_module(layer: str, family: str) -> ModuleType:
+    """``toolkit.<layer>.<family>`` (e.g. ``train.whisper``)."""
+    return _module(f"toolkit.{layer}.{family}")
+
+
 def export_module(name: str) -> ModuleType:
     """A family-independent export module (``tensorrt``, ``check_trt``, ``manifest``)."""
     return _module(f"toolkit.export.{name}")

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "toolkit"
-RANK = {"core": 0, "models": 1, "export": 2, "runtime": 3, "bench": 4, "serve": 4}
+RANK = {"core": 0, "models": 1, "export": 2, "runtime": 3, "bench": 4, "serve": 4, "train": 4}
 TOP = 5   # registry.py, cli.py, doctor.py, toolkit/__init__.py
 
 
