@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,7 +198,10 @@ def _save_checkpoint(model, loaded: LoadedWhisper, out: Path, lora: bool) -> Non
     merged = copy.deepcopy(model).merge_and_unload() if lora else model
     merged.config.use_cache = True            # off only while training with checkpointing
     src = Path(loaded.source.get("checkpoint") or "")
-    with tempfile.TemporaryDirectory(prefix=".save-", dir=out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".save-", dir=out) as tmp, \
+            warnings.catch_warnings():
+        # transformers notes that suppress_tokens also sit in the model config: harmless
+        warnings.simplefilter("ignore", UserWarning)
         merged.save_pretrained(tmp, safe_serialization=True)
         for name in TOKENIZER_FILES:
             if src.is_dir() and (src / name).is_file():
