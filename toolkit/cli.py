@@ -271,7 +271,7 @@ def transcribe(
 @one_line_errors
 def train_whisper(
     data: Annotated[Path, typer.Option("--data", help="Training folder: LJSpeech (metadata.csv + wavs/), audiofolder (metadata.csv with file_name) or audio + AIHub JSON.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output: a Hugging Face checkpoint (the best CER) + train_log.jsonl, eval.json, resume/.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output: a Hugging Face checkpoint (the best CER) + train_log.jsonl, eval.json, resume/.")] = Path("runs/whisper-finetune"),
     checkpoint: Checkpoint = None,
     preset: Preset = None,
     eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation folder (default: the last clips of --data, see --eval-split).")] = None,

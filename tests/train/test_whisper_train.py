@@ -105,6 +105,29 @@ def test_spec_augment_masks_inside_the_speech_only():
     assert (feats == np.random.default_rng(1).standard_normal((80, 3000)).astype(np.float32)).all()
 
 
+def test_unreadable_and_long_audio_are_skipped_with_their_names(small_lj, tmp_path, capsys):
+    from toolkit.models.whisper.data import Utterance
+    from toolkit.train.whisper import _examples
+
+    tok = load_model(preset="tiny").tokenizer
+    good = load_labelled_folder(small_lj)[:2]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav")
+    long_ = tmp_path / "long.wav"
+    import soundfile as sf
+
+    sf.write(long_, np.random.default_rng(0).standard_normal(16000 * 31).astype(np.float32) * 0.1,
+             16000)
+    items = good + [Utterance(broken, "x"), Utterance(long_, "y")]
+    got = _examples(items, tok, 4, 448, "training")
+    assert [e.name for e in got] == [u.path.name for u in good]
+    err = capsys.readouterr().err
+    assert "skipped 1 training file(s), unreadable or silent: broken.wav" in err
+    assert "skipped 1 training file(s), longer than 30 s" in err and "long.wav" in err
+    with pytest.raises(ToolkitError, match="no usable training audio"):
+        _examples([Utterance(broken, "x")], tok, 4, 448, "training")
+
+
 def _log(out):
     return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
