@@ -155,6 +155,12 @@ def test_bad_transcribe_options_fail_in_one_line(shared_data, tmp_path):
     blocker.write_text("x")
     fails_cleanly("transcribe", jfk, "--output-dir", blocker / "sub", "--output-format", "srt",
                   contains="cannot write")
+    taken = tmp_path / "taken"
+    (taken / "jfk.srt").mkdir(parents=True)
+    fails_cleanly("transcribe", jfk, "--output-dir", taken, "--output-format", "srt",
+                  contains="jfk.srt is a directory")
+    fails_cleanly("transcribe", jfk, "--output-dir", blocker, "--output-format", "srt",
+                  contains="choose a directory with --output-dir")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     fails_cleanly("transcribe", empty, "--output-dir", out, contains="is empty (0 bytes)")

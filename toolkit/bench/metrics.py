@@ -75,13 +75,21 @@ def word_errors(hyp: str, ref: str, normalize: bool = True) -> dict:
     return {"substitutions": subs, "deleted": dels, "inserted": ins, "ref_words": n}
 
 
+def corpus_word_errors(hyps: Sequence[str], refs: Sequence[str]) -> dict:
+    """``word_errors`` summed over a corpus, plus ``wer`` in percentage points (None without
+    reference words)."""
+    total = {"substitutions": 0, "deleted": 0, "inserted": 0, "ref_words": 0}
+    for h, r in zip(hyps, refs):
+        for k, v in word_errors(h, r).items():
+            total[k] += v
+    edits = total["substitutions"] + total["deleted"] + total["inserted"]
+    total["wer"] = 100.0 * edits / total["ref_words"] if total["ref_words"] else None
+    return total
+
+
 def corpus_wer(hyps: Sequence[str], refs: Sequence[str]) -> float | None:
     """Corpus WER in percentage points (None without reference words)."""
-    errs = [word_errors(h, r) for h, r in zip(hyps, refs)]
-    words = sum(e["ref_words"] for e in errs)
-    if not words:
-        return None
-    return 100.0 * sum(e["substitutions"] + e["deleted"] + e["inserted"] for e in errs) / words
+    return corpus_word_errors(hyps, refs)["wer"]
 
 
 def normalize_text(text: str) -> str:

@@ -39,7 +39,7 @@ from ..models.whisper.data import default_bench_data, load_folder
 from ..models.whisper.loading import load_model
 from ..runtime.whisper import TranscribeOptions, open_pipeline
 from .harness import DEFAULT_BACKENDS, BenchSpec, Shape
-from .metrics import corpus_cer, token_exact_match, word_errors
+from .metrics import corpus_cer, corpus_word_errors, token_exact_match
 from .plots import Panel
 from .records import percentile_fields
 from .timing import percentiles
@@ -296,8 +296,8 @@ class WhisperBench(BenchSpec):
         is_ref = result is reference
         total = shape.fields["audio_s_total"]
         long_form = options["long_form"]
-        words = [word_errors(h, r) for h, r in zip(texts, refs)] if has_refs else []
-        n_words = sum(w["ref_words"] for w in words)
+        words = corpus_word_errors(texts, refs) if has_refs else {"ref_words": 0, "wer": None}
+        n_words = words["ref_words"]
         rec = {
             "mode": "long-form" if long_form else "clips",
             "beam_size": options["beam_size"],
@@ -309,12 +309,10 @@ class WhisperBench(BenchSpec):
             "rtf": float(np.median(result["pass_ms"])) / 1e3 / total,
             "device": result["after"]["device"],
             "cer_vs_reference": corpus_cer(texts, refs) if has_refs else None,
-            "wer_vs_reference": (100.0 * sum(w["substitutions"] + w["deleted"] + w["inserted"]
-                                             for w in words) / n_words) if n_words else None,
+            "wer_vs_reference": words["wer"],
             # words dropped/inserted: what long-form decoding loses or repeats (clips: in WER)
-            "words_dropped": sum(w["deleted"] for w in words) if n_words and long_form else None,
-            "words_inserted": sum(w["inserted"] for w in words) if n_words and long_form
-            else None,
+            "words_dropped": words["deleted"] if n_words and long_form else None,
+            "words_inserted": words["inserted"] if n_words and long_form else None,
             "segments": sum(o.get("segments", 0) for o in result["outputs"]) if long_form
             else None,
             "cer_vs_torch_fp32": corpus_cer(texts, ref_texts),

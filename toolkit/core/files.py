@@ -29,12 +29,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_writable(out: str | Path) -> Path:
+def check_writable(out: str | Path, option: str = "--out") -> Path:
     """Fail early, in one line, if ``out`` cannot be created or written (its parent too: the
-    replacement and the lock file are made beside it)."""
+    replacement and the lock file are made beside it). ``option``: the flag the fix names."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
-        raise ToolkitError(f"output path {out} exists and is a file; choose a directory with --out")
+        raise ToolkitError(f"output path {out} exists and is a file; choose a directory with "
+                           f"{option}")
     for where in ([out.parent, out] if out.exists() else [out.parent]):
         try:
             where.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,7 @@ def check_writable(out: str | Path) -> Path:
             os.unlink(probe)
         except OSError as exc:
             raise ToolkitError(f"cannot write to {where} ({exc.strerror or exc}); choose a "
-                               "writable directory with --out") from None
+                               f"writable directory with {option}") from None
     return out
 
 

@@ -318,7 +318,8 @@ def train(data, out, checkpoint: str | None = None, preset: str | None = None,
     pipe = open_pipeline(loaded=loaded, backend="torch")
     log_path = out / "train_log.jsonl"
     n_params = sum(p.numel() for p in params)
-    console.print(f"train whisper: {len(train_ex)} training / {len(eval_ex)} evaluation clips, "
+    console.print(f"train whisper from {loaded.weights}: {len(train_ex)} training / "
+                  f"{len(eval_ex)} evaluation clips, "
                   f"{total} steps × {batch_size} × {grad_accum}, lr {lr:g} (warm-up {warmup}), "
                   f"{n_params / 1e6:.1f} M trainable parameters{' (LoRA)' if lora else ''}, "
                   f"{device}{' ' + str(amp).split('.')[-1] if amp else ' fp32'}"

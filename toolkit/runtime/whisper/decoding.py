@@ -96,10 +96,10 @@ class TimestampRules(LogitFilter):
             logits[:, :tb] = NEG_INF
             if self.max_initial is not None:
                 logits[:, tb + self.max_initial + 1:] = NEG_INF
-        # the timestamps' total probability against the best text token
-        logprobs = log_softmax(logits)
-        ts_total = logsumexp(logprobs[:, tb:])
-        best_text = logprobs[:, :tb].max(axis=-1)
+        # the timestamps' total probability against the best text token: both sides share the
+        # softmax normaliser, so the raw scores compare the same (no full-vocabulary softmax)
+        ts_total = logsumexp(logits[:, tb:])
+        best_text = logits[:, :tb].max(axis=-1)
         logits[ts_total > best_text, :tb] = NEG_INF
 
 

@@ -80,12 +80,15 @@ WRITERS = {"txt": to_txt, "json": to_json, "srt": to_srt, "vtt": to_vtt, "tsv": 
 def plan_outputs(audio: list[Path], out_dir: Path, formats: list[str]) -> dict[Path, list[Path]]:
     """The files each input will write, checked before anything is decoded: the directory must
     be writable and two inputs may not write the same file."""
-    out_dir = check_writable(out_dir)
+    out_dir = check_writable(out_dir, "--output-dir")
     seen: dict[Path, Path] = {}
     plan: dict[Path, list[Path]] = {}
     for path in audio:
         files = [out_dir / f"{Path(path).stem}.{fmt}" for fmt in formats]
         for f in files:
+            if f.is_dir():
+                raise ToolkitError(f"{f} is a directory; the transcript of {path} would be "
+                                   "written there — choose another --output-dir")
             if f in seen:
                 raise ToolkitError(f"{path} and {seen[f]} would both write {f}; transcribe them "
                                    "into different --output-dir folders")
