@@ -112,18 +112,23 @@ def export(
     seed: Seed = 0,
     trt: Annotated[bool, typer.Option("--trt", help="Also build TensorRT engines (needs tensorrt).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace --out even if it holds files that are not a toolkit artifact.")] = False,
+    external_data_mb: Annotated[Optional[float], typer.Option("--external-data-mb", help="Graphs with at least this many MiB of weights keep them in one <graph>.onnx.data file beside the graph (default 1536: under protobuf's 2 GiB limit).")] = None,
 ):
     """Export a model's accelerated parts to ONNX (validated against PyTorch) + manifest.json."""
     fam = registry.get(model)
     precision = _precision(fp16, int8, int8_target)
     if trt and precision == "int8-cpu":
         raise ToolkitError("--trt needs the TensorRT int8 form; drop --int8-target cpu")
+    if external_data_mb is not None and not external_data_mb > 0:
+        raise ToolkitError(f"--external-data-mb must be a positive number of MiB, not "
+                           f"{external_data_mb:g}")
     tag = fam.default_tag(checkpoint, preset)
     out_dir = out_dir or Path("artifacts") / f"{model}-{tag}-{precision}"
     if trt:
         tensorrt().require_tensorrt(out_dir)  # fail before a long export if no build can happen
     fam.export(checkpoint=checkpoint, preset=preset, precision=precision, out=out_dir,
-               calib_data=calib_data, opset=opset, seed=seed, force=force)
+               calib_data=calib_data, opset=opset, seed=seed, force=force,
+               external_data_mb=external_data_mb)
     if trt:
         tensorrt().build_artifact(out_dir, fp16=precision == "fp16", int8=precision == "int8")
 
@@ -417,7 +422,7 @@ def build(
     artifact_dir: Annotated[Path, typer.Argument(help="Exported artifact directory (manifest.json + graphs).")],
     fp16: Annotated[bool, typer.Option("--fp16", help="fp16 engine (LayerNorm/Softmax and their inputs pinned fp32).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="int8 engine from the int8 QDQ export (explicit quantization).")] = False,
-    workspace: Annotated[int, typer.Option("--workspace", help="Builder workspace limit, MiB.")] = 2048,
+    workspace: Annotated[Optional[int], typer.Option("--workspace", help="Builder workspace limit, MiB (default: 2048 on a discrete GPU; on a Jetson, a quarter of the memory left after the graph's weights, 256-2048).")] = None,
     timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Timing cache file (read and updated); default per GPU + TensorRT under ~/.cache/toolkit/tensorrt.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write a copy of the artifact with the engines here (default: in place).")] = None,
     profile: Annotated[Optional[list[str]], typer.Option("--profile", help="Override a range: AXIS=min:opt:max (a named dynamic axis, e.g. tokens=1:64:448) or INPUT=AxB:AxB:AxB (a whole input shape). Repeatable.")] = None,

@@ -82,18 +82,34 @@ class Family:
                           self.default_model or self.default_preset)
 
     def export(self, checkpoint=None, preset=None, precision="fp32", out=None, calib_data=None,
-               opset: int = DEFAULT_OPSET, seed: int = 0, force: bool = False) -> dict:
+               opset: int = DEFAULT_OPSET, seed: int = 0, force: bool = False,
+               external_data_mb: float | None = None) -> dict:
         out = Path(out or Path("artifacts") / f"{self.name}-"
                    f"{self.default_tag(checkpoint, preset)}-{precision}")
         # before loading a large model: never replace a directory the user did not give us
         check_writable(check_replaceable(out, export_module("manifest").is_artifact, force))
-        with step(f"loading {self.name}"):
+        self._check_room(checkpoint, preset, precision, out)
+        threshold = (export_module("external").DEFAULT_THRESHOLD if external_data_mb is None
+                     else int(external_data_mb * (1 << 20)))
+        steps: list[dict] = []
+        with step(f"loading {self.name}", steps):
             loaded = self.load(checkpoint, preset, seed)
         if loaded.random_init:
             console.print(f"[yellow]note:[/] {loaded.weights} — for speed and export work, not "
                           "for real outputs")
-        return _module("toolkit.export.onnx").export_plan(self.build_plan(loaded, calib_data),
-                                                         precision, out, opset=opset, force=force)
+        return _module("toolkit.export.onnx").export_plan(
+            self.build_plan(loaded, calib_data), precision, out, opset=opset, force=force,
+            external_threshold=threshold, release=loaded.release, steps=steps)
+
+    def _check_room(self, checkpoint, preset, precision: str, out: Path) -> None:
+        """Memory and disk an export will need, estimated from the model's size before it is
+        loaded (families that can count their parameters without loading them)."""
+        models = self.layer("models")
+        count = getattr(models, "parameter_count", None)
+        n = count(checkpoint, preset) if count else None
+        if n is not None:
+            export_module("spec").check_export_room(
+                n, f"{self.name} {self.default_tag(checkpoint, preset)}", precision, out)
 
     def bench(self, **options) -> list[dict]:
         return _module("toolkit.bench.harness").run_bench(self.bench_spec, **options)

@@ -256,3 +256,31 @@ def test_softmax_and_score_layers_pinned(trt, tmp_path):
     assert {"Softmax", "Add", "Mul", "MatMul"} <= ops  # scores = QK^T * scale + mask
     assert not any(n.startswith("/out/") for n in pinned)  # the output projection may run fp16
     assert "/MatMul_1" not in pinned  # softmax @ V is downstream, not a feeder
+
+
+def test_graph_with_external_data_builds_from_its_file(trt, tmp_path):
+    """A graph whose weights live in <graph>.onnx.data (forced by a 1-byte threshold) is parsed
+    from its path, so the parser finds the data beside it; the engine key covers the data."""
+    from pathlib import Path
+
+    out = tmp_path / "ext"
+    m = export_plan(_plan(), "fp32", out, external_threshold=1)
+    assert all(len(g["data_files"]) == 1 for g in m["graphs"].values())
+    built = build_artifact(out, fp16=True)
+    parsed = [Path(p) for what, p in trt_double.CALLS if what == "parse_from_file"]
+    assert sorted(p.name for p in parsed) == sorted(g["file"] for g in m["graphs"].values())
+    assert all(p.parent == out for p in parsed)
+    load_manifest(out)  # engines, graphs and data files all check out
+    name, g = next(iter(built["graphs"].items()))
+    key = g["engines"][0]["key"]["key_sha256"]
+    # other weights, same graph file: the engine is rebuilt, not taken from the cache
+    data = out / g["data_files"][0]["file"]
+    raw = bytearray(data.read_bytes())
+    raw[-4:] = b"\x00\x00\x80\x3f"
+    data.write_bytes(bytes(raw))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["graphs"][name]["data_files"][0]["sha256"] = sha256_file(data)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    rebuilt = build_artifact(out, fp16=True)
+    keys = {e["key"]["key_sha256"] for e in rebuilt["graphs"][name]["engines"]}
+    assert key in keys and len(keys) == 2

@@ -33,7 +33,9 @@ from ..core.progress import Steps, console
 from ..export.spec import ExportPlan
 from ..models.base import LoadedModel
 from ..runtime.backends import PRECISIONS, check_backend, check_precision
-from ..runtime.graphs import artifact_for
+from ..export.artifact import is_current
+from ..export.manifest import load_manifest
+from ..runtime.graphs import artifact_for, artifact_path
 from .isolate import CaseFailed, run_isolated
 from .plots import Panel, write_plot
 from .records import write_records
@@ -307,9 +309,12 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
 
     plan = spec.build_plan(loaded)
     exported = sorted({p for b, p in cases if b != "torch" and b not in spec.extra_backends})
-    artifacts = {p: str(artifact_for(loaded, plan, p, workdir)) for p in exported}
-
     model = {"checkpoint": checkpoint, "preset": preset, "seed": seed}
+    if isolate:  # every case loads its own copy: the exports' memory is theirs alone
+        loaded.release()
+    artifacts = {p: _artifact(spec, loaded, plan, model, p, workdir, isolate) for p in exported}
+    export_figures = {p: _export_figures(a) for p, a in artifacts.items()}
+
     results: dict[tuple[str, str], dict] = {}
     peaks: dict[tuple[str, str], float] = {}
     failed: dict[tuple[str, str], str] = {}
@@ -354,6 +359,8 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
                 **percentiles(r["latency_ms"]),
                 "latency_ms_samples": [round(x, 3) for x in r["latency_ms"]],
                 "peak_rss_mb": round(peaks[(b, p)], 1),
+                **(export_figures.get(p, {}) if p in artifacts and b != "torch"
+                   and b not in spec.extra_backends else {}),
                 **_device_fields(r["device"]),
                 **spec.figures(shape, r, ref, options),
                 "environment": env, "error": None,
@@ -389,6 +396,36 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
     return records
 
 
+def _export_child(spec: BenchSpec, model: dict, precision: str, workdir) -> str:
+    loaded = spec.load_model(model["checkpoint"], model["preset"], model["seed"])
+    return str(artifact_for(loaded, spec.build_plan(loaded), precision, workdir, release=True))
+
+
+def _artifact(spec: BenchSpec, loaded, plan, model: dict, precision: str, workdir,
+              isolate: bool) -> str:
+    """The artifact a precision's rows run: reused when current, else exported — in its own
+    process when cases are isolated, so its time and peak memory are the export's alone."""
+    out = artifact_path(loaded, precision, workdir)
+    if not isolate or is_current(out, loaded.family, loaded.source, precision, plan.revision):
+        return str(artifact_for(loaded, plan, precision, workdir))
+    try:
+        path, _peak = run_isolated(_export_child, spec, model, precision, workdir)
+    except CaseFailed as exc:
+        raise ToolkitError(f"exporting {loaded.family} at {precision} for the bench failed: "
+                           f"{exc}") from None
+    return path
+
+
+def _export_figures(artifact: str) -> dict:
+    """How long the artifact's export took and its peak memory (from its manifest)."""
+    try:
+        m = load_manifest(artifact, verify_hashes=False)
+    except ToolkitError:
+        return {}
+    return {"export_seconds": m.get("export_seconds"),
+            "export_peak_rss_gb": m.get("export_peak_rss_gb")}
+
+
 def _device_fields(device: dict) -> dict:
     out: dict = {}
     if device.get("device_ms"):
@@ -418,6 +455,9 @@ def _columns(spec: BenchSpec, records: list[dict]) -> list[tuple[str, str, str]]
     cols += [(f"× {b} {p}", f"speedup_vs_{b}_{p}", ".2f") for b, p in spec.ratios
              if (b, p) in present]
     cols.append(("peak RSS MB", "peak_rss_mb", ".0f"))
+    if any(r.get("export_seconds") is not None for r in records):
+        cols += [("export s", "export_seconds", ".0f"),
+                 ("export peak GB", "export_peak_rss_gb", ".1f")]
     if any("device_ms_p50" in r for r in records):
         cols += [("device ms p50", "device_ms_p50", ".1f"), ("dev p90", "device_ms_p90", ".1f"),
                  ("dev p99", "device_ms_p99", ".1f")]

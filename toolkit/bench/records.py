@@ -28,6 +28,8 @@ COMMON_FIELDS = (
     "error",    # None, or why the case produced no figures (it raised or its process died)
 )
 # present only where a backend measures them (GPU)
+# present on rows that ran an exported artifact: how long its export took and its peak memory
+EXPORT_FIELDS = ("export_seconds", "export_peak_rss_gb")
 DEVICE_FIELDS = (*percentile_fields("device_ms"), "device_ms_samples", "device_peak_mb",
                  "device_memory_counts")
 
@@ -35,7 +37,7 @@ DEVICE_FIELDS = (*percentile_fields("device_ms"), "device_ms_samples", "device_p
 def check_schema(records: Iterable[dict], family_fields: Iterable[str]) -> None:
     """Every record has the common fields, and nothing that is neither common, device, a
     ``speedup_vs_*`` ratio nor declared by the family (a typo'd key fails here, not in a plot)."""
-    allowed = set(COMMON_FIELDS) | set(DEVICE_FIELDS) | set(family_fields)
+    allowed = set(COMMON_FIELDS) | set(DEVICE_FIELDS) | set(EXPORT_FIELDS) | set(family_fields)
     for r in records:
         missing = [k for k in COMMON_FIELDS if k not in r]
         extra = [k for k in r if k not in allowed and not k.startswith("speedup_vs_")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -137,6 +138,38 @@ def _acquire(path: Path, out: Path) -> int:
         os.close(fd)  # we locked a file that has since been unlinked: try again
 
 
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+         errno.EFBIG: "a file grew past this process's file-size limit"}
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def full_disk_reason(exc: BaseException) -> str | None:
+    """Why a write failed, if it failed for lack of room (an OSError's errno, or the message a
+    C++ writer — PyTorch's exporter, onnxruntime — passes up)."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return _FULL[exc.errno]
+    text = str(exc)
+    for i, t in enumerate(_FULL_TEXT):
+        if t in text:
+            return list(_FULL.values())[i]
+    return None
+
+
+@contextlib.contextmanager
+def write_errors(where: str | Path) -> Iterator[None]:
+    """Turn a write that ran out of room into one line that names the place and the fix."""
+    try:
+        yield
+    except ToolkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - only room errors are translated
+        why = full_disk_reason(exc)
+        if why is None:
+            raise
+        raise ToolkitError(f"cannot write {where}: {why}; free space there (or choose another "
+                           "--out) and run again — nothing was written") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, owned: Callable[[Path], bool] | None = None,
                force: bool = False, hint: str = REPLACE_HINT) -> Iterator[Path]:
@@ -154,7 +187,8 @@ def atomic_dir(out: str | Path, owned: Callable[[Path], bool] | None = None,
         os.chmod(tmp, 0o777 & ~_UMASK)
         old = None
         try:
-            yield tmp
+            with write_errors(out):
+                yield tmp
             check_replaceable(out, owned, force, hint)  # another writer may have filled it
             if out.exists():
                 old = out.parent / f".{out.name}.old-{os.getpid()}"

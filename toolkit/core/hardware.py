@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import platform
+from pathlib import Path
 
 from .errors import MissingDependency
 from .threads import default_threads
@@ -128,3 +129,13 @@ def environment(threads: int | None = None) -> dict:
             "threads": threads or default_threads(), "machine": platform.machine(),
             "os": platform.platform(), "gpu": gpu_name(), **tool_versions(),
             "cpu_int8_features": [f for f, on in cpu_features()["features"].items() if on]}
+
+
+def is_jetson() -> bool:
+    """An NVIDIA Jetson (Tegra SoC: the GPU shares system memory with the CPU and the OS)."""
+    if Path("/etc/nv_tegra_release").exists():
+        return True
+    try:
+        return "jetson" in Path("/proc/device-tree/model").read_text(errors="replace").lower()
+    except OSError:
+        return False

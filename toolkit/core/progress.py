@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+from .memory import PeakSampler, high_water_bytes
+
 T = TypeVar("T")
 
 console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
@@ -55,9 +57,29 @@ class Steps:
 
 
 @contextlib.contextmanager
-def step(description: str) -> Iterator[None]:
-    """A single long step without a known length: prints start and elapsed time."""
+def step(description: str, record: list | None = None, live: bool = True) -> Iterator[None]:
+    """A single long step without a known length: a spinner with the elapsed time and resident
+    memory while it runs, then one line with its time and its own peak memory. ``record``: a
+    list that gets ``{"step", "seconds", "peak_rss_gb"}``. ``live=False`` for a step that shows
+    its own progress bars (one live display at a time): a start line instead of the spinner."""
     t0 = time.perf_counter()
-    with console.status(description):
-        yield
-    console.print(f"[green]✓[/] {description} ({time.perf_counter() - t0:.1f} s)")
+    status = console.status(description) if live else contextlib.nullcontext()
+    if not live:
+        console.print(f"[bold]→[/] {description}")
+    before = high_water_bytes()
+    with status as st:
+        def tick(rss: int) -> None:
+            if st is not None:
+                st.update(f"{description} — {time.perf_counter() - t0:.0f} s, "
+                          f"RSS {rss / 1e9:.1f} GB")
+        with PeakSampler(on_tick=tick) as sampler:
+            yield
+    dt = time.perf_counter() - t0
+    # a step that set the process's high-water mark peaked exactly there (the sampler can miss
+    # a spike shorter than its period); any other step peaked at what the sampler saw
+    after = high_water_bytes()
+    peak = max(sampler.peak, after if after > before else 0)
+    console.print(f"[green]✓[/] {description} ({dt:.1f} s, peak RSS {peak / 1e9:.2f} GB)")
+    if record is not None:
+        record.append({"step": description, "seconds": round(dt, 1),
+                       "peak_rss_gb": round(peak / 1e9, 2)})

@@ -13,6 +13,16 @@ from ..core.progress import console
 from .manifest import load_manifest
 
 
+def is_current(out: str | Path, family: str, source: dict, precision: str, revision: int) -> bool:
+    """Whether ``out`` already holds the export ``cached_export`` would make."""
+    try:
+        m = load_manifest(out, family=family)
+    except ToolkitError:
+        return False
+    return (m.get("source") == source and m.get("precision") == precision
+            and m.get("export_revision") == revision)
+
+
 def cached_export(out: str | Path, family: str, source: dict, precision: str, revision: int,
                   export: Callable[[Path], object]) -> Path:
     """Reuse the artifact at ``out`` if it was exported from the same weights (``source``),
@@ -23,14 +33,9 @@ def cached_export(out: str | Path, family: str, source: dict, precision: str, re
     """
     out = Path(out)
     with locked(out):  # two first runs exporting the same model: one exports, one reuses
-        try:
-            m = load_manifest(out, family=family)
-            if (m.get("source") == source and m.get("precision") == precision
-                    and m.get("export_revision") == revision):
-                console.print(f"[dim]reusing {escape(str(out))} ({precision})[/]")
-                return out
-        except ToolkitError:
-            pass
+        if is_current(out, family, source, precision, revision):
+            console.print(f"[dim]reusing {escape(str(out))} ({precision})[/]")
+            return out
         console.print(f"exporting {family} {precision} graphs to {escape(str(out))}")
         export(out)
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..core.errors import ToolkitError
 from ..core.files import sha256_file
+from .external import check_locations
 
 MANIFEST = "manifest.json"
 FORMAT = "toolkit-artifact/1"
@@ -35,6 +36,8 @@ def is_artifact(directory: str | Path) -> bool:
     for g in (manifest.get("graphs") or {}).values():
         if isinstance(g, dict):
             known.add(str(g.get("file")))
+            known.update(str(d.get("file")) for d in g.get("data_files") or []
+                         if isinstance(d, dict))
             known.update(str(e.get("file")) for e in g.get("engines") or [] if isinstance(e, dict))
     known.update(str(name).split("/")[0] for name in manifest.get("extra_files") or [])
     return all(p.name in known or p.name.endswith(_EP_CACHE_SUFFIXES)
@@ -72,6 +75,30 @@ def _check_hash(directory: Path, f: Path, want, what: str, verify: bool) -> None
                            "or corrupt); re-export the artifact")
 
 
+def _check_data_files(directory: Path, graph: str, f: Path, listed, verify: bool) -> None:
+    """A graph's external data files: each listed one present, of its recorded size and hash,
+    and the graph reading weights from those files only (never a path outside the artifact)."""
+    if not isinstance(listed, list):
+        raise ToolkitError(f"the manifest of {directory} describes the data files of graph "
+                           f"{graph} wrongly; re-export the artifact")
+    sizes: dict[str, int] = {}
+    for d in listed:
+        name = d.get("file") if isinstance(d, dict) else None
+        path = inside(directory, name, "data file")
+        if not path.is_file():
+            raise ToolkitError(f"artifact {directory} is missing data file {name!r} of graph "
+                               f"{graph} (its weights); copy the whole artifact directory, or "
+                               "re-export it")
+        size = path.stat().st_size
+        if size != d.get("bytes"):
+            raise ToolkitError(f"data file {name} of {directory} has {size} bytes, its manifest "
+                               f"records {d.get('bytes')}; it is truncated or swapped — copy the "
+                               "artifact again or re-export it")
+        _check_hash(directory, path, d.get("sha256"), "data file", verify)
+        sizes[name] = size
+    check_locations(f, sizes)
+
+
 def load_manifest(directory: str | Path, family: str | None = None,
                   verify_hashes: bool = True) -> dict:
     """Read and check an artifact's manifest; raises ToolkitError with the fix on any mismatch."""
@@ -107,6 +134,7 @@ def load_manifest(directory: str | Path, family: str | None = None,
             raise ToolkitError(f"artifact {directory} is missing graph file {g.get('file')!r} "
                                f"named in its manifest; re-export it")
         _check_hash(directory, f, g.get("sha256"), "graph file", verify_hashes)
+        _check_data_files(directory, name, f, g.get("data_files") or [], verify_hashes)
         for e in g.get("engines") or []:
             if isinstance(e, dict) and "file" in e:
                 inside(directory, e["file"], "engine file")

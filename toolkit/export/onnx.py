@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
+import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -16,9 +18,11 @@ from rich.markup import escape
 from ..core.errors import ToolkitError
 from ..core.files import atomic_dir, check_replaceable, sha256_file
 from ..core.hardware import tool_versions
+from ..core.memory import high_water_bytes
 from ..core.parity import cosine, max_abs, rel_l2
-from ..core.progress import Steps, console
+from ..core.progress import console, step
 from ..core.threads import default_threads
+from . import external
 from . import precision as prec
 from .manifest import is_artifact, write_manifest
 from .ort import run_onnx
@@ -101,8 +105,14 @@ def torch_outputs(spec: GraphSpec, feed: dict) -> dict[str, np.ndarray]:
             for name, o in zip(spec.output_names, out)}
 
 
+def reference_outputs(plan: ExportPlan, feeds: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """PyTorch fp32 outputs of every graph on its feeds (taken before the weights are released)."""
+    return {spec.name: [torch_outputs(spec, f) for f in feeds.get(spec.name, [])]
+            for spec in plan.graphs}
+
+
 def validate(plan: ExportPlan, files: dict[str, Path], precision: str,
-             feeds: dict[str, list[dict]]) -> dict:
+             feeds: dict[str, list[dict]], refs: dict[str, list[dict]] | None = None) -> dict:
     """Run every graph on onnxruntime (CPU) and its PyTorch module on the same real inputs.
 
     int8 graphs are judged on what the precision does — Q/DQ evaluated as float ops (graph
@@ -119,8 +129,9 @@ def validate(plan: ExportPlan, files: dict[str, Path], precision: str,
         tol = tolerance_for(spec, precision)
         worst: dict = {}
         kernel: dict = {}
-        for feed, got, kern in zip(graph_feeds, judged, fused):
-            for name, r in torch_outputs(spec, feed).items():
+        graph_refs = (refs or {}).get(spec.name) or [torch_outputs(spec, f) for f in graph_feeds]
+        for ref, got, kern in zip(graph_refs, judged, fused):
+            for name, r in ref.items():
                 g = got[name]
                 if g.shape != r.shape:
                     raise ToolkitError(f"validation: {spec.name}/{name} has shape {g.shape} on "
@@ -175,81 +186,112 @@ def print_validation(report: dict, precision: str, title: str = "Validation agai
 
 
 def export_plan(plan: ExportPlan, precision: str, out: str | Path,
-                opset: int = DEFAULT_OPSET, force: bool = False) -> dict:
+                opset: int = DEFAULT_OPSET, force: bool = False,
+                external_threshold: int = external.DEFAULT_THRESHOLD,
+                release: Callable[[], None] | None = None,
+                steps: list[dict] | None = None) -> dict:
     """Export every graph of ``plan`` at ``precision`` into the artifact directory ``out``.
 
-    Writes atomically: on any failure (including failed validation) nothing is left behind. An
-    existing ``out`` is replaced only if it is empty or an artifact (or ``force``).
-    Returns the manifest.
+    Writes atomically: on any failure (including failed validation or a full disk) nothing is
+    left behind. An existing ``out`` is replaced only if it is empty or an artifact (or
+    ``force``). Graphs with at least ``external_threshold`` bytes of weights keep them in one
+    data file each (``export/external.py``).
+
+    Memory: the PyTorch outputs that validation compares against (and the calibration inputs)
+    are computed right after tracing; then ``release()`` — when given — frees the PyTorch
+    weights, so conversion and validation never hold them beside the graph's own copy.
+    Returns the manifest, whose ``export_steps`` lists each step's time and peak memory
+    (after the ones given in ``steps``, e.g. loading the model).
     """
     if precision not in EXPORT_PRECISIONS:
         raise ToolkitError(f"unknown precision {precision!r}; use one of "
                            f"{', '.join(EXPORT_PRECISIONS)}")
+    if external_threshold <= 0:
+        raise ToolkitError(f"the external-data threshold must be a positive size, not "
+                           f"{external_threshold}")
     torch.set_num_threads(default_threads())  # feeds and references: same threads every run
     out = check_replaceable(out, is_artifact, force)
+    steps = list(steps or [])
+    t_start = time.perf_counter() - sum(s["seconds"] for s in steps)
     with atomic_dir(out, is_artifact, force) as tmp:
         work = tmp / ".work"
-        work.mkdir()
+        (work / "fp32").mkdir(parents=True)
         files: dict[str, Path] = {}
         graphs_meta: dict[str, dict] = {}
-        with Steps(f"export {plan.family} ({precision})", total=len(plan.graphs)) as bar:
-            for spec in plan.graphs:
-                fp32_path = work / f"{spec.name}.fp32.onnx"
-                export_graph(spec, fp32_path, opset)
-                files[spec.name] = fp32_path
-                bar.advance(spec.name)
-        val_feeds = plan.validation_feeds()
-        conv_info: dict[str, dict] = {name: {} for name in files}
-        if precision == "fp16":
-            for spec in plan.graphs:
-                dst = work / f"{spec.name}.fp16.onnx"
-                conv_info[spec.name] = prec.convert_fp16(files[spec.name], dst, spec,
-                                                         val_feeds.get(spec.name, []))
-                files[spec.name] = dst
-        elif precision in ("int8", "int8-cpu"):
+        for spec in plan.graphs:
+            path = work / "fp32" / f"{spec.name}.onnx"
+            with step(f"tracing {spec.name} to ONNX", steps):
+                export_graph(spec, path, opset)
+                external.consolidate(path, external_threshold)
+            files[spec.name] = path
+        with step("PyTorch reference outputs on real inputs", steps):
+            val_feeds = plan.validation_feeds()
+            refs = reference_outputs(plan, val_feeds)
+        calib = None
+        if precision in ("int8", "int8-cpu"):
             if plan.calibration_feeds is None:
                 raise ToolkitError(f"{plan.family} has no calibration data source for int8")
-            calib = plan.calibration_feeds()
-            for spec in plan.graphs:
-                dst = work / f"{spec.name}.int8.onnx"
-                if precision == "int8-cpu" and spec.int8_cpu_scheme != "qdq":
+            with step("calibration inputs from real data", steps):
+                calib = plan.calibration_feeds()
+        if release is not None:
+            release()
+        conv_info: dict[str, dict] = {name: {} for name in files}
+        if precision != "fp32":
+            (work / precision).mkdir()
+        for spec in plan.graphs:
+            if precision == "fp32":
+                break
+            dst = work / precision / f"{spec.name}.onnx"
+            with step(f"{spec.name}: {precision} conversion", steps, live=False):
+                if precision == "fp16":
+                    conv_info[spec.name] = prec.convert_fp16(
+                        files[spec.name], dst, spec, val_feeds.get(spec.name, []),
+                        external_threshold)
+                elif precision == "int8-cpu" and spec.int8_cpu_scheme != "qdq":
                     conv_info[spec.name] = prec.quantize_cpu_int8(
                         files[spec.name], dst, spec, calib.get(spec.name, []),
-                        spec.int8_cpu_scheme)
+                        spec.int8_cpu_scheme, threshold=external_threshold)
                 else:
                     conv_info[spec.name] = prec.quantize_int8(
                         files[spec.name], dst, spec, calib.get(spec.name, []),
-                        activations="uint8" if precision == "int8-cpu" else "int8")
-                files[spec.name] = dst
+                        activations="uint8" if precision == "int8-cpu" else "int8",
+                        threshold=external_threshold)
+            files[spec.name] = dst
+        calib = None
         final: dict[str, Path] = {}
         for spec in plan.graphs:
             target = tmp / f"{spec.name}.onnx"
-            shutil.move(str(files[spec.name]), target)
+            external.move(files[spec.name], target)
             final[spec.name] = target
-        with console.status("validating against PyTorch on real inputs"):
-            report = validate(plan, final, precision, val_feeds)
+        shutil.rmtree(work)
+        with step("validating against PyTorch on real inputs", steps):
+            report = validate(plan, final, precision, val_feeds, refs)
+        del refs, val_feeds
         print_validation(report, precision)
         failed = [f"{g}/{o}" for g, outs in report.items() for o, m in outs.items()
                   if not m["passed"]]
         if failed:
             raise ToolkitError(f"validation failed for {', '.join(failed)} at {precision} "
                                "(see the table above); the artifact was not written")
-        for spec in plan.graphs:
-            inputs, outputs = graph_io(final[spec.name])
-            graphs_meta[spec.name] = {
-                "file": final[spec.name].name,
-                "sha256": sha256_file(final[spec.name]),
-                "bytes": final[spec.name].stat().st_size,
-                "inputs": inputs,
-                "outputs": outputs,
-                "dynamic_axes": {k: {str(a): n for a, n in v.items()}
-                                 for k, v in spec.dynamic_axes.items()},
-                "trt_profiles": {k: p.as_dict() for k, p in spec.profiles.items()},
-                "settings": graph_settings(spec),
-                "held_precision": graph_precision(final[spec.name]),
-                **conv_info[spec.name],
-            }
-        shutil.rmtree(work)
+        with step("hashing the graphs and their data files", steps):
+            for spec in plan.graphs:
+                f = final[spec.name]
+                inputs, outputs = graph_io(f)
+                graphs_meta[spec.name] = {
+                    "file": f.name,
+                    "sha256": sha256_file(f),
+                    "bytes": f.stat().st_size,
+                    "data_files": [{"file": d.name, "sha256": sha256_file(d),
+                                    "bytes": d.stat().st_size} for d in external.data_files(f)],
+                    "inputs": inputs,
+                    "outputs": outputs,
+                    "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                                     for k, v in spec.dynamic_axes.items()},
+                    "trt_profiles": {k: p.as_dict() for k, p in spec.profiles.items()},
+                    "settings": graph_settings(spec),
+                    "held_precision": graph_precision(f),
+                    **conv_info[spec.name],
+                }
         extra_files = plan.extra_files()
         for name, content in extra_files.items():
             dst = tmp / name
@@ -271,9 +313,19 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
             "parity": {"reference": "PyTorch fp32 on the same real inputs",
                        "backend": "onnxruntime CPUExecutionProvider", "graphs": report},
             "extra_files": {name: sha256_file(tmp / name) for name in sorted(extra_files)},
+            "external_data_threshold_bytes": int(external_threshold),
+            "export_steps": steps,
+            "export_seconds": round(time.perf_counter() - t_start, 1),
+            # the process's high-water mark: exact, loading included (what /usr/bin/time -v
+            # reports as maximum resident set size)
+            "export_peak_rss_gb": round(max([high_water_bytes() / 1e9]
+                                            + [s["peak_rss_gb"] for s in steps]), 2),
             "tools": tool_versions(),
         }
         write_manifest(tmp, manifest)
-    console.print(f"[green]✓[/] wrote {escape(str(out))} ({', '.join(f.name for f in final.values())}"
-                  f" + manifest.json)")
+    written = [f.name for f in final.values()] + [d["file"] for g in graphs_meta.values()
+                                                   for d in g["data_files"]]
+    console.print(f"[green]✓[/] wrote {escape(str(out))} ({', '.join(written)} + manifest.json) "
+                  f"in {manifest['export_seconds']:.0f} s, peak RSS "
+                  f"{manifest['export_peak_rss_gb']:.2f} GB")
     return manifest

@@ -11,6 +11,8 @@ form TensorRT 10 consumes (implicit-calibrator INT8 is deprecated there).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +22,8 @@ import onnx
 from ..core.errors import ToolkitError
 from ..core.progress import Steps, console
 from ..core.parity import rel_l2
-from .ort import run_onnx
+from . import external
+from .ort import absmax, run_onnx, value_ranges
 from .spec import GraphSpec
 
 FP16_MAX = 65504.0
@@ -31,62 +34,90 @@ ALWAYS_FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt",
 
 
 def _value_types(model) -> dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model)
     types = {}
-    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+    for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         types[v.name] = v.type.tensor_type.elem_type
     return types
 
 
+@contextlib.contextmanager
+def _inferred(src: Path):
+    """``src`` with ONNX shape inference applied, as a file beside it (file-to-file inference
+    works past protobuf's 2 GiB limit; its external data resolves from the same folder)."""
+    from onnx.shape_inference import infer_shapes_path
+
+    out = src.with_name(f"{src.stem}.inferred-{os.getpid()}.onnx")
+    try:
+        infer_shapes_path(str(src), str(out))
+        yield out
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def intermediate_ranges(path: str | Path, feeds: Sequence[dict]) -> dict[str, float]:
     """Max |activation| of every float tensor in the graph over ``feeds`` (fp32 run)."""
-    model = onnx.load(str(path))
-    types = _value_types(model)
-    existing = {o.name for o in model.graph.output}
-    extra = list(dict.fromkeys(name for node in model.graph.node for name in node.output
-                               if name and name not in existing
-                               and types.get(name) == onnx.TensorProto.FLOAT))
-    peak: dict[str, float] = {}
-    for outs in run_onnx(model, feeds, "none", extra_outputs=extra):
-        for n, o in outs.items():
-            if o.size and o.dtype.kind == "f":
-                peak[n] = max(peak.get(n, 0.0), float(np.max(np.abs(o))))
-    return peak
+    path = Path(path)
+    with _inferred(path) as inferred:
+        model = onnx.load(str(inferred), load_external_data=False)
+    return _ranges(path, model, feeds)
 
 
-def convert_fp16(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict]) -> dict:
-    """Write an fp16 copy of ``src`` with overflow-prone nodes kept fp32. Returns manifest info."""
+def _ranges(path: Path, skeleton, feeds: Sequence[dict]) -> dict[str, float]:
+    types = _value_types(skeleton)
+    existing = {o.name for o in skeleton.graph.output}
+    tensors = list(dict.fromkeys(name for node in skeleton.graph.node for name in node.output
+                                 if name and name not in existing
+                                 and types.get(name) == onnx.TensorProto.FLOAT))
+    return absmax(path, feeds, tensors) if feeds else {}
+
+
+def convert_fp16(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
+                 threshold: int = external.DEFAULT_THRESHOLD) -> dict:
+    """Write an fp16 copy of ``src`` with overflow-prone nodes kept fp32. Returns manifest info.
+
+    Memory: the fp32 weights are loaded once and converted in place (tensor by tensor), and the
+    intermediate ranges come from scalar probes inside the graph — never every activation."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(src))
-    keep_ops = set(ALWAYS_FP32_OPS) | set(spec.fp32_ops)
-    producers = {o: n for n in model.graph.node for o in n.output}
-    block_nodes = set()
-    for n in model.graph.node:
-        if n.op_type == "Softmax":  # the scores feeding Softmax (QK^T, scale, mask add)
-            frontier = list(n.input)
-            for _ in range(3):
-                nxt = []
-                for t in frontier:
-                    p = producers.get(t)
-                    if p is not None and p.op_type in ("Add", "MatMul", "Mul", "Div", "Where"):
-                        block_nodes.add(p.name)
-                        nxt.extend(p.input)
-                frontier = nxt
-    peak = intermediate_ranges(src, feeds[:2]) if feeds else {}
-    hot = {producers[t].name for t, v in peak.items() if v > FP16_SAFE and t in producers}
-    block_nodes |= hot
-    max_act = max(peak.values()) if peak else float("nan")
-    m16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=sorted(keep_ops),
-                                   node_block_list=sorted(block_nodes))
-    _dedupe_casts(m16)
-    onnx.save(m16, str(dst))
-    pinned = sum(1 for n in model.graph.node if n.op_type in keep_ops or n.name in block_nodes)
-    console.print(f"  {spec.name}: fp16 with {pinned}/{len(model.graph.node)} nodes kept fp32 "
+    with _inferred(src) as inferred:
+        skeleton = onnx.load(str(inferred), load_external_data=False)
+        keep_ops = set(ALWAYS_FP32_OPS) | set(spec.fp32_ops)
+        producers = {o: n for n in skeleton.graph.node for o in n.output}
+        block_nodes = set()
+        for n in skeleton.graph.node:
+            if n.op_type == "Softmax":  # the scores feeding Softmax (QK^T, scale, mask add)
+                frontier = list(n.input)
+                for _ in range(3):
+                    nxt = []
+                    for t in frontier:
+                        p = producers.get(t)
+                        if p is not None and p.op_type in ("Add", "MatMul", "Mul", "Div", "Where"):
+                            block_nodes.add(p.name)
+                            nxt.extend(p.input)
+                    frontier = nxt
+        with console.status(f"{spec.name}: measuring activation ranges for fp16"):
+            peak = _ranges(src, skeleton, feeds[:2])
+        hot = {producers[t].name for t, v in peak.items() if v > FP16_SAFE and t in producers}
+        block_nodes |= hot
+        max_act = max(peak.values()) if peak else float("nan")
+        total = len(skeleton.graph.node)
+        pinned = sum(1 for n in skeleton.graph.node
+                     if n.op_type in keep_ops or n.name in block_nodes)
+        del skeleton, producers
+        with console.status(f"{spec.name}: converting weights to fp16"):
+            model = onnx.load(str(inferred))  # the weights, once
+    with console.status(f"{spec.name}: converting weights to fp16"):
+        m16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=sorted(keep_ops),
+                                       node_block_list=sorted(block_nodes),
+                                       disable_shape_infer=True)  # inferred above, from the file
+        del model
+        _dedupe_casts(m16)
+        external.save(m16, dst, threshold)
+    console.print(f"  {spec.name}: fp16 with {pinned}/{total} nodes kept fp32 "
                   f"({len(hot)} for range > {FP16_SAFE:g}); largest fp32 activation "
                   f"{max_act:.3g}")
     return {"fp32_nodes": pinned, "fp32_ops": sorted(keep_ops), "range_pinned_nodes": len(hot),
-            "max_abs_activation_fp32": max_act, "total_nodes": len(model.graph.node)}
+            "max_abs_activation_fp32": max_act, "total_nodes": total}
 
 
 def _dedupe_casts(model) -> None:
@@ -112,19 +143,6 @@ def _dedupe_casts(model) -> None:
             seen[node.name] = 0
     del model.graph.node[:]
     model.graph.node.extend(keep)
-
-
-class _Reader:
-    """onnxruntime CalibrationDataReader over a list of feeds, advancing a progress bar."""
-    def __init__(self, feeds: Sequence[dict], input_names: Sequence[str], bar=None):
-        self._it = iter([{k: f[k] for k in input_names} for f in feeds])
-        self._bar = bar
-
-    def get_next(self):
-        item = next(self._it, None)
-        if item is not None and self._bar is not None:
-            self._bar.advance()
-        return item
 
 
 def weight_matmuls(model, op_types: Sequence[str]) -> list[str]:
@@ -179,18 +197,12 @@ def layer_sensitivity(fp32: Path, qdq: Path, feeds: Sequence[dict]) -> dict[str,
         twin.attribute.extend(n.attribute)
         q.graph.node.append(twin)
         pairs[n.name] = (n.output[0], twin.output[0])
-    probe = qdq.with_name(qdq.stem + ".probe.onnx")
-    onnx.save(q, str(probe))
-    try:
-        outs = run_onnx(probe, feeds, "none",
-                        extra_outputs=[t for pair in pairs.values() for t in pair])
-    finally:
-        probe.unlink(missing_ok=True)
+    outs = run_onnx(q, feeds, "none", extra_outputs=[t for pair in pairs.values() for t in pair])
     return {name: max(rel_l2(o[a], o[b]) for o in outs) for name, (a, b) in pairs.items()}
 
 
 def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
-                  activations: str = "int8") -> dict:
+                  activations: str = "int8", threshold: int = external.DEFAULT_THRESHOLD) -> dict:
     """Static QDQ quantization calibrated on ``feeds`` (real data); int8 per-channel weights.
 
     ``activations="int8"``: symmetric signed activations — the form TensorRT builds from.
@@ -206,18 +218,20 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
     if not feeds:
         raise ToolkitError(f"no calibration data for graph {spec.name}; pass --calib-data DIR "
                            "with real inputs")
-    model = onnx.load(str(src))
+    model = onnx.load(str(src), load_external_data=False)  # node names only
     layers = weight_matmuls(model, spec.quantize_ops)
     pinned = [n for n in layers if any(p in n for p in spec.int8_float_layers)]
     nodes = [n for n in layers if n not in pinned]
     if not nodes:
         raise ToolkitError(f"graph {spec.name} has no {'/'.join(spec.quantize_ops)} layer with "
                            "constant weights to quantise")
-    input_names = [i.name for i in model.graph.input]
     cache = dst.with_name(dst.stem + ".calibration.json")
     cache.unlink(missing_ok=True)
     with Steps(f"calibrating {spec.name} ({activations} activations)", total=len(feeds)) as bar:
-        _quantize(src, dst, spec, nodes, activations, cache, _Reader(feeds, input_names, bar))
+        _calibrate(src, spec, feeds, activations, cache, bar.advance)
+    with console.status(f"{spec.name}: writing the QDQ graph"):
+        _quantize(src, dst, spec, nodes, activations, cache)
+    external.consolidate(dst, threshold)
     budget = spec.int8_budget
     # the error is measured on a few calibration inputs (the fp32 graph is the reference)
     probe_feeds = list(feeds[:: max(1, len(feeds) // 6)])[:6]
@@ -237,7 +251,7 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
         # activation that their int8 neighbours use)
         chosen = _with_float_layers(onnx.load(str(dst)), onnx.load(str(src)), set(float_nodes))
         _prune(chosen)
-        onnx.save(chosen, str(dst))
+        external.save(chosen, dst, threshold)
         err = worst_rel_l2(run_onnx(dst, probe_feeds, "none"), ref)
     cache.unlink(missing_ok=True)
     q = onnx.load(str(dst), load_external_data=False)
@@ -269,7 +283,8 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
 
 
 def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
-                      scheme: str, block_size: int = 32) -> dict:
+                      scheme: str, block_size: int = 32,
+                      threshold: int = external.DEFAULT_THRESHOLD) -> dict:
     """onnxruntime-on-CPU int8 forms that need no static activation ranges (TensorRT builds
     neither):
 
@@ -286,7 +301,9 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
     import logging
 
 
-    model = onnx.load(str(src))
+    big = bool(external.data_files(src))
+    # the weights are needed in memory only by the block-wise quantizer
+    model = onnx.load(str(src), load_external_data=scheme == "blockwise")
     nodes = weight_matmuls(model, ("MatMul",))
     if not nodes:
         raise ToolkitError(f"graph {spec.name} has no MatMul with constant weights to quantise")
@@ -305,7 +322,8 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
                 q = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True,
                                          accuracy_level=4, algo_config=cfg)
                 q.process()
-                q.model.save_model_to_file(str(dst), False)
+                del model
+                q.model.save_model_to_file(str(dst), big)
                 op, how = "MatMulNBits", (f"MatMulNBits: 8-bit symmetric weights in blocks of "
                                           f"{block_size}, accuracy_level 4 (activations "
                                           "quantized per block at run time)")
@@ -314,13 +332,14 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
 
                 quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"],
                                  nodes_to_quantize=nodes, per_channel=True, reduce_range=True,
-                                 weight_type=QuantType.QInt8)
+                                 weight_type=QuantType.QInt8, use_external_data_format=big)
                 op, how = "MatMulInteger", ("dynamic: per-channel int8 weights (7-bit range), "
                                             "uint8 activations scaled per call")
             else:
                 raise ToolkitError(f"unknown int8-cpu scheme {scheme!r} for graph {spec.name}")
     finally:
         logging.disable(logging.NOTSET)
+    external.consolidate(dst, threshold)
     out = onnx.load(str(dst), load_external_data=False)
     n_q = sum(1 for n in out.graph.node if n.op_type == op)
     probe = list(feeds[:: max(1, len(feeds) // 6)])[:6]
@@ -424,10 +443,39 @@ def _prune(model) -> None:
     model.graph.initializer.extend(inits)
 
 
+def _calibrate(src: Path, spec: GraphSpec, feeds: Sequence[dict], activations: str,
+               cache: Path, advance=None) -> None:
+    """MinMax activation ranges of the tensors onnxruntime's quantizer reads (every float input
+    and output of a ``spec.quantize_ops`` node), written as its calibration cache — the same
+    numbers its MinMax calibrator computes (symmetric: ±max|x| for int8 activations), measured
+    with bounded memory (``ort.value_ranges``)."""
+    from onnxruntime.quantization.calibrate import (CalibrationMethod, TensorsData,
+                                                    save_tensors_data)
+
+    with _inferred(src) as inferred:
+        skeleton = onnx.load(str(inferred), load_external_data=False)
+    types = _value_types(skeleton)
+    inits = {i.name for i in skeleton.graph.initializer}
+    tensors = list(dict.fromkeys(
+        t for n in skeleton.graph.node if n.op_type in spec.quantize_ops
+        for t in list(n.input) + list(n.output)
+        if t and t not in inits and types.get(t) in (onnx.TensorProto.FLOAT,
+                                                     onnx.TensorProto.FLOAT16)))
+    del skeleton
+    ranges = value_ranges(src, feeds, tensors, advance)
+    pairs = {}
+    for t, (lo, hi) in ranges.items():
+        if activations != "uint8":  # symmetric, as the MinMax calibrator with symmetric=True
+            m = max(abs(lo), abs(hi))
+            lo, hi = -m, m
+        pairs[t] = (np.array(lo, dtype=np.float32), np.array(hi, dtype=np.float32))
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, pairs), cache)
+
+
 def _quantize(src: Path, dst: Path, spec: GraphSpec, nodes: Sequence[str], activations: str,
-              cache: Path, reader=None) -> None:
-    """One onnxruntime quantize_static call; the first (with ``reader``) calibrates and writes
-    the range cache, later ones re-use it for another layer selection."""
+              cache: Path) -> None:
+    """One onnxruntime quantize_static call from the range cache ``_calibrate`` wrote (also
+    re-used for another layer selection)."""
     import logging
 
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -437,7 +485,8 @@ def _quantize(src: Path, dst: Path, spec: GraphSpec, nodes: Sequence[str], activ
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs a "consider pre-processing" hint
     try:
-        quantize_static(str(src), str(dst), reader,
+        quantize_static(str(src), str(dst), None,
+                        use_external_data_format=bool(external.data_files(src)),
                         quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, per_channel=True,

@@ -6,8 +6,13 @@ A family's ``export/<family>/`` folder builds a list of ``GraphSpec`` for a load
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
+
+from ..core.errors import ToolkitError
+from ..core.memory import check_fits
 
 # Relative-L2 / cosine tolerances used when a family declares none. fp32 should be numerically
 # the same graph; fp16 loses ~3 decimal digits; int8 QDQ is a quantised approximation.
@@ -108,3 +113,30 @@ class ExportPlan:
     model_config: dict
     extra_files: Callable[[], dict] = dict
     revision: int = 1
+
+
+# What an export needs, per byte of the model's fp32 weights (checked before loading it):
+# resident memory (the PyTorch weights until the references are taken, then one copy of one
+# graph's weights in conversion and one onnxruntime session at a time) and disk (the fp32
+# graphs, the converted ones, and the finished artifact while they coexist). Measured on
+# large-v3-turbo and large-v3: README, "Large models".
+EXPORT_MEMORY_BASE = 1.0e9
+EXPORT_MEMORY_FACTOR = {"fp32": 2.0, "fp16": 2.2, "int8": 2.4, "int8-cpu": 2.4}
+EXPORT_DISK_FACTOR = {"fp32": 1.1, "fp16": 1.7, "int8": 1.4, "int8-cpu": 1.4}
+
+
+def check_export_room(parameters: int, what: str, precision: str, out) -> None:
+    """Refuse, before loading anything, an export that will not fit this machine's free memory
+    or the free disk under ``out`` (both estimated from the parameter count)."""
+    fp32 = 4 * parameters
+    label = f"exporting {what} at {precision} ({parameters / 1e9:.2f} B parameters)"
+    check_fits(int(EXPORT_MEMORY_BASE + EXPORT_MEMORY_FACTOR[precision] * fp32), label,
+               "free memory, or export on a machine with more (TOOLKIT_MAX_MEMORY_GB caps what "
+               "the toolkit may plan to use)")
+    out = Path(out)
+    where = out if out.exists() else out.parent
+    free = shutil.disk_usage(where).free
+    need = int(EXPORT_DISK_FACTOR[precision] * fp32)
+    if need > free:
+        raise ToolkitError(f"{label} writes about {need / 1e9:.1f} GB under {where}, which has "
+                           f"{free / 1e9:.1f} GB free; free space there or choose another --out")

@@ -40,11 +40,39 @@ from ..core.progress import Steps, console
 from ..core.files import (atomic_dir, atomic_write_bytes, check_replaceable, check_writable,
                           locked, sha256_file)
 from ..core import hardware
+from ..core.memory import available_bytes
 from .manifest import MANIFEST, is_artifact, load_manifest
 
 MIN_TRT_MAJOR = 10
 NEW_OUT_HINT = "choose a new or empty --out directory"
-DEFAULT_WORKSPACE_MB = 2048
+DEFAULT_WORKSPACE_MB = 2048   # discrete GPUs (dedicated memory)
+MIN_WORKSPACE_MB = 256
+
+
+def default_workspace_mb(weight_bytes: int, jetson: bool | None = None,
+                         available: int | None = None) -> int:
+    """The builder's workspace when ``--workspace`` is not given.
+
+    Discrete GPU: 2048 MiB. Jetson: the GPU shares the board's memory with the CPU and the OS,
+    and the builder holds the graph's weights (and the engine it is making) beside its
+    workspace — a fixed 2 GiB plus large-v3's 3 GB of fp16 weights does not fit an 8 GB Orin.
+    So: a quarter of the memory left free after twice the weights, in 256 MiB steps, between
+    256 and 2048 MiB (Orin NX 16 GB, large-v3 fp16 decoder: ~2048; Orin Nano 8 GB, medium:
+    ~1024). Refuses, in one line, a graph that leaves less than the minimum."""
+    jetson = hardware.is_jetson() if jetson is None else jetson
+    if not jetson:
+        return DEFAULT_WORKSPACE_MB
+    available = available_bytes() if available is None else available
+    if available is None:
+        return DEFAULT_WORKSPACE_MB
+    left_mb = (available - 2 * weight_bytes) // (1 << 20)
+    mb = min(DEFAULT_WORKSPACE_MB, (left_mb // 4) // 256 * 256)
+    if mb < MIN_WORKSPACE_MB:
+        raise ToolkitError(f"building an engine for {weight_bytes / 1e9:.1f} GB of weights needs "
+                           f"about {(2 * weight_bytes + 4 * MIN_WORKSPACE_MB * (1 << 20)) / 1e9:.1f} "
+                           f"GB free on this Jetson, which has {available / 1e9:.1f} GB; close "
+                           "other programs, use a smaller or int8 export, or pass --workspace")
+    return mb
 # ONNX ops that TensorRT should run in fp32 inside an fp16 engine (same policy as the fp16 ONNX
 # export in export/precision.py): normalisations and softmax, and what feeds them.
 # Layers walked back from a pinned layer, per pinned type, and how far: the attention scores
@@ -389,7 +417,7 @@ def _copy_artifact(src: Path, dst: Path) -> None:
 
 
 def build_artifact(artifact_dir: str | Path, fp16: bool = False, int8: bool = False,
-                   workspace_mb: int = DEFAULT_WORKSPACE_MB, timing_cache: str | Path | None = None,
+                   workspace_mb: int | None = None, timing_cache: str | Path | None = None,
                    out: str | Path | None = None,
                    profile_overrides: Mapping[str, tuple] | Sequence[str] | None = None,
                    force: bool = False) -> dict:
@@ -402,7 +430,7 @@ def build_artifact(artifact_dir: str | Path, fp16: bool = False, int8: bool = Fa
         raise ToolkitError("choose one of --fp16 and --int8")
     artifact_dir = Path(artifact_dir)
     manifest = load_manifest(artifact_dir)
-    if workspace_mb <= 0:
+    if workspace_mb is not None and workspace_mb <= 0:
         raise ToolkitError(f"--workspace must be a positive number of MiB, not {workspace_mb}")
     if isinstance(profile_overrides, (list, tuple)):
         profile_overrides = parse_profile_overrides(profile_overrides)
@@ -447,7 +475,12 @@ def build_artifact(artifact_dir: str | Path, fp16: bool = False, int8: bool = Fa
         for name, g in manifest["graphs"].items():
             onnx_path = target / g["file"]
             profiles = graph_profiles(g, overrides, name)
-            key = engine_key(gpu, trt_version, precision, profiles, g.get("sha256") or sha256_file(onnx_path))
+            # the weights are part of what an engine is built from: the data files' hashes too
+            digest = g.get("sha256") or sha256_file(onnx_path)
+            if g.get("data_files"):
+                digest = hashlib.sha256("".join([digest] + [d["sha256"] for d in g["data_files"]])
+                                        .encode()).hexdigest()
+            key = engine_key(gpu, trt_version, precision, profiles, digest)
             engines = [e for e in g.get("engines", []) if isinstance(e, dict)]
             hit = next((e for e in engines if e.get("key", {}).get("key_sha256") == key["key_sha256"]
                         and (target / e["file"]).is_file()
@@ -457,19 +490,23 @@ def build_artifact(artifact_dir: str | Path, fp16: bool = False, int8: bool = Fa
                               "precision, profile and graph)")
                 bar.advance(name)
                 continue
+            weights = int(g.get("bytes") or 0) + sum(int(d.get("bytes") or 0)
+                                                     for d in g.get("data_files") or [])
+            ws = workspace_mb or default_workspace_mb(weights)
             data, info = build_engine(trt, onnx_path, name, profiles, precision, art_prec,
-                                      workspace_mb, cache_path)
+                                      ws, cache_path)
             fname = engine_filename(name, precision, key)
             atomic_write_bytes(target / fname, data)
             entry = {
                 "file": fname, "key": key, "sha256": hashlib.sha256(data).hexdigest(),
                 "bytes": len(data), "build_s": info["build_s"],
                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "profiles": profiles, "workspace_mb": int(workspace_mb),
+                "profiles": profiles, "workspace_mb": int(ws),
+                "workspace_default": workspace_mb is None,
                 "fp32_layers": len(info["fp32_layers"]),
                 "timing_cache": str(cache_path), "timing_cache_reused": info["timing_cache_reused"],
                 "trtexec": trtexec_command(target / g["file"], target / fname, profiles, precision,
-                                           workspace_mb, cache_path, info["fp32_layers"]),
+                                           ws, cache_path, info["fp32_layers"]),
             }
             with locked(target):  # read-modify-write: keep engines another build added meanwhile
                 manifest = load_manifest(target, verify_hashes=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +64,16 @@ class LoadedModel:
             return (f"preset {self.source.get('preset')} — RANDOM INITIALISATION (seed "
                     f"{self.source.get('seed')}), not a trained model")
         return self.source.get("weights") or f"checkpoint {self.source.get('checkpoint')}"
+
+    def release(self) -> None:
+        """Free the PyTorch weights (after an export has taken what it needs from them): the
+        parameters move to the "meta" device, which holds shapes and no data. The model
+        cannot run afterwards."""
+        to = getattr(self.model, "to", None)
+        if to is not None:
+            to("meta")
+        gc.collect()
+        try:  # hand freed heap pages back to the OS (glibc keeps them otherwise)
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass

@@ -119,13 +119,19 @@ def open_model(loaded: LoadedModel, build_plan: BuildPlan, backend: str, precisi
     return graphs
 
 
+def artifact_path(loaded: LoadedModel, precision: str, workdir: str | Path | None = None) -> Path:
+    return Path(workdir or cache_root()) / f"{loaded.family}-{loaded.cache_tag}-{precision}"
+
+
 def artifact_for(loaded: LoadedModel, plan: ExportPlan, precision: str,
-                 workdir: str | Path | None = None) -> Path:
+                 workdir: str | Path | None = None, release: bool = False) -> Path:
     """The validated export of ``loaded`` at ``precision``, made once and reused (``workdir``,
-    default the cache) while the weights, precision and export revision match."""
-    out = Path(workdir or cache_root()) / f"{loaded.family}-{loaded.cache_tag}-{precision}"
-    return cached_export(out, loaded.family, loaded.source, precision, plan.revision,
-                         lambda out: export_plan(plan, precision, out))
+    default the cache) while the weights, precision and export revision match. ``release``:
+    the PyTorch weights are not needed afterwards (freed mid-export, see ``export_plan``)."""
+    return cached_export(artifact_path(loaded, precision, workdir), loaded.family, loaded.source,
+                         precision, plan.revision,
+                         lambda out: export_plan(plan, precision, out,
+                                                 release=loaded.release if release else None))
 
 
 def open_graphs(family: str, load_model: LoadModel, build_plan: BuildPlan, *, artifact=None,

@@ -17,7 +17,7 @@ from ..spec import ExportPlan, GraphSpec, Profile
 from .graphs import (WhisperDecoderGraph, WhisperEncoderGraph, decoder_inputs, decoder_outputs,
                      encoder_io)
 
-MAX_BATCH = 8   # windows decoded together (TensorRT profile max)
+MAX_BATCH = 8   # windows decoded together (TensorRT profile max) for tiny…small
 EXPORT_REVISION = 4  # bump when the graphs change for the same weights (3: int8 layer selection,
                      # 4: decoder rows share their window's cross K/V — beams)
 OPT_PAST = 32
@@ -36,6 +36,26 @@ TOLERANCE = {
 INT8_BUDGET = {"encoder": 0.2, "decoder": 0.08}
 
 
+def batch_limits(cfg) -> dict:
+    """TensorRT profile maxima per model size: ``windows`` (30-s windows encoded at once, and
+    the cross K/V they yield) and ``rows`` (decoder rows = windows × beams).
+
+    Chosen so that an engine's weights plus its largest bindings (fp32 cross K/V per window,
+    past + present K/V per row at 447 tokens, one layer's fp16 activations) fit a Jetson Orin,
+    whose memory the GPU shares with the CPU and the OS (docs/large-models.md):
+      tiny…small      8 windows, 8 rows  ≤ 2.6 GB at fp16: any Orin
+      medium          4 windows, 8 rows    4.6 GB fp16, 3.8 GB int8: Orin Nano/NX 8 GB and up
+      large-v2/v3     2 windows, 5 rows    5.8 GB fp16 (Orin NX 16 GB, AGX Orin), 4.3 GB int8
+                                           (8 GB boards, tight); beam 5 = one window a time
+      large-v3-turbo  2 windows, 8 rows    2.3 GB fp16: its 4-layer decoder's cache is small
+    Past length always spans the whole 448-token context (Whisper's own limit)."""
+    if cfg.d_model <= 768:
+        return {"windows": MAX_BATCH, "rows": MAX_BATCH}
+    if cfg.d_model <= 1024:
+        return {"windows": 4, "rows": MAX_BATCH}
+    return {"windows": 2, "rows": 5 if cfg.decoder_layers > 8 else MAX_BATCH}
+
+
 def model_config(loaded: LoadedWhisper) -> dict:
     cfg = loaded.config
     tok = loaded.tokenizer
@@ -51,6 +71,7 @@ def model_config(loaded: LoadedWhisper) -> dict:
         "max_source_positions": cfg.max_source_positions,
         "max_target_positions": cfg.max_target_positions,
         "generation": loaded.generation.as_dict(),
+        "batch_limits": batch_limits(cfg),
         "tokenizer": {"source": tok.source, "vocab_size": tok.vocab_size,
                       "num_languages": tok.num_languages,
                       "files": "tokenizer/" if not tok.source.startswith("built-in") else None},
@@ -62,6 +83,8 @@ def build_graphs(loaded: LoadedWhisper) -> list[GraphSpec]:
     n, h, dh = cfg.decoder_layers, cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
     mels, frames, src = cfg.num_mel_bins, 3000, cfg.max_source_positions
     max_tok = cfg.max_target_positions
+    limits = batch_limits(cfg)
+    windows, rows = limits["windows"], limits["rows"]
     enc_out = encoder_io(n)
     enc = GraphSpec(
         name="encoder", module=WhisperEncoderGraph(loaded.model).eval(),
@@ -69,20 +92,20 @@ def build_graphs(loaded: LoadedWhisper) -> list[GraphSpec]:
         dynamic_axes={"input_features": {0: "batch"}, **{o: {0: "batch"} for o in enc_out}},
         example_inputs=lambda: (torch.randn(1, mels, frames),),
         profiles={"input_features": Profile([1, mels, frames], [1, mels, frames],
-                                            [MAX_BATCH, mels, frames])},
+                                            [windows, mels, frames])},
         tolerance=TOLERANCE, int8_budget=INT8_BUDGET["encoder"], int8_cpu_scheme="dynamic")
     dec_in, dec_out = decoder_inputs(n), decoder_outputs(n)
     # rows (batch) = windows (cross_batch) × hypotheses per window
     axes: dict = {"input_ids": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
-    profiles = {"input_ids": Profile([1, 1], [1, 1], [MAX_BATCH, max_tok])}
+    profiles = {"input_ids": Profile([1, 1], [1, 1], [rows, max_tok])}
     for name in dec_in[1:]:
         if name.startswith("past"):
             axes[name] = {0: "batch", 2: "past"}
             profiles[name] = Profile([1, h, 0, dh], [1, h, OPT_PAST, dh],
-                                     [MAX_BATCH, h, max_tok - 1, dh])
+                                     [rows, h, max_tok - 1, dh])
         else:
             axes[name] = {0: "cross_batch"}
-            profiles[name] = Profile([1, h, src, dh], [1, h, src, dh], [MAX_BATCH, h, src, dh])
+            profiles[name] = Profile([1, h, src, dh], [1, h, src, dh], [windows, h, src, dh])
     for name in dec_out[1:]:
         axes[name] = {0: "batch", 2: "total"}
 

@@ -59,16 +59,36 @@ def is_ct2_dir(path: Path) -> bool:
 
 
 class _Reader:
-    def __init__(self, data: memoryview, name: str):
-        self.data, self.pos, self.name = data, 0, name
+    """model.bin read from the file in order: one variable's bytes at a time, so a 3 GB model
+    is never held twice (the file and its arrays)."""
 
-    def take(self, n: int) -> memoryview:
-        if self.pos + n > len(self.data):
-            raise ToolkitError(f"{self.name} is truncated ({len(self.data)} bytes, needed "
+    def __init__(self, f, name: str, size: int):
+        self.f, self.pos, self.name, self.size = f, 0, name, size
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > self.size:
+            raise ToolkitError(f"{self.name} is truncated ({self.size} bytes, needed "
                                f"{self.pos + n}); copy the model directory again")
-        out = self.data[self.pos:self.pos + n]
+        out = self.f.read(n)
         self.pos += n
         return out
+
+    def data(self, n: int) -> bytearray:
+        """``n`` bytes in a writable buffer (arrays over it can be handed to PyTorch as is)."""
+        if self.pos + n > self.size:
+            raise ToolkitError(f"{self.name} is truncated ({self.size} bytes, needed "
+                               f"{self.pos + n}); copy the model directory again")
+        buf = bytearray(n)
+        self.f.readinto(buf)
+        self.pos += n
+        return buf
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > self.size:
+            raise ToolkitError(f"{self.name} is truncated ({self.size} bytes, needed "
+                               f"{self.pos + n}); copy the model directory again")
+        self.f.seek(n, 1)
+        self.pos += n
 
     def unpack(self, fmt: str):
         size = struct.calcsize("<" + fmt)
@@ -79,10 +99,7 @@ class _Reader:
         return bytes(self.take(n)).rstrip(b"\0").decode("utf-8", errors="replace")
 
 
-def read_model_bin(path: Path) -> tuple[str, int, int, dict[str, np.ndarray]]:
-    """(spec name, spec revision, format version, {name: array}) with aliases resolved."""
-    raw = path.read_bytes()
-    r = _Reader(memoryview(raw), str(path))
+def _header(r: _Reader, path: Path) -> tuple[str, int, int, int]:
     (version,) = r.unpack("I")
     if version != SUPPORTED_VERSION:
         raise ToolkitError(f"{path} has CTranslate2 format version {version}; this toolkit reads "
@@ -91,31 +108,57 @@ def read_model_bin(path: Path) -> tuple[str, int, int, dict[str, np.ndarray]]:
     spec = r.string()
     (revision,) = r.unpack("I")
     (count,) = r.unpack("I")
-    variables: dict[str, np.ndarray] = {}
-    for _ in range(count):
-        name = r.string()
-        (rank,) = r.unpack("B")
-        shape = r.unpack(f"{rank}I") if rank else ()
-        (code,) = r.unpack("B")
-        (nbytes,) = r.unpack("I")
-        if code not in _DTYPES:
-            raise ToolkitError(f"{path}: variable {name} has unknown dtype code {code}; the file "
-                               "is corrupt or from a newer CTranslate2")
-        buf = r.take(nbytes)
-        if _DTYPES[code] == "bfloat16":
-            arr = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        else:
-            arr = np.frombuffer(buf, dtype=np.dtype(_DTYPES[code]).newbyteorder("<"))
-        if arr.size != int(np.prod(shape)):
-            raise ToolkitError(f"{path}: variable {name} holds {arr.size} values for shape "
-                               f"{list(shape)}; the file is corrupt")
-        variables[name] = arr.reshape(shape)
-    if r.pos < len(r.data):
-        (aliases,) = r.unpack("I")
-        for _ in range(aliases):
-            alias, target = r.string(), r.string()
-            if target in variables:
-                variables[alias] = variables[target]
+    return spec, revision, version, count
+
+
+def _variable_header(r: _Reader, path: Path) -> tuple[str, tuple, int, int]:
+    name = r.string()
+    (rank,) = r.unpack("B")
+    shape = r.unpack(f"{rank}I") if rank else ()
+    (code,) = r.unpack("B")
+    (nbytes,) = r.unpack("I")
+    if code not in _DTYPES:
+        raise ToolkitError(f"{path}: variable {name} has unknown dtype code {code}; the file "
+                           "is corrupt or from a newer CTranslate2")
+    return name, shape, code, nbytes
+
+
+def variable_shapes(path: Path) -> dict[str, tuple]:
+    """Every variable's shape, read from model.bin's headers alone (the data is skipped)."""
+    with open(path, "rb") as f:
+        r = _Reader(f, str(path), path.stat().st_size)
+        *_, count = _header(r, path)
+        shapes = {}
+        for _ in range(count):
+            name, shape, _code, nbytes = _variable_header(r, path)
+            r.skip(nbytes)
+            shapes[name] = shape
+    return shapes
+
+
+def read_model_bin(path: Path) -> tuple[str, int, int, dict[str, np.ndarray]]:
+    """(spec name, spec revision, format version, {name: array}) with aliases resolved."""
+    with open(path, "rb") as f:
+        r = _Reader(f, str(path), path.stat().st_size)
+        spec, revision, version, count = _header(r, path)
+        variables: dict[str, np.ndarray] = {}
+        for _ in range(count):
+            name, shape, code, nbytes = _variable_header(r, path)
+            buf = r.data(nbytes)
+            if _DTYPES[code] == "bfloat16":
+                arr = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+            else:
+                arr = np.frombuffer(buf, dtype=np.dtype(_DTYPES[code]).newbyteorder("<"))
+            if arr.size != int(np.prod(shape)):
+                raise ToolkitError(f"{path}: variable {name} holds {arr.size} values for shape "
+                                   f"{list(shape)}; the file is corrupt")
+            variables[name] = arr.reshape(shape)
+        if r.pos < r.size:
+            (aliases,) = r.unpack("I")
+            for _ in range(aliases):
+                alias, target = r.string(), r.string()
+                if target in variables:
+                    variables[alias] = variables[target]
     return spec, revision, version, variables
 
 
@@ -139,20 +182,32 @@ def load_ct2(path: Path) -> CT2Model:
 
 
 def _dequantize(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Float weights: int8/int16 weights divided by their scales, everything else as float32."""
+    """Float weights: int8/int16 weights divided by their scales, everything else as float32.
+    ``variables`` is emptied as it goes, so the stored and the float copies of all the weights
+    never coexist (fp16 large-v3: 3 GB + 6 GB)."""
     out: dict[str, np.ndarray] = {}
+    names: dict[int, list[str]] = {}  # aliases share one array: convert it once
     for name, arr in variables.items():
-        if name.endswith("_scale"):
+        names.setdefault(id(arr), []).append(name)
+    for group in names.values():
+        if group[0].endswith("_scale"):
             continue
+        name = group[0]
+        arr = variables[name]
+        for n in group:
+            del variables[n]
         scale = variables.get(name + "_scale")
         if scale is not None and arr.dtype in (np.int8, np.int16):
             s = np.asarray(scale, dtype=np.float32)
             s = s.reshape(-1, *([1] * (arr.ndim - 1))) if s.ndim else s
             out[name] = arr.astype(np.float32) / s
         elif arr.dtype.kind == "f":
-            out[name] = arr.astype(np.float32)
+            out[name] = arr.astype(np.float32, copy=False)
         else:
             out[name] = arr
+        del arr
+        for n in group[1:]:
+            out[n] = out[name]
     return out
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ...core.errors import ToolkitError
 from ...core.files import sha256_file
+from ...core.memory import check_fits
 from ..base import LoadedModel
-from .ctranslate2 import build_model, is_ct2_dir, load_ct2
+from .ctranslate2 import build_model, is_ct2_dir, load_ct2, variable_shapes
 from .tokenizer import WhisperTokenizer, builtin_tokenizer, hf_tokenizer
 
 # Published architectures (d_model, encoder layers, decoder layers, heads, ffn, mels, vocab).
@@ -108,10 +109,76 @@ def _generation_config(tok: WhisperTokenizer, max_length: int):
     return gc
 
 
+def _parameters(d: int, enc: int, dec: int, ffn: int, mels: int, vocab: int,
+                src: int = 1500, tgt: int = 448) -> int:
+    """Whisper's parameter count from its dimensions (weights and biases of every layer)."""
+    attn = 4 * d * d + 4 * d               # q, k, v, out (+ biases; k has none, within 1%)
+    mlp = 2 * d * ffn + ffn + d
+    norms = 2 * d
+    enc_layer = attn + mlp + 2 * norms
+    dec_layer = 2 * attn + mlp + 3 * norms
+    convs = mels * d * 3 + d + d * d * 3 + d
+    return (convs + src * d + enc * enc_layer + 2 * norms + vocab * d + tgt * d
+            + dec * dec_layer + 2 * norms)
+
+
+def parameter_count(checkpoint: str | None = None, preset: str | None = None) -> int | None:
+    """How many parameters ``load_model`` would load, read from the preset table, a checkpoint's
+    config.json or a CTranslate2 model.bin's headers — without loading any weight. None when it
+    cannot be told (a hub id)."""
+    if preset:
+        if preset not in PRESETS:
+            return None
+        d, enc, dec, _heads, ffn, mels, vocab = PRESETS[preset]
+        return _parameters(d, enc, dec, ffn, mels, vocab)
+    if not checkpoint:
+        return _parameters(*[PRESETS[DEFAULT_MODEL_NAME][i] for i in (0, 1, 2, 4, 5, 6)])
+    path = Path(checkpoint).expanduser()
+    try:
+        if path.is_dir() and is_ct2_dir(path):
+            shapes = variable_shapes(path / "model.bin")
+            return sum(int(np_prod(s)) for n, s in shapes.items()
+                       if not n.endswith("_scale") and len(s) >= 1)
+        cfg = json.loads((path / "config.json").read_text())
+        return _parameters(cfg["d_model"], cfg["encoder_layers"], cfg["decoder_layers"],
+                           cfg.get("encoder_ffn_dim", 4 * cfg["d_model"]), cfg["num_mel_bins"],
+                           cfg["vocab_size"], cfg.get("max_source_positions", 1500),
+                           cfg.get("max_target_positions", 448))
+    except (OSError, ValueError, KeyError, TypeError, ToolkitError):
+        return None  # the loader says what is wrong with it
+
+
+def np_prod(shape) -> int:
+    n = 1
+    for x in shape:
+        n *= int(x)
+    return n
+
+
+# Resident memory to load and run a model, per byte of its fp32 weights (the weights, the
+# framework, activations of one batch): measured on tiny.en…large-v3 (README, "Large models").
+RUN_MEMORY_FACTOR = 1.3
+RUN_MEMORY_BASE = 0.6e9
+
+
+def check_memory(checkpoint: str | None = None, preset: str | None = None,
+                 factor: float = RUN_MEMORY_FACTOR, what: str = "loading Whisper") -> None:
+    """Refuse a model too large for the memory that is free, before loading it."""
+    n = parameter_count(checkpoint, preset)
+    if n is None:
+        return
+    name = preset or (Path(checkpoint).name if checkpoint else DEFAULT_MODEL_NAME)
+    check_fits(int(RUN_MEMORY_BASE + factor * 4 * n),
+               f"{what} {name} ({n / 1e9:.2f} B parameters)",
+               "free memory, set a larger TOOLKIT_MAX_MEMORY_GB, or use a machine with more "
+               "memory (or a smaller model)")
+
+
 def load_model(checkpoint: str | None = None, preset: str | None = None,
                seed: int = 0) -> LoadedWhisper:
     """Load from ``checkpoint`` (Hugging Face or CTranslate2 directory, or hub id), build
     ``preset`` with seeded weights, or — neither given — load the trained default model."""
+    check_memory(checkpoint, preset)
     loaded = _load(checkpoint, preset, seed)
     loaded.seed = seed
     return loaded

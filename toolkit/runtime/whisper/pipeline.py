@@ -58,6 +58,10 @@ class WhisperPipeline:
         self.n_mels = config["num_mel_bins"]
         self.generation = config["generation"]
         self.max_length = int(self.generation.get("max_length", config["max_target_positions"]))
+        # the artifact's TensorRT profile maxima (per model size; older artifacts: 8 and 8)
+        limits = config.get("batch_limits") or {}
+        self.max_windows = int(limits.get("windows", WINDOWS_PER_BATCH))
+        self.max_rows = int(limits.get("rows", WINDOWS_PER_BATCH))
 
     @property
     def sessions(self) -> list[Session]:
@@ -181,6 +185,16 @@ class WhisperPipeline:
             ids = ref[:, i:i + 1]
         return agree, n * b
 
+    def windows_per_batch(self, beam_size: int = 1) -> int:
+        """Windows decoded together: decoder rows = windows × beams stay within the profile."""
+        beam = max(1, beam_size)
+        if self.backend == "trt" and beam > self.max_rows:
+            raise ToolkitError(f"--beam-size {beam} needs {beam} decoder rows, but this "
+                               f"artifact's TensorRT profile allows {self.max_rows}; use "
+                               f"--beam-size {self.max_rows} or less, or rebuild with "
+                               f"--profile batch=1:1:{beam}")
+        return max(1, min(self.max_windows, self.max_rows // beam))
+
     def _encoded(self, features: np.ndarray, per_batch: int = WINDOWS_PER_BATCH):
         """(cross K/V, encoder ms) for at most ``per_batch`` windows at a time: an hour of audio
         is 120 windows, whose cross-attention K/V at once would not fit in memory."""
@@ -199,8 +213,7 @@ class WhisperPipeline:
         features = check_features(features, self.n_mels)
         tok = self.tokenizer
         result = DecodeResult([], 0, [])
-        # decoder rows = windows × beams stay within WINDOWS_PER_BATCH (TensorRT's profile)
-        per_batch = max(1, WINDOWS_PER_BATCH // max(1, beam_size))
+        per_batch = self.windows_per_batch(beam_size)
         for cross, ms in self._encoded(features, per_batch):
             result.encoder_ms += ms
             if prompt is None:

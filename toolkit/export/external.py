@@ -1,0 +1,217 @@
+"""ONNX graphs whose weights live beside them: one external data file per graph.
+
+Protobuf cannot serialise a message over 2 GiB, so a graph with more weight than that (the
+large-v3 encoder at fp32 holds ~2.5 GB, its decoder ~3.6 GB) keeps its initializers in a data
+file. The toolkit writes exactly one per graph, ``<graph>.onnx.data``, next to ``<graph>.onnx``:
+
+- one file per graph keeps an artifact to two files per graph that the manifest lists and
+  hashes (per-tensor files would be ~500 names for large-v3, each opened and hashed);
+- onnxruntime and TensorRT's ONNX parser resolve a location relative to the graph file, so a
+  bare file name inside the artifact is all either needs (``parse_from_file``, a session on the
+  path);
+- tensors start on 4 KiB boundaries, so a runtime may map them instead of copying.
+
+Every step here streams one tensor at a time: PyTorch's exporter writes one file per tensor for
+a graph over 2 GiB, and ``consolidate`` moves them into the single data file without ever
+holding more than one tensor in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..core.errors import ToolkitError
+from ..core.files import write_errors
+
+# Graphs whose initializers total at least this many bytes keep them in an external data file.
+# Well under protobuf's 2 GiB ceiling: the graph's structure, and the nodes that calibration
+# and range probes add, must still fit beside the weights. The large-v3 encoder's fp16 graph
+# (1.27 GB) stays one file; its fp32 and the large decoders' graphs go external.
+DEFAULT_THRESHOLD = 1536 << 20
+DATA_SUFFIX = ".data"
+ALIGN = 4096
+_INLINE_BELOW = 1024  # tensors smaller than this stay in the graph file (shapes, scales)
+
+
+def data_name(graph: Path) -> str:
+    return graph.name + DATA_SUFFIX
+
+
+def _external(t) -> dict[str, str] | None:
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        return None
+    return {e.key: e.value for e in t.external_data}
+
+
+def _tensor_bytes(t) -> int:
+    ext = _external(t)
+    if ext is not None and "length" in ext:
+        return int(ext["length"])
+    if ext is None and t.raw_data:
+        return len(t.raw_data)
+    # typed fields, or an external tensor written without its length (PyTorch's per-tensor
+    # files): the size its shape and type give
+    n = int(np.prod(t.dims)) if len(t.dims) else 1
+    return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+
+def _tensors(model):
+    """Every tensor that can carry weights: initializers and Constant node values."""
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    yield a.t
+
+
+def weight_bytes(model) -> int:
+    """Bytes of weights a graph holds, inline or external (no data is read)."""
+    return sum(_tensor_bytes(t) for t in model.graph.initializer)
+
+
+def locations(path: str | Path) -> set[str]:
+    """The external data files a graph file refers to (no data is read)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return {(_external(t) or {}).get("location", "") for t in _tensors(model)
+            if _external(t) is not None}
+
+
+def _raw(t, base: Path) -> bytes:
+    """A tensor's bytes in ONNX's raw little-endian layout, wherever they are."""
+    ext = _external(t)
+    if ext is not None:
+        src = base / ext["location"]
+        with open(src, "rb") as f:
+            f.seek(int(ext.get("offset", 0)))
+            length = ext.get("length")
+            data = f.read(int(length)) if length is not None else f.read()
+        return data
+    if t.raw_data:
+        return t.raw_data
+    return numpy_helper.to_array(t).tobytes()
+
+
+def _set_external(t, location: str, offset: int, length: int) -> None:
+    for field in ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                  "uint64_data", "raw_data"):
+        t.ClearField(field)
+    del t.external_data[:]
+    t.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+
+
+def _set_inline(t, data: bytes) -> None:
+    del t.external_data[:]
+    t.data_location = onnx.TensorProto.DEFAULT
+    for field in ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                  "uint64_data"):
+        t.ClearField(field)
+    t.raw_data = data
+
+
+def _write_split(model, path: Path, base: Path, threshold: int, data: Path) -> list[Path]:
+    """Write ``model`` to ``path``: inline if its weights are under ``threshold``, else with its
+    tensors in ``data`` (a file beside ``path``, which the graph names). Tensor bytes are read
+    from ``base`` (for external ones), one at a time. Returns the external files the model
+    referred to before, other than ``data`` (the caller may remove them)."""
+    old = sorted({base / ext["location"] for t in _tensors(model)
+                  if (ext := _external(t)) is not None})
+    with write_errors(path):
+        if weight_bytes(model) < threshold:
+            for t in _tensors(model):
+                if _external(t) is not None:
+                    _set_inline(t, _raw(t, base))
+            onnx.save(model, str(path))
+            data.unlink(missing_ok=True)
+            return [p for p in old if p != data]
+        part = data.with_name(data.name + ".part")
+        offset = 0
+        with open(part, "wb") as f:
+            for t in model.graph.initializer:  # Constant nodes stay inline (TensorRT's parser)
+                size = _tensor_bytes(t)
+                if size < _INLINE_BELOW:
+                    if _external(t) is not None:
+                        _set_inline(t, _raw(t, base))
+                    continue
+                raw = _raw(t, base)
+                pad = (-offset) % ALIGN
+                f.write(b"\0" * pad)
+                f.write(raw)
+                _set_external(t, data.name, offset + pad, len(raw))
+                offset += pad + len(raw)
+                del raw
+        onnx.save(model, str(path))
+        os.replace(part, data)
+    return [p for p in old if p != data]
+
+
+def consolidate(path: str | Path, threshold: int = DEFAULT_THRESHOLD) -> None:
+    """Rewrite the graph at ``path`` in the toolkit's layout (see the module text): whatever
+    external files it refers to (PyTorch's per-tensor files, a quantizer's data file) become one
+    ``<name>.data`` beside it — or, under ``threshold``, the graph holds its weights inline.
+    Streams one tensor at a time; the old data files are removed afterwards."""
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    tmp = path.with_name(path.stem + ".consolidating.onnx")
+    old = _write_split(model, tmp, path.parent, threshold, path.with_name(data_name(path)))
+    del model
+    os.replace(tmp, path)
+    for p in old:  # only files beside the graph (its own work files) are ever removed
+        if p.parent.resolve() == path.parent.resolve():
+            p.unlink(missing_ok=True)
+
+
+def save(model, path: str | Path, threshold: int = DEFAULT_THRESHOLD,
+         base: str | Path | None = None) -> None:
+    """Save an in-memory graph in the toolkit's layout. Tensors still external are read from
+    ``base`` (default: ``path``'s folder). The weights are moved out of ``model`` as they are
+    written (it is spent afterwards), so a large graph is never held twice."""
+    path = Path(path)
+    _write_split(model, path, Path(base) if base else path.parent, threshold,
+                 path.with_name(data_name(path)))
+
+
+def move(src: Path, dst: Path) -> None:
+    """Move a graph file and its data file (same base name) to ``dst``."""
+    data = src.with_name(data_name(src))
+    if data.exists():
+        if dst.name != src.name:
+            raise ToolkitError(f"internal: a graph with external data cannot be renamed "
+                               f"({src.name} → {dst.name})")
+        shutil.move(str(data), dst.with_name(data_name(dst)))
+    shutil.move(str(src), dst)
+
+
+def data_files(path: Path) -> list[Path]:
+    """The data file of the graph at ``path``, if it has one."""
+    data = path.with_name(data_name(path))
+    return [data] if data.exists() else []
+
+
+def check_locations(path: Path, allowed: dict[str, int]) -> None:
+    """Refuse a graph whose external data lies anywhere but the files ``allowed`` lists
+    ({bare name: size}), or past the end of one of them (a truncated or swapped file)."""
+    model = onnx.load(str(path), load_external_data=False)
+    for t in _tensors(model):
+        ext = _external(t)
+        if ext is None:
+            continue
+        loc = ext.get("location", "")
+        if loc not in allowed:
+            raise ToolkitError(f"graph {path.name} reads weights from {loc!r}, which its "
+                               f"manifest does not list as a data file of the artifact; "
+                               "refusing it — re-export the artifact")
+        end = int(ext.get("offset", 0)) + int(ext.get("length", 0))
+        if end > allowed[loc]:
+            raise ToolkitError(f"data file {loc} of {path.parent} is shorter than graph "
+                               f"{path.name} needs ({allowed[loc]} bytes, tensor {t.name} ends at "
+                               f"{end}); it is truncated or swapped — re-export the artifact")
