@@ -119,9 +119,9 @@ def export(
     precision = _precision(fp16, int8, int8_target)
     if trt and precision == "int8-cpu":
         raise ToolkitError("--trt needs the TensorRT int8 form; drop --int8-target cpu")
-    if external_data_mb is not None and not external_data_mb > 0:
-        raise ToolkitError(f"--external-data-mb must be a positive number of MiB, not "
-                           f"{external_data_mb:g}")
+    if external_data_mb is not None and not 1 <= external_data_mb <= 1900:
+        raise ToolkitError(f"--external-data-mb must be between 1 and 1900 MiB (protobuf cannot "
+                           f"hold a graph of 2 GiB), not {external_data_mb:g}")
     tag = fam.default_tag(checkpoint, preset)
     out_dir = out_dir or Path("artifacts") / f"{model}-{tag}-{precision}"
     if trt:

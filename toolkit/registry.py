@@ -87,7 +87,7 @@ class Family:
         out = Path(out or Path("artifacts") / f"{self.name}-"
                    f"{self.default_tag(checkpoint, preset)}-{precision}")
         # before loading a large model: never replace a directory the user did not give us
-        check_writable(check_replaceable(out, export_module("manifest").is_artifact, force))
+        out = check_writable(check_replaceable(out, export_module("manifest").is_artifact, force))
         self._check_room(checkpoint, preset, precision, out)
         threshold = (export_module("external").DEFAULT_THRESHOLD if external_data_mb is None
                      else int(external_data_mb * (1 << 20)))

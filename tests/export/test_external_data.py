@@ -165,3 +165,39 @@ def test_disk_too_small_leaves_nothing(tmp_path):
     assert len(errors) == 1 and "file-size limit" in errors[0] and "nothing was written" in \
         errors[0], r.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == []
+
+
+def test_per_tensor_files_become_one_data_file(artifacts, tmp_path):
+    """What PyTorch's exporter writes above 2 GiB — one file per tensor, named by location only
+    (no offset, no length) — is streamed into <graph>.onnx.data; the per-tensor files go, and
+    the graph computes what it did."""
+    from toolkit.export.ort import run_onnx
+
+    src = artifacts["fp32"] / "encoder.onnx"
+    graph = tmp_path / "encoder.onnx"
+    m = onnx.load(str(src))
+    onnx.save_model(m, str(graph), save_as_external_data=True, all_tensors_to_one_file=False,
+                    size_threshold=1024)
+    m = onnx.load(str(graph), load_external_data=False)
+    for t in m.graph.initializer:  # as PyTorch writes them: a location and nothing else
+        keep = [(e.key, e.value) for e in t.external_data if e.key == "location"]
+        del t.external_data[:]
+        for k, v in keep:
+            e = t.external_data.add()
+            e.key, e.value = k, v
+    onnx.save(m, str(graph))
+    per_tensor = {p.name for p in tmp_path.iterdir()} - {"encoder.onnx"}
+    assert len(per_tensor) > 20
+    external.consolidate(graph, threshold=1 << 20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.onnx", "encoder.onnx.data"]
+    assert external.locations(graph) == {"encoder.onnx.data"}
+    feed = {"input_features": np.random.default_rng(1).standard_normal((1, 80, 3000),
+                                                                       dtype=np.float32)}
+    a, b = run_onnx(src, [feed])[0], run_onnx(graph, [feed])[0]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("value", ["0", "4096", "inf"])
+def test_external_data_threshold_out_of_range(value, tmp_path):
+    fails_cleanly("export", "whisper", "--external-data-mb", value, "--out", tmp_path / "x",
+                  contains="--external-data-mb must be between 1 and 1900 MiB")

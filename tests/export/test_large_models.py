@@ -64,6 +64,25 @@ def test_memory_cap(monkeypatch):
     with pytest.raises(ToolkitError, match=r"x needs about 2\.0 GB of memory, but only 1\.5 GB "
                                            r"is TOOLKIT_MAX_MEMORY_GB=1\.5; fix"):
         check_fits(int(2e9), "x", "fix")
-    monkeypatch.setenv(MEMORY_CAP_ENV, "lots")
-    with pytest.raises(ToolkitError, match="is not a number of GB"):
-        available_bytes()
+    for bad in ("lots", "inf", "-3", "0"):
+        monkeypatch.setenv(MEMORY_CAP_ENV, bad)
+        with pytest.raises(ToolkitError, match="is not a positive number of GB"):
+            available_bytes()
+
+
+def test_windows_per_batch_follows_the_profile():
+    """large-v3's limits (2 windows, 5 rows): greedy decodes 2 windows at a time, beam 5 one;
+    more rows than the profile are refused on the TensorRT backends, allowed on onnxruntime."""
+    from types import SimpleNamespace
+
+    from toolkit.runtime.whisper.pipeline import WhisperPipeline
+
+    def pipe(backend):
+        return SimpleNamespace(backend=backend, max_windows=2, max_rows=5)
+
+    per = WhisperPipeline.windows_per_batch
+    assert per(pipe("ort"), 1) == 2 and per(pipe("trt"), 5) == 1 and per(pipe("ort"), 8) == 1
+    for backend in ("trt", "ort-trt"):
+        with pytest.raises(ToolkitError, match="--best-of 8 decodes 8 rows per window, but this "
+                                               "artifact's TensorRT profile allows 5"):
+            per(pipe(backend), 8, "--best-of")

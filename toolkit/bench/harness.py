@@ -18,6 +18,7 @@ reference case), its extra columns, notes and headline plot. Everything else is 
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,11 @@ from rich.markup import escape
 from ..core.errors import ToolkitError
 from ..core.hardware import environment
 from ..core.progress import Steps, console
+from ..export.artifact import is_current
+from ..export.manifest import load_manifest
 from ..export.spec import ExportPlan
 from ..models.base import LoadedModel
 from ..runtime.backends import PRECISIONS, check_backend, check_precision
-from ..export.artifact import is_current
-from ..export.manifest import load_manifest
 from ..runtime.graphs import artifact_for, artifact_path
 from .isolate import CaseFailed, run_isolated
 from .plots import Panel, write_plot
@@ -411,8 +412,12 @@ def _artifact(spec: BenchSpec, loaded, plan, model: dict, precision: str, workdi
     try:
         path, _peak = run_isolated(_export_child, spec, model, precision, workdir)
     except CaseFailed as exc:
+        # a killed export never ran its clean-up: its temporary directory is ours to remove
+        for partial in out.parent.glob(f".{out.name}.partial-*"):
+            shutil.rmtree(partial, ignore_errors=True)
+        why = str(exc).removeprefix("benchmark case failed: ").strip().splitlines()[0]
         raise ToolkitError(f"exporting {loaded.family} at {precision} for the bench failed: "
-                           f"{exc}") from None
+                           f"{why}") from None
     return path
 
 

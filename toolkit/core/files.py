@@ -140,19 +140,21 @@ def _acquire(path: Path, out: Path) -> int:
 
 _FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
          errno.EFBIG: "a file grew past this process's file-size limit"}
+_FULL_FIX = {errno.ENOSPC: "free space there (or choose another --out)",
+             errno.EDQUOT: "free space within your quota (or choose another --out)",
+             errno.EFBIG: "raise the limit (ulimit -f) or use a file system that allows larger "
+                          "files"}
 _FULL_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
 
 
-def full_disk_reason(exc: BaseException) -> str | None:
-    """Why a write failed, if it failed for lack of room (an OSError's errno, or the message a
-    C++ writer — PyTorch's exporter, onnxruntime — passes up)."""
-    if isinstance(exc, OSError) and exc.errno in _FULL:
-        return _FULL[exc.errno]
-    text = str(exc)
-    for i, t in enumerate(_FULL_TEXT):
-        if t in text:
-            return list(_FULL.values())[i]
-    return None
+def full_disk_reason(exc: BaseException) -> tuple[str, str] | None:
+    """(why, fix) if a write failed for lack of room (an OSError's errno, or the message a C++
+    writer — PyTorch's exporter, onnxruntime — passes up)."""
+    code = exc.errno if isinstance(exc, OSError) and exc.errno in _FULL else None
+    if code is None:
+        text = str(exc)
+        code = next((c for c, t in zip(_FULL, _FULL_TEXT) if t in text), None)
+    return None if code is None else (_FULL[code], _FULL_FIX[code])
 
 
 @contextlib.contextmanager
@@ -163,11 +165,11 @@ def write_errors(where: str | Path) -> Iterator[None]:
     except ToolkitError:
         raise
     except Exception as exc:  # noqa: BLE001 - only room errors are translated
-        why = full_disk_reason(exc)
-        if why is None:
+        reason = full_disk_reason(exc)
+        if reason is None:
             raise
-        raise ToolkitError(f"cannot write {where}: {why}; free space there (or choose another "
-                           "--out) and run again — nothing was written") from None
+        raise ToolkitError(f"cannot write {where}: {reason[0]}; {reason[1]}, and run again — "
+                           "nothing was written") from None
 
 
 @contextlib.contextmanager

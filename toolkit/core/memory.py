@@ -7,6 +7,8 @@ resetting it would make ``/usr/bin/time`` under-report.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import threading
 from pathlib import Path
@@ -73,17 +75,57 @@ class PeakSampler:
         self.peak = max(self.peak, rss_bytes())
 
 
+def _inactive_file(stat: Path) -> int:
+    """Page cache the kernel can drop (counted as used by the cgroup's usage figure)."""
+    for line in stat.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("inactive_file", "total_inactive_file"):
+            return int(value)
+    return 0
+
+
 def _cgroup_free() -> int | None:
-    """Room left under this process's cgroup (v2) memory limit, if it has one."""
+    """Room left under this process's cgroup memory limit (v2, else v1), if it has one; page
+    cache that can be dropped counts as room."""
     try:
-        rel = Path("/proc/self/cgroup").read_text().strip().split("::", 1)[1]
-        base = Path("/sys/fs/cgroup") / rel.lstrip("/")
-        limit = (base / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int((base / "memory.current").read_text())
-    except (OSError, IndexError, ValueError):
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
         return None
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        try:
+            if controllers == "":  # v2
+                base = Path("/sys/fs/cgroup") / rel.lstrip("/")
+                limit = (base / "memory.max").read_text().strip()
+                if limit == "max":
+                    continue
+                used = int((base / "memory.current").read_text())
+            elif "memory" in controllers.split(","):  # v1
+                base = Path("/sys/fs/cgroup/memory") / rel.lstrip("/")
+                limit = (base / "memory.limit_in_bytes").read_text().strip()
+                if int(limit) >= 1 << 60:  # "no limit"
+                    continue
+                used = int((base / "memory.usage_in_bytes").read_text())
+            else:
+                continue
+            return int(limit) - used + _inactive_file(base / "memory.stat")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _cap() -> int | None:
+    cap = os.environ.get(MEMORY_CAP_ENV)
+    if not cap:
+        return None
+    try:
+        value = float(cap)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < 1e6):
+        raise ToolkitError(f"{MEMORY_CAP_ENV}={cap!r} is not a positive number of GB; set it "
+                           "to e.g. 16, or unset it")
+    return int(value * GB)
 
 
 def available_bytes() -> int | None:
@@ -98,13 +140,9 @@ def available_bytes() -> int | None:
         pass
     if (cg := _cgroup_free()) is not None:
         found.append(cg)
-    cap = os.environ.get(MEMORY_CAP_ENV)
-    if cap:
-        try:
-            found.append(int(float(cap) * GB))
-        except ValueError:
-            raise ToolkitError(f"{MEMORY_CAP_ENV}={cap!r} is not a number of GB; set it to e.g. "
-                               "16, or unset it") from None
+    cap = _cap()
+    if cap is not None:
+        found.append(cap)
     return min(found) if found else None
 
 
@@ -113,8 +151,17 @@ def check_fits(need: int, what: str, fix: str) -> None:
     starts, rather than after the machine has begun to swap or the kernel has killed it."""
     have = available_bytes()
     if have is not None and need > have:
-        cap = os.environ.get(MEMORY_CAP_ENV)
-        where = f"{MEMORY_CAP_ENV}={cap}" if cap and int(float(cap) * GB) == have else \
-            "available on this machine"
+        where = (f"{MEMORY_CAP_ENV}={os.environ.get(MEMORY_CAP_ENV)}" if _cap() == have
+                 else "available on this machine")
         raise ToolkitError(f"{what} needs about {need / GB:.1f} GB of memory, but only "
                            f"{have / GB:.1f} GB is {where}; {fix}")
+
+
+def give_back() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise, so
+    a large protobuf or array freed by Python still counts as resident)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -25,15 +25,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.external_data_helper import _get_all_tensors, _get_attribute_tensors
 
 from ..core.errors import ToolkitError
-from ..core.files import write_errors
 
 # Graphs whose initializers total at least this many bytes keep them in an external data file.
 # Well under protobuf's 2 GiB ceiling: the graph's structure, and the nodes that calibration
 # and range probes add, must still fit beside the weights. The large-v3 encoder's fp16 graph
 # (1.27 GB) stays one file; its fp32 and the large decoders' graphs go external.
 DEFAULT_THRESHOLD = 1536 << 20
+# Above this, a graph goes external whatever threshold was asked for (protobuf's 2 GiB limit,
+# less room for the graph itself).
+MAX_INLINE = 1900 << 20
 DATA_SUFFIX = ".data"
 ALIGN = 4096
 _INLINE_BELOW = 1024  # tensors smaller than this stay in the graph file (shapes, scales)
@@ -62,18 +65,14 @@ def _tensor_bytes(t) -> int:
 
 
 def _tensors(model):
-    """Every tensor that can carry weights: initializers and Constant node values."""
-    yield from model.graph.initializer
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-                    yield a.t
+    """Every tensor of the model: initializers (subgraphs' too), then tensors in node
+    attributes (Constant values) — what runtimes load external data for."""
+    return _get_all_tensors(model)
 
 
 def weight_bytes(model) -> int:
     """Bytes of weights a graph holds, inline or external (no data is read)."""
-    return sum(_tensor_bytes(t) for t in model.graph.initializer)
+    return sum(_tensor_bytes(t) for t in _tensors(model))
 
 
 def locations(path: str | Path) -> set[str]:
@@ -125,32 +124,35 @@ def _write_split(model, path: Path, base: Path, threshold: int, data: Path) -> l
     referred to before, other than ``data`` (the caller may remove them)."""
     old = sorted({base / ext["location"] for t in _tensors(model)
                   if (ext := _external(t)) is not None})
-    with write_errors(path):
-        if weight_bytes(model) < threshold:
-            for t in _tensors(model):
+    # (a write that runs out of room is named by the export's atomic directory: --out)
+    if weight_bytes(model) < min(threshold, MAX_INLINE):
+        for t in _tensors(model):
+            if _external(t) is not None:
+                _set_inline(t, _raw(t, base))
+        onnx.save(model, str(path))
+        data.unlink(missing_ok=True)
+        return [p for p in old if p != data]
+    part = data.with_name(data.name + ".part")
+    offset = 0
+    for t in _get_attribute_tensors(model):  # attribute tensors stay inline (TensorRT's parser)
+        if _external(t) is not None:
+            _set_inline(t, _raw(t, base))
+    with open(part, "wb") as f:
+        for t in model.graph.initializer:
+            size = _tensor_bytes(t)
+            if size < _INLINE_BELOW:
                 if _external(t) is not None:
                     _set_inline(t, _raw(t, base))
-            onnx.save(model, str(path))
-            data.unlink(missing_ok=True)
-            return [p for p in old if p != data]
-        part = data.with_name(data.name + ".part")
-        offset = 0
-        with open(part, "wb") as f:
-            for t in model.graph.initializer:  # Constant nodes stay inline (TensorRT's parser)
-                size = _tensor_bytes(t)
-                if size < _INLINE_BELOW:
-                    if _external(t) is not None:
-                        _set_inline(t, _raw(t, base))
-                    continue
-                raw = _raw(t, base)
-                pad = (-offset) % ALIGN
-                f.write(b"\0" * pad)
-                f.write(raw)
-                _set_external(t, data.name, offset + pad, len(raw))
-                offset += pad + len(raw)
-                del raw
-        onnx.save(model, str(path))
-        os.replace(part, data)
+                continue
+            raw = _raw(t, base)
+            pad = (-offset) % ALIGN
+            f.write(b"\0" * pad)
+            f.write(raw)
+            _set_external(t, data.name, offset + pad, len(raw))
+            offset += pad + len(raw)
+            del raw
+    onnx.save(model, str(path))
+    os.replace(part, data)
     return [p for p in old if p != data]
 
 
@@ -197,10 +199,33 @@ def data_files(path: Path) -> list[Path]:
     return [data] if data.exists() else []
 
 
+_LOCATION_KEY = b"\n\x08location"  # how a serialised external-data entry's key starts
+
+
+def _may_refer_outside(path: Path, chunk: int = 1 << 24) -> bool:
+    """Whether the graph file can hold an external-data reference at all: a serialised one
+    carries the key "location" (a byte scan, cheap beside parsing a large inline graph)."""
+    tail = b""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            if _LOCATION_KEY in tail + block:
+                return True
+            tail = block[-len(_LOCATION_KEY):]
+    return False
+
+
 def check_locations(path: Path, allowed: dict[str, int]) -> None:
     """Refuse a graph whose external data lies anywhere but the files ``allowed`` lists
     ({bare name: size}), or past the end of one of them (a truncated or swapped file)."""
+    if not _may_refer_outside(path):
+        return
     model = onnx.load(str(path), load_external_data=False)
+    function_tensors = [a.t for f in model.functions for n in f.node for a in n.attribute
+                        if a.type == onnx.AttributeProto.TENSOR]
+    if len(model.graph.sparse_initializer) or any(_external(t) is not None
+                                                  for t in function_tensors):
+        raise ToolkitError(f"graph {path.name} holds sparse or external function tensors, which "
+                           "no toolkit export writes; refusing it — re-export the artifact")
     for t in _tensors(model):
         ext = _external(t)
         if ext is None:

@@ -18,7 +18,7 @@ from rich.markup import escape
 from ..core.errors import ToolkitError
 from ..core.files import atomic_dir, check_replaceable, sha256_file
 from ..core.hardware import tool_versions
-from ..core.memory import high_water_bytes
+from ..core.memory import give_back, high_water_bytes
 from ..core.parity import cosine, max_abs, rel_l2
 from ..core.progress import console, step
 from ..core.threads import default_threads
@@ -206,9 +206,9 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
     if precision not in EXPORT_PRECISIONS:
         raise ToolkitError(f"unknown precision {precision!r}; use one of "
                            f"{', '.join(EXPORT_PRECISIONS)}")
-    if external_threshold <= 0:
-        raise ToolkitError(f"the external-data threshold must be a positive size, not "
-                           f"{external_threshold}")
+    if not 0 < external_threshold <= external.MAX_INLINE:
+        raise ToolkitError(f"the external-data threshold must be between 1 byte and "
+                           f"{external.MAX_INLINE >> 20} MiB, not {external_threshold}")
     torch.set_num_threads(default_threads())  # feeds and references: same threads every run
     out = check_replaceable(out, is_artifact, force)
     steps = list(steps or [])
@@ -257,6 +257,7 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
                         activations="uint8" if precision == "int8-cpu" else "int8",
                         threshold=external_threshold)
             files[spec.name] = dst
+            give_back()  # the converter's copy of the graph, before the next one
         calib = None
         final: dict[str, Path] = {}
         for spec in plan.graphs:

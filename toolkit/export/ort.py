@@ -38,11 +38,13 @@ def _options(optimization: str):
 
 
 @contextlib.contextmanager
-def _on_disk(model, extra_outputs: Sequence[str] = (), extra_nodes: Sequence = ()):
+def _on_disk(model, extra_outputs: Sequence[str] = (), extra_nodes: Sequence = (),
+             workdir: str | Path | None = None):
     """A path to ``model`` with outputs (and nodes) added. A graph that is already a file is
     read without its weights and the probe is written beside it, so its external data resolves
     and a large graph is never loaded whole; an in-memory graph is written to a temporary
-    folder in the toolkit's layout (external data when large — it is spent afterwards)."""
+    folder under ``workdir`` (the export's own, so a large graph lands where the export
+    writes), in the toolkit's layout (external data when large — it is spent afterwards)."""
     if isinstance(model, (str, Path)) and not extra_outputs and not extra_nodes:
         yield Path(model)
         return
@@ -53,7 +55,7 @@ def _on_disk(model, extra_outputs: Sequence[str] = (), extra_nodes: Sequence = (
         probe = src.with_name(f"{src.stem}.probe-{os.getpid()}.onnx")
     else:
         proto = model
-        tmpdir = tempfile.mkdtemp(prefix="toolkit-probe-")
+        tmpdir = tempfile.mkdtemp(prefix="toolkit-probe-", dir=workdir)
         probe = Path(tmpdir) / "probe.onnx"
     if extra_nodes:  # each probe right after the node that makes its input; with
         # onnxruntime's priority-based order (ties by list position) the session then frees
@@ -96,10 +98,12 @@ def _chain(after: dict, tensor: str) -> list:
     return out
 
 
-def cpu_session(model, optimization: str = "all", extra_outputs: Sequence[str] = ()):
+def cpu_session(model, optimization: str = "all", extra_outputs: Sequence[str] = (),
+                workdir: str | Path | None = None):
     """An onnxruntime CPU session on ``model`` (a path, or an in-memory ModelProto that is
-    spent by the call). ``extra_outputs``: float tensors inside the graph to expose as outputs."""
-    with _on_disk(model, extra_outputs) as path:
+    spent by the call, written under ``workdir``). ``extra_outputs``: float tensors inside the
+    graph to expose as outputs."""
+    with _on_disk(model, extra_outputs, workdir=workdir) as path:
         return _session(path, optimization, model)
 
 
@@ -163,10 +167,11 @@ def _cast(feed: dict, types: dict) -> dict:
 
 
 def run_onnx(model, feeds: Sequence[dict], optimization: str = "all",
-             extra_outputs: Sequence[str] = ()) -> list[dict[str, np.ndarray]]:
+             extra_outputs: Sequence[str] = (), workdir: str | Path | None = None
+             ) -> list[dict[str, np.ndarray]]:
     """Outputs of ``model`` for every feed (inputs cast to the graph's types; fp16 outputs
     returned as float32; feed entries the graph does not take are ignored)."""
-    sess = cpu_session(model, optimization, extra_outputs)
+    sess = cpu_session(model, optimization, extra_outputs, workdir)
     names = [o.name for o in sess.get_outputs()]
     types = {i.name: _INPUT_TYPES.get(i.type) for i in sess.get_inputs()}
     results = []

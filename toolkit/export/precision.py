@@ -197,7 +197,8 @@ def layer_sensitivity(fp32: Path, qdq: Path, feeds: Sequence[dict]) -> dict[str,
         twin.attribute.extend(n.attribute)
         q.graph.node.append(twin)
         pairs[n.name] = (n.output[0], twin.output[0])
-    outs = run_onnx(q, feeds, "none", extra_outputs=[t for pair in pairs.values() for t in pair])
+    outs = run_onnx(q, feeds, "none", extra_outputs=[t for pair in pairs.values() for t in pair],
+                    workdir=qdq.parent)
     return {name: max(rel_l2(o[a], o[b]) for o in outs) for name, (a, b) in pairs.items()}
 
 
@@ -374,8 +375,8 @@ def _choose_float_layers(src: Path, qdq: Path, spec: GraphSpec, nodes: Sequence[
     order = sorted(nodes, key=sensitivity.get, reverse=True)
 
     def error(float_set: set[str]) -> float:
-        return worst_rel_l2(run_onnx(_with_float_layers(q, src_model, float_set), feeds, "none"),
-                            ref)
+        return worst_rel_l2(run_onnx(_with_float_layers(q, src_model, float_set), feeds, "none",
+                                     workdir=qdq.parent), ref)
 
     lo, hi, best = 1, len(order) - 1, None
     steps = int(np.ceil(np.log2(len(order) + 1))) + min(MAX_REFINE_TRIES, len(order))
@@ -459,8 +460,7 @@ def _calibrate(src: Path, spec: GraphSpec, feeds: Sequence[dict], activations: s
     tensors = list(dict.fromkeys(
         t for n in skeleton.graph.node if n.op_type in spec.quantize_ops
         for t in list(n.input) + list(n.output)
-        if t and t not in inits and types.get(t) in (onnx.TensorProto.FLOAT,
-                                                     onnx.TensorProto.FLOAT16)))
+        if t and t not in inits and types.get(t) == onnx.TensorProto.FLOAT))
     del skeleton
     ranges = value_ranges(src, feeds, tensors, advance)
     pairs = {}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import ToolkitError
+from ..core.memory import give_back
 
 
 def load_tensors(path: str | Path, fix: str):
@@ -72,8 +71,4 @@ class LoadedModel:
         to = getattr(self.model, "to", None)
         if to is not None:
             to("meta")
-        gc.collect()
-        try:  # hand freed heap pages back to the OS (glibc keeps them otherwise)
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+        give_back()

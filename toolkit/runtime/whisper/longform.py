@@ -128,7 +128,9 @@ def transcribe_mel(pipe, mel: np.ndarray, content: int, duration: float,
     language = pipe.check_language(options.language, options.task)
     rows = getattr(pipe, "windows_per_batch", None)
     if rows is not None:  # beams and best-of samples are decoder rows: within the profile
-        rows(max(options.beam_size, options.best_of if max(options.temperatures) > 0 else 1))
+        rows(options.beam_size, "--beam-size")
+        if max(options.temperatures) > 0:
+            rows(options.best_of, "--best-of")
     rng = np.random.default_rng(options.seed)
     result = LongFormResult([], language)
     max_initial = round(options.max_initial_timestamp / SECONDS_PER_TIMESTAMP)

@@ -185,14 +185,15 @@ class WhisperPipeline:
             ids = ref[:, i:i + 1]
         return agree, n * b
 
-    def windows_per_batch(self, beam_size: int = 1) -> int:
-        """Windows decoded together: decoder rows = windows × beams stay within the profile."""
+    def windows_per_batch(self, beam_size: int = 1, option: str = "--beam-size") -> int:
+        """Windows decoded together: decoder rows = windows × beams stay within the profile
+        (on the TensorRT backends, which build for it, more rows than that are refused)."""
         beam = max(1, beam_size)
-        if self.backend == "trt" and beam > self.max_rows:
-            raise ToolkitError(f"--beam-size {beam} needs {beam} decoder rows, but this "
-                               f"artifact's TensorRT profile allows {self.max_rows}; use "
-                               f"--beam-size {self.max_rows} or less, or rebuild with "
-                               f"--profile batch=1:1:{beam}")
+        if self.backend in ("trt", "ort-trt") and beam > self.max_rows:
+            raise ToolkitError(f"{option} {beam} decodes {beam} rows per window, but this "
+                               f"artifact's TensorRT profile allows {self.max_rows} decoder rows "
+                               f"(its size's limit for a Jetson); use {option} "
+                               f"{self.max_rows} or less, or the ort backend")
         return max(1, min(self.max_windows, self.max_rows // beam))
 
     def _encoded(self, features: np.ndarray, per_batch: int = WINDOWS_PER_BATCH):
