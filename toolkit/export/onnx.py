@@ -222,6 +222,8 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
             path = work / "fp32" / f"{spec.name}.onnx"
             with step(f"tracing {spec.name} to ONNX", steps):
                 export_graph(spec, path, opset)
+            with step(f"writing {spec.name}'s weights (one data file when over "
+                      f"{external_threshold / (1 << 20):g} MiB)", steps):
                 external.consolidate(path, external_threshold)
             files[spec.name] = path
         with step("PyTorch reference outputs on real inputs", steps):
