@@ -157,6 +157,23 @@ def weight_matmuls(model, op_types: Sequence[str]) -> list[str]:
             if n.op_type in op_types and any(i in inits or i in consts for i in n.input[1:2])]
 
 
+PROBE_OUTPUT_BYTES = 1 << 30
+
+
+def _probe(src: Path, feeds: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """The inputs an int8 graph's error is measured on (up to 6, spread over ``feeds``) and
+    the fp32 graph's outputs on them — as many as keep those outputs under 1 GiB, at least 2
+    (one large-v3 encoder window yields 491 MB of cross K/V: 2 windows there, 6 on tiny)."""
+    probe = list(feeds[:: max(1, len(feeds) // 6)])[:6]
+    if not probe:
+        return [], []
+    ref = run_onnx(src, probe[:1], "all")
+    size = sum(o.nbytes for o in ref[0].values())
+    n = max(2, min(len(probe), PROBE_OUTPUT_BYTES // max(1, size)))
+    probe = probe[:n]
+    return probe, ref + run_onnx(src, probe[1:], "all")
+
+
 def worst_rel_l2(got: Sequence[dict], ref: Sequence[dict]) -> float:
     """Worst relative L2 over every output of every feed."""
     return max((rel_l2(g[k], r[k]) for g, r in zip(got, ref) for k in r if r[k].size), default=0.0)
@@ -235,8 +252,7 @@ def quantize_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
     external.consolidate(dst, threshold)
     budget = spec.int8_budget
     # the error is measured on a few calibration inputs (the fp32 graph is the reference)
-    probe_feeds = list(feeds[:: max(1, len(feeds) // 6)])[:6]
-    ref = run_onnx(src, probe_feeds, "all")
+    probe_feeds, ref = _probe(src, feeds)
     err = worst_rel_l2(run_onnx(dst, probe_feeds, "none"), ref)
     float_nodes: list[str] = []
     sensitivity: dict[str, float] = {}
@@ -343,8 +359,8 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
     external.consolidate(dst, threshold)
     out = onnx.load(str(dst), load_external_data=False)
     n_q = sum(1 for n in out.graph.node if n.op_type == op)
-    probe = list(feeds[:: max(1, len(feeds) // 6)])[:6]
-    err = worst_rel_l2(run_onnx(dst, probe, "all"), run_onnx(src, probe, "all")) if probe else None
+    probe, ref = _probe(src, feeds)
+    err = worst_rel_l2(run_onnx(dst, probe, "all"), ref) if probe else None
     total = len(all_layers)
     console.print(f"  {spec.name}: int8-cpu ({scheme}) — {n_q}/{total} "
                   f"{'/'.join(spec.quantize_ops)} weight layers in int8 ({op})"
