@@ -11,7 +11,7 @@ import pytest
 
 from toolkit import registry
 from toolkit.bench.harness import BenchSpec
-from toolkit.bench.records import COMMON_FIELDS
+from toolkit.bench.records import COMMON_FIELDS, EXPORT_FIELDS
 from toolkit.core.parity import rel_l2
 from toolkit.export.onnx import export_plan
 from toolkit.export.spec import ExportPlan
@@ -98,8 +98,10 @@ def test_one_harness_one_schema_one_table(name, tmp_path, capsys):
     assert len(saved) == len(records)
     for r in saved:
         assert set(COMMON_FIELDS) <= set(r)
-        assert set(r) - set(COMMON_FIELDS) <= set(fam.bench_spec.fields) | {
+        assert set(r) - set(COMMON_FIELDS) <= set(fam.bench_spec.fields) | set(EXPORT_FIELDS) | {
             k for k in r if k.startswith("speedup_vs_")}
+        if r["backend"] == "ort":  # the row says what its artifact's export cost
+            assert r["export_seconds"] > 0 and r["export_peak_rss_gb"] > 0
         assert r["family"] == name and r["random_init"] is True
         assert r["latency_ms_p50"] > 0 and np.isfinite(r["quality_value"])
     torch_row = next(r for r in saved if r["backend"] == "torch")
