@@ -89,7 +89,7 @@ def _on_disk(model, extra_outputs: Sequence[str] = (), extra_nodes: Sequence = (
 
 
 def _chain(after: dict, tensor: str) -> list:
-    """The probe nodes reading ``tensor``, and the ones reading theirs (Abs → ReduceMax)."""
+    """The probe nodes reading ``tensor``, and any probe nodes reading theirs."""
     out = []
     for n in after.pop(tensor, []):
         out.append(n)
