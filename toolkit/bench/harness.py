@@ -406,9 +406,12 @@ def _artifact(spec: BenchSpec, loaded, plan, model: dict, precision: str, workdi
               isolate: bool) -> str:
     """The artifact a precision's rows run: reused when current, else exported — in its own
     process when cases are isolated, so its time and peak memory are the export's alone."""
-    out = artifact_path(loaded, precision, workdir)
-    if not isolate or is_current(out, loaded.family, loaded.source, precision, plan.revision):
+    if not isolate:
         return str(artifact_for(loaded, plan, precision, workdir))
+    out = artifact_path(loaded, precision, workdir)
+    if is_current(out, loaded.family, loaded.source, precision, plan.revision):
+        console.print(f"[dim]reusing {escape(str(out))} ({precision})[/]")  # checked once
+        return str(out)
     try:
         path, _peak = run_isolated(_export_child, spec, model, precision, workdir)
     except CaseFailed as exc:

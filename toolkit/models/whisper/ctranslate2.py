@@ -65,30 +65,27 @@ class _Reader:
     def __init__(self, f, name: str, size: int):
         self.f, self.pos, self.name, self.size = f, 0, name, size
 
-    def take(self, n: int) -> bytes:
+    def _advance(self, n: int) -> None:
+        """Claim the next ``n`` bytes, refusing a file that ends before them."""
         if self.pos + n > self.size:
             raise ToolkitError(f"{self.name} is truncated ({self.size} bytes, needed "
                                f"{self.pos + n}); copy the model directory again")
-        out = self.f.read(n)
         self.pos += n
-        return out
+
+    def take(self, n: int) -> bytes:
+        self._advance(n)
+        return self.f.read(n)
 
     def data(self, n: int) -> bytearray:
         """``n`` bytes in a writable buffer (arrays over it can be handed to PyTorch as is)."""
-        if self.pos + n > self.size:
-            raise ToolkitError(f"{self.name} is truncated ({self.size} bytes, needed "
-                               f"{self.pos + n}); copy the model directory again")
+        self._advance(n)
         buf = bytearray(n)
         self.f.readinto(buf)
-        self.pos += n
         return buf
 
     def skip(self, n: int) -> None:
-        if self.pos + n > self.size:
-            raise ToolkitError(f"{self.name} is truncated ({self.size} bytes, needed "
-                               f"{self.pos + n}); copy the model directory again")
+        self._advance(n)
         self.f.seek(n, 1)
-        self.pos += n
 
     def unpack(self, fmt: str):
         size = struct.calcsize("<" + fmt)
