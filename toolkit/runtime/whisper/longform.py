@@ -123,84 +123,179 @@ def transcribe_mel(pipe, mel: np.ndarray, content: int, duration: float,
                    options: TranscribeOptions,
                    progress: Callable[[float], None] | None = None) -> LongFormResult:
     """Segments of ``content`` frames of log-mel ``mel`` [n_mels, frames ≥ content]."""
-    options.check()
-    tok = pipe.tokenizer
-    language = pipe.check_language(options.language, options.task)
-    rows = getattr(pipe, "windows_per_batch", None)
-    if rows is not None:  # beams and best-of samples are decoder rows: within the profile
-        rows(options.beam_size, "--beam-size")
-        if max(options.temperatures) > 0:
-            rows(options.best_of, "--best-of")
-    rng = np.random.default_rng(options.seed)
-    result = LongFormResult([], language)
-    max_initial = round(options.max_initial_timestamp / SECONDS_PER_TIMESTAMP)
-    all_tokens: list[int] = []
-    if options.initial_prompt:
-        all_tokens += tok.encode(" " + options.initial_prompt.strip())
-    prompt_reset = 0
-    seek = 0
-    while seek < content:
-        size = min(N_FRAMES, content - seek)
-        window = np.zeros((1, pipe.n_mels, N_FRAMES), np.float32)
-        window[0, :, :size] = mel[:, seek:seek + size]
-        t0 = time.perf_counter()
-        cross = pipe.encode(window)
-        result.encoder_ms += (time.perf_counter() - t0) * 1e3
-        if result.language is None:          # multilingual, no --language: the first window's
-            result.language = language = pipe.detect_language(cross)[0]
-        offset = seek * HOP_LENGTH / SAMPLE_RATE
-        prev = all_tokens[prompt_reset:]
+    job = LongFormJob.start(pipe, mel, content, duration, options, progress)
+    while not job.done:
+        advance(pipe, [job])
+    return job.result
+
+
+@dataclass
+class LongFormJob:
+    """One recording being transcribed, between two windows: where it has got to (``seek``),
+    its segments so far and the text that prompts its next window. ``advance`` moves several
+    jobs on by one window each, encoded and decoded together (the server's dynamic batching);
+    one job on its own is ``transcribe_mel``."""
+
+    mel: np.ndarray
+    content: int
+    duration: float
+    options: TranscribeOptions
+    result: LongFormResult
+    rng: np.random.Generator
+    max_initial: int
+    progress: Callable[[float], None] | None = None
+    all_tokens: list[int] = field(default_factory=list)
+    prompt_reset: int = 0
+    seek: int = 0
+
+    @classmethod
+    def start(cls, pipe, mel: np.ndarray, content: int, duration: float,
+              options: TranscribeOptions,
+              progress: Callable[[float], None] | None = None) -> "LongFormJob":
+        options.check()
+        tok = pipe.tokenizer
+        language = pipe.check_language(options.language, options.task)
+        rows = getattr(pipe, "windows_per_batch", None)
+        if rows is not None:  # beams and best-of samples are decoder rows: within the profile
+            rows(options.beam_size, "--beam-size")
+            if max(options.temperatures) > 0:
+                rows(options.best_of, "--best-of")
+        job = cls(mel, content, duration, options, LongFormResult([], language),
+                  np.random.default_rng(options.seed),
+                  round(options.max_initial_timestamp / SECONDS_PER_TIMESTAMP), progress)
+        if options.initial_prompt:
+            job.all_tokens += tok.encode(" " + options.initial_prompt.strip())
+        return job
+
+    @property
+    def done(self) -> bool:
+        return self.seek >= self.content
+
+    def window(self, n_mels: int) -> tuple[np.ndarray, int]:
+        """The next 30-s window [n_mels, 3000] (zero-padded after the content) and its frames."""
+        size = min(N_FRAMES, self.content - self.seek)
+        window = np.zeros((n_mels, N_FRAMES), np.float32)
+        window[:, :size] = self.mel[:, self.seek:self.seek + size]
+        return window, size
+
+    def prompt(self, pipe) -> tuple[list[int], int]:
+        """The next window's prompt and where its ``<|startoftranscript|>`` sits."""
+        tok = pipe.tokenizer
+        prev = self.all_tokens[self.prompt_reset:]
         prefix = [tok.sot_prev] + prev[-(pipe.max_length // 2 - 1):] if prev else []
-        prompt = prefix + tok.sot_sequence(language if tok.multilingual else None, options.task,
-                                           timestamps=not options.without_timestamps)
-        decoded = _decode_with_fallback(pipe, cross, prompt, len(prefix), options, max_initial,
-                                        rng, result)
-        hyp, temperature, ratio = decoded
+        language = self.result.language
+        return prefix + tok.sot_sequence(language if tok.multilingual else None,
+                                         self.options.task,
+                                         timestamps=not self.options.without_timestamps), len(prefix)
+
+    def finish_window(self, pipe, size: int, hyp, temperature: float, ratio: float) -> None:
+        """Keep the window's complete segments and seek past them."""
+        tok, options, result = pipe.tokenizer, self.options, self.result
         result.windows += 1
+        offset = self.seek * HOP_LENGTH / SAMPLE_RATE
+        silent = False
         if options.no_speech_threshold is not None and hyp.no_speech_prob is not None:
             silent = hyp.no_speech_prob > options.no_speech_threshold
             if options.logprob_threshold is not None and hyp.avg_logprob > options.logprob_threshold:
                 silent = False
-            if silent:
-                seek += size
-                if progress:
-                    progress(min(duration, seek * HOP_LENGTH / SAMPLE_RATE))
-                continue
-        pieces, consumed = _split_segments(hyp.tokens, tok.timestamp_begin, size,
-                                           options.without_timestamps)
-        for toks, start, end in pieces:
-            text = tok.decode([t for t in toks if t < tok.eot])
-            start_s = offset + start * SECONDS_PER_TIMESTAMP
-            end_s = min(offset + end * SECONDS_PER_TIMESTAMP, duration)
-            if not text.strip() or end_s <= start_s:
-                continue                      # instantaneous or empty: not a segment, and not
+        if silent:
+            self.seek += size
+        else:
+            pieces, consumed = _split_segments(hyp.tokens, tok.timestamp_begin, size,
+                                               options.without_timestamps)
+            for toks, start, end in pieces:
+                text = tok.decode([t for t in toks if t < tok.eot])
+                start_s = offset + start * SECONDS_PER_TIMESTAMP
+                end_s = min(offset + end * SECONDS_PER_TIMESTAMP, self.duration)
+                if not text.strip() or end_s <= start_s:
+                    continue                  # instantaneous or empty: not a segment, and not
                                               # part of the next window's prompt either
-            result.segments.append(Segment(len(result.segments), seek, start_s, end_s, text,
-                                           toks, temperature, hyp.avg_logprob, ratio,
-                                           hyp.no_speech_prob))
-            all_tokens += toks
-        seek += consumed
-        if not options.condition_on_previous_text or temperature > options.prompt_reset_on_temperature:
-            prompt_reset = len(all_tokens)
-        if progress:
-            progress(min(duration, seek * HOP_LENGTH / SAMPLE_RATE))
-    return result
+                result.segments.append(Segment(len(result.segments), self.seek, start_s, end_s,
+                                               text, toks, temperature, hyp.avg_logprob, ratio,
+                                               hyp.no_speech_prob))
+                self.all_tokens += toks
+            self.seek += consumed
+            if (not options.condition_on_previous_text
+                    or temperature > options.prompt_reset_on_temperature):
+                self.prompt_reset = len(self.all_tokens)
+        if self.progress:
+            self.progress(min(self.duration, self.seek * HOP_LENGTH / SAMPLE_RATE))
 
 
-def _decode_with_fallback(pipe, cross, prompt, sot_index, options, max_initial, rng, result):
-    """(hypothesis, temperature, compression ratio) of the first temperature that passes."""
-    tok = pipe.tokenizer
-    limit = min(options.max_new_tokens, pipe.max_length - len(prompt))
+def advance(pipe, jobs: list[LongFormJob], max_windows: int | None = None) -> None:
+    """Decode the next window of every unfinished job in ``jobs``.
+
+    Their windows go through the encoder together (``max_windows`` at a time); windows whose
+    prompts and search options are the same (every first window of a short clip, say) are
+    decoded as one batch at temperature 0. A window that fails the thresholds falls back on
+    its own, with its job's own random generator, so a job's transcript does not depend on
+    which other jobs shared its batches."""
+    active = [j for j in jobs if not j.done]
+    per = max_windows or max(1, len(active))
+    for i in range(0, len(active), per):
+        _advance_chunk(pipe, active[i:i + per])
+
+
+def _advance_chunk(pipe, chunk: list[LongFormJob]) -> None:
+    windows, sizes = zip(*(job.window(pipe.n_mels) for job in chunk))
+    t0 = time.perf_counter()
+    per = pipe.encoder_windows(len(chunk)) if hasattr(pipe, "encoder_windows") else len(chunk)
+    parts = [pipe.encode(np.stack(windows[i:i + per])) for i in range(0, len(chunk), per)]
+    cross = parts[0] if len(parts) == 1 else {
+        k: np.concatenate([pipe.decoder.to_host(p[k]) for p in parts]) for k in parts[0]}
+    ms = (time.perf_counter() - t0) * 1e3 / len(chunk)
+    for job in chunk:
+        job.result.encoder_ms += ms
+    unknown = [r for r, job in enumerate(chunk) if job.result.language is None]
+    if unknown:      # multilingual, no language given: each job's first window tells
+        langs = pipe.detect_language(cross if len(unknown) == len(chunk)
+                                     else pipe.take(cross, np.array(unknown)))
+        for r, lang in zip(unknown, langs):
+            chunk[r].result.language = lang
+    groups: dict[tuple, list[int]] = {}
+    for r, job in enumerate(chunk):
+        prompt, sot_index = job.prompt(pipe)
+        o = job.options
+        # sampling from the first temperature draws from the job's own generator: alone
+        key = ((tuple(prompt), sot_index, o.beam_size, o.patience, o.length_penalty,
+                o.temperatures[0], o.without_timestamps, o.max_new_tokens, job.max_initial)
+               if o.temperatures[0] == 0 else ("alone", r))
+        groups.setdefault(key, []).append(r)
+    for rows in groups.values():
+        job = chunk[rows[0]]
+        prompt, sot_index = job.prompt(pipe)
+        sub = cross if len(rows) == len(chunk) else pipe.take(cross, np.array(rows))
+        first = _search(pipe, sub, prompt, sot_index, job, job.options.temperatures[0])
+        for k, r in enumerate(rows):
+            job = chunk[r]
+            job.result.step_ms += first.step_ms
+            own = sub if len(rows) == 1 else pipe.take(sub, np.array([k]))
+            hyp, temperature, ratio = _decode_with_fallback(
+                pipe, own, prompt, sot_index, job, first.hypotheses[k])
+            job.finish_window(pipe, sizes[r], hyp, temperature, ratio)
+
+
+def _search(pipe, cross, prompt, sot_index, job: LongFormJob, temperature: float):
+    o = job.options
+    limit = min(o.max_new_tokens, pipe.max_length - len(prompt))
+    search = SearchOptions(beam_size=o.beam_size if temperature == 0 else 1,
+                           best_of=o.best_of if temperature > 0 else 1,
+                           temperature=temperature, patience=o.patience,
+                           length_penalty=o.length_penalty)
+    return pipe.search(cross, prompt, search, limit, sot_index=sot_index, rng=job.rng,
+                       timestamps=not o.without_timestamps, max_initial=job.max_initial,
+                       suppress_special=True)
+
+
+def _decode_with_fallback(pipe, cross, prompt, sot_index, job: LongFormJob, hyp):
+    """(hypothesis, temperature, compression ratio) of the first temperature that passes;
+    ``hyp`` is the first temperature's (decoded already, perhaps in a batch)."""
+    tok, options = pipe.tokenizer, job.options
     for k, temperature in enumerate(options.temperatures):
-        search = SearchOptions(beam_size=options.beam_size if temperature == 0 else 1,
-                               best_of=options.best_of if temperature > 0 else 1,
-                               temperature=temperature, patience=options.patience,
-                               length_penalty=options.length_penalty)
-        res = pipe.search(cross, prompt, search, limit, sot_index=sot_index, rng=rng,
-                          timestamps=not options.without_timestamps, max_initial=max_initial,
-                          suppress_special=True)
-        result.step_ms += res.step_ms
-        hyp = res.hypotheses[0]
+        if k > 0:
+            res = _search(pipe, cross, prompt, sot_index, job, temperature)
+            job.result.step_ms += res.step_ms
+            hyp = res.hypotheses[0]
         ratio = compression_ratio(tok.decode([t for t in hyp.tokens if t < tok.eot]))
         failed = ((options.compression_ratio_threshold is not None
                    and ratio > options.compression_ratio_threshold)
@@ -213,7 +308,7 @@ def _decode_with_fallback(pipe, cross, prompt, sot_index, options, max_initial, 
             failed = False                     # silence: not worth another temperature
         if not failed or k == len(options.temperatures) - 1:
             return hyp, temperature, ratio
-        result.fallbacks += 1
+        job.result.fallbacks += 1
     raise AssertionError("unreachable")
 
 

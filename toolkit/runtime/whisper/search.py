@@ -205,22 +205,27 @@ class Searcher:
         for i in range(limit):
             if i > 0:
                 logits, past = self._timed_step(tokens[:, -1:], past, cross)
-            logprobs = log_softmax(apply_filters(self.filters, logits, i, tokens))
+            scores = apply_filters(self.filters, logits, i, tokens)
+            # the beam + 1 best tokens of every row, and only their log-probabilities (one
+            # normaliser per row; no full-vocabulary log-softmax array)
+            top = np.argpartition(-scores, beam, axis=-1)[:, :beam + 1]
+            top_lp = np.take_along_axis(scores, top, axis=-1) - logsumexp(scores)[:, None]
+            if np.isnan(top_lp).any() or np.isposinf(top_lp).any():
+                raise self._nan(i)
+            top, top_lp = top.tolist(), top_lp.tolist()
             new_rows, parents, new_sums = [], [], []
             for a in range(n):
                 cands: dict[tuple, float] = {}
                 parent: dict[tuple, int] = {}
                 for r in range(a * beam, (a + 1) * beam):
-                    lp = logprobs[r]
-                    top = np.argpartition(-lp, beam)[:beam + 1]
-                    if np.isnan(lp[top]).any() or np.isposinf(lp[top]).any():
-                        raise self._nan(i)
+                    if not np.isfinite(sums[r]):
+                        continue
                     prefix = tuple(tokens[r].tolist())
-                    for t in top:
-                        if not (np.isfinite(lp[t]) and np.isfinite(sums[r])):
+                    for t, lp in zip(top[r], top_lp[r]):
+                        if lp == -np.inf:
                             continue
-                        seq = prefix + (int(t),)
-                        cands[seq] = sums[r] + float(lp[t])
+                        seq = prefix + (t,)
+                        cands[seq] = sums[r] + lp
                         parent[seq] = r
                 kept = 0
                 fresh: dict[tuple, float] = {}
