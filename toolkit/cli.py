@@ -272,6 +272,100 @@ def transcribe(
             out.print(f"[bold]{escape(str(path))}[/]: {escape(result['text'])}", soft_wrap=True)
 
 
+@app.command()
+@one_line_errors
+def serve(
+    artifact: Artifact = None,
+    checkpoint: Checkpoint = None,
+    preset: Preset = None,
+    backend: Annotated[str, typer.Option(help="Backend of the models: torch or ort (GPU: ort-cuda, ort-trt, trt).")] = "ort",
+    tts_artifact: Annotated[Optional[Path], typer.Option(help="Also serve /v1/audio/speech from this Grad-TTS artifact.")] = None,
+    tts_checkpoint: Annotated[Optional[str], typer.Option(help="… or this Grad-TTS checkpoint.")] = None,
+    tts_preset: Annotated[Optional[str], typer.Option(help="… or this Grad-TTS preset (random weights: noise).")] = None,
+    tts_backend: Annotated[str, typer.Option(help="Backend of the Grad-TTS model (as toolkit synthesize).")] = "torch",
+    no_whisper: Annotated[bool, typer.Option("--no-whisper", help="Serve only the Grad-TTS model.")] = False,
+    engine: Annotated[str, typer.Option(help="local (uvicorn, one process) or ray (Ray Serve deployment).")] = "local",
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch: Annotated[int, typer.Option(help="Requests decoded together (Whisper: one 30-s window each per round); 1 = one at a time.")] = 8,
+    max_wait_ms: Annotated[float, typer.Option(help="How long an idle server waits for more requests to batch with the first.")] = 10.0,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait; past that the server answers 429 with Retry-After.")] = 128,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest audio upload (413 past it).")] = 25.0,
+    timeout_s: Annotated[float, typer.Option(help="Longest a request may take (504 past it).")] = 300.0,
+    api_key_env: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer <key>' with the key in this environment variable.")] = None,
+    beam_size: Annotated[int, typer.Option(help="Whisper beams at temperature 0 (as toolkit transcribe).")] = 5,
+    best_of: Annotated[int, typer.Option(help="Whisper samples per window at temperature > 0.")] = 5,
+    tts_steps: Annotated[int, typer.Option(help="Grad-TTS ODE steps per request.")] = 10,
+    replicas: Annotated[int, typer.Option(help="--engine ray: replicas of each deployment.")] = 1,
+    gpus_per_replica: Annotated[float, typer.Option(help="--engine ray: GPUs per replica (0 on CPU machines).")] = 0.0,
+    cpus_per_replica: Annotated[float, typer.Option(help="--engine ray: CPUs reserved per replica.")] = 1.0,
+    ray_address: Annotated[Optional[str], typer.Option(help="--engine ray: join this Ray cluster (default: start a local one).")] = None,
+    autoscaling: Annotated[Optional[str], typer.Option(help="--engine ray: Ray Serve autoscaling_config as JSON, e.g. '{\"min_replicas\":1,\"max_replicas\":4}'.")] = None,
+):
+    """Serve Whisper (and Grad-TTS) over an OpenAI-compatible HTTP API, with dynamic batching."""
+    serve_mod = registry.layer_module("serve", "service")
+    if not no_whisper:
+        whisper = serve_mod.ModelSource(str(artifact) if artifact else None, checkpoint, preset, backend)
+    elif artifact or checkpoint or preset:
+        raise ToolkitError("--no-whisper serves no Whisper model; drop --artifact/--checkpoint/--preset")
+    else:
+        whisper = None
+    tts = None
+    if tts_artifact or tts_checkpoint or tts_preset:
+        tts = serve_mod.ModelSource(str(tts_artifact) if tts_artifact else None, tts_checkpoint, tts_preset, tts_backend)
+    settings = serve_mod.Settings(whisper=whisper, tts=tts, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                  max_queue=max_queue, max_upload_mb=max_upload_mb, timeout_s=timeout_s,
+                                  beam_size=beam_size, best_of=best_of, tts_steps=tts_steps)
+    if engine == "local":
+        registry.layer_module("serve", "server").run(settings, host, port, api_key_env)
+    elif engine == "ray":
+        registry.layer_module("serve", "ray_app").run(
+            settings, host, port, api_key_env, replicas=replicas, gpus=gpus_per_replica,
+            cpus=cpus_per_replica, address=ray_address, autoscaling=autoscaling)
+    else:
+        raise ToolkitError(f"--engine must be local or ray (got {engine!r})")
+
+
+@app.command("load-test")
+@one_line_errors
+def load_test(
+    url: Annotated[str, typer.Option(help="The server, e.g. http://127.0.0.1:8000.")] = "http://127.0.0.1:8000",
+    audio: Annotated[Optional[list[Path]], typer.Option("--audio", help="Clips (files or folders) the clients send in turn (default: the built-in LJSpeech clips).")] = None,
+    clients: Annotated[str, typer.Option(help="Comma list of concurrent client counts.")] = "1,4,16,64",
+    requests: Annotated[int, typer.Option(help="Requests each client sends, one after another.")] = 4,
+    label: Annotated[str, typer.Option(help="Name of this server configuration in the table.")] = "serve",
+    api_key_env: Annotated[Optional[str], typer.Option(help="Send the key in this environment variable.")] = None,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Append the results to this JSONL file.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Print the table of a JSONL file written by --out, and send nothing.")] = None,
+):
+    """Concurrent clients against a running server: throughput, p50/p99 latency, mean batch,
+    and that no request was lost or answered twice."""
+    load = registry.layer_module("serve", "loadtest")
+    if report is not None:
+        results = load.read_results(report)
+    else:
+        counts = [int(c) for c in (_csv(clients) or [])]
+        if not counts or min(counts) < 1 or requests < 1:
+            raise ToolkitError("--clients needs counts of at least 1 and --requests at least 1")
+        key = registry.layer_module("serve", "server").api_key_from_env(api_key_env)
+        clips = load.load_clips(audio or load.default_clips())
+        results = load.run_load(url, clips, counts, requests, label=label, api_key=key,
+                                out=out_file)
+    table = Table(title="load test")
+    for col in ("server", "clients", "requests", "ok", "lost", "dup", "same text",
+                "audio s/s", "p50 ms", "p99 ms", "mean batch", "server count"):
+        table.add_column(col, justify="left" if col == "server" else "right")
+    for r in results:
+        table.add_row(r.label, str(r.clients), str(r.requests), str(r.ok), str(r.lost),
+                      str(r.duplicated), str(r.same_text), f"{r.throughput:.2f}",
+                      f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}",
+                      "-" if r.mean_batch is None else f"{r.mean_batch:.2f}",
+                      "-" if r.counted is None else str(r.counted))
+    out.print(table)
+    if any(r.lost or r.duplicated for r in results):
+        raise typer.Exit(1)
+
+
 @train_app.command("whisper")
 @one_line_errors
 def train_whisper(
@@ -451,6 +545,36 @@ def check_trt(
         check.print_findings(findings, artifact_dir, graphs)
     if any(f.severity == "error" for f in findings):
         raise typer.Exit(1)
+
+
+@app.command("export-triton")
+@one_line_errors
+def export_triton(
+    artifacts: Annotated[list[Path], typer.Argument(help="Whisper artifact directories (toolkit export whisper).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Triton model repository to write.")],
+    platform: Annotated[str, typer.Option(help="onnx (onnxruntime_onnx: the graphs) or tensorrt (tensorrt_plan: the engines of `toolkit build`).")] = "onnx",
+    instances: Annotated[int, typer.Option(help="Instances of each model (instance_group count).")] = 1,
+    kind: Annotated[str, typer.Option(help="Where the encoder and decoder run: gpu or cpu (the BLS decode loop always runs on the CPU).")] = "gpu",
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it is a repository export-triton wrote.")] = False,
+):
+    """Write a Triton Inference Server model repository (encoder, decoder, BLS decode loop) for
+    Whisper artifacts; see docs/triton.md."""
+    models = triton().write_repository(artifacts, out_dir, platform=platform,
+                                       instances=instances, kind=kind, force=force)
+    written = json.loads((Path(out_dir) / triton().MARKER).read_text())["models"]
+    for m in models:
+        info = written[m.name]
+        what = ("python BLS: the decode loop" if info["role"] == "bls" else
+                f"{info['role']}, {info['platform']}, max_batch_size {info['max_batch_size']}")
+        out.print(f"[green]✓[/] {escape(str(m))} ({what})", soft_wrap=True)
+    out.print(f"wrote Triton repository {escape(str(out_dir))}: tritonserver "
+              f"--model-repository={escape(str(Path(out_dir).resolve()))} (docs/triton.md)",
+              soft_wrap=True)
+
+
+def triton():
+    """The Triton repository writer (loaded when a command needs it)."""
+    return registry.layer_module("serve", "triton")
 
 
 

@@ -1,0 +1,296 @@
+"""The OpenAI-compatible HTTP API, on FastAPI (``toolkit serve``; the Ray Serve replicas mount
+the same app).
+
+Routes: ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (multipart: file,
+model, language, prompt, response_format = json | text | srt | vtt | verbose_json,
+temperature), ``POST /v1/audio/speech`` (Grad-TTS; JSON: input, voice, response_format wav,
+speed), ``GET /health`` (200 once the models are loaded, 503 before) and ``GET /metrics``
+(Prometheus). Errors are OpenAI's shape, ``{"error": {"message", "type", "code"}}``, with a
+one-line message that names the problem and the fix.
+
+The routes talk to a ``Service`` (``service.py``): the models and how requests reach them —
+the local dynamic batcher, or Ray Serve's ``@serve.batch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import logging
+import time
+from contextlib import asynccontextmanager
+
+import soundfile as sf
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from ..core.errors import ToolkitError
+from ..runtime.whisper.longform import fallback_temperatures
+from ..runtime.whisper.subtitles import to_srt, to_vtt
+from .batching import QueueFull
+from .metrics import Metrics
+from .uploads import UploadError, check_length, receive_upload
+
+log = logging.getLogger("toolkit.serve")
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+TRANSCRIBE = "/v1/audio/transcriptions"
+TRANSLATE = "/v1/audio/translations"
+SPEECH = "/v1/audio/speech"
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    kind = ("invalid_request_error" if status < 500 else "server_error")
+    if status == 401:
+        kind = "authentication_error"
+    elif status == 429:
+        kind = "rate_limit_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None,
+                                   "code": status}}, status_code=status, headers=headers)
+
+
+def create_app(service, *, api_key: str | None = None, manage: bool = True) -> FastAPI:
+    """The app over ``service``; ``manage``: the app starts the service (its models load in
+    the background) and stops it with the server (Ray replicas manage their own)."""
+    metrics: Metrics = service.metrics
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if manage:
+            service.start()
+        try:
+            yield
+        finally:
+            if manage:
+                service.stop()
+
+    app = FastAPI(title="toolkit", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.service = service
+
+    def authorized(request: Request) -> bool:
+        if not api_key:
+            return True
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
+                                                                  api_key.encode())
+
+    def denied() -> JSONResponse:
+        return error_response(401, "missing or wrong API key: send 'Authorization: Bearer "
+                                   "<key>' with the key the server was started with",
+                              {"WWW-Authenticate": "Bearer"})
+
+    def answered(route: str, response: Response, t0: float, request: Request) -> Response:
+        rid = request.headers.get("x-client-request-id")
+        if rid and len(rid) <= 128 and rid.isprintable():
+            response.headers["x-client-request-id"] = rid   # echoed: clients match answers
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        if response.status_code >= 400:
+            metrics.errors.labels(route, str(response.status_code)).inc()
+        return response
+
+    @app.get("/health")
+    async def health():
+        if service.failed:
+            return error_response(503, f"the models failed to load: {service.failed}")
+        if not service.ready:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return {"status": "ok", "models": service.describe()}
+
+    @app.get("/metrics")
+    async def prometheus(request: Request):
+        if not authorized(request):
+            return denied()
+        service.update_gauges()
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        if not authorized(request):
+            return denied()
+        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "toolkit"}
+                                           for name in service.model_names()]}
+
+    async def audio_route(request: Request, route: str, task: str) -> Response:
+        t0 = time.perf_counter()
+        metrics.inflight.inc()
+        try:
+            return answered(route, await _audio(request, task), t0, request)
+        except ClientDisconnect:                 # the client went away mid-upload
+            metrics.requests.labels(route, "499").inc()
+            metrics.errors.labels(route, "disconnect").inc()
+            return Response(status_code=499)
+        finally:
+            metrics.inflight.dec()
+
+    async def _audio(request: Request, task: str) -> Response:
+        if not authorized(request):
+            return denied()
+        if not service.ready:
+            return error_response(503, "the models are still loading; retry when GET /health "
+                                       "answers 200", {"Retry-After": "5"})
+        if service.whisper is None:
+            return error_response(404, "no Whisper model is served here; start the server "
+                                       "with --artifact/--checkpoint of a Whisper model")
+        upload = None
+        try:
+            check_length(request.headers.get("content-length"), service.max_upload_bytes)
+            upload = await receive_upload(request.stream(), request.headers.get("content-type"),
+                                          service.max_upload_bytes, service.upload_dir)
+            fields = upload.fields
+            fmt = fields.get("response_format") or "json"
+            if fmt not in RESPONSE_FORMATS:
+                raise UploadError(400, f"response_format {fmt!r} is not one of "
+                                       f"{', '.join(RESPONSE_FORMATS)}")
+            granularity = {v for k, v in fields.items() if k.startswith("timestamp_granularities")}
+            if "word" in granularity:
+                raise UploadError(400, "word timestamps are not supported; use "
+                                       "timestamp_granularities[]=segment")
+            service.check_model(fields.get("model"), "whisper")
+            options = _options(service, fields, task)
+            audio = await run_in_threadpool(service.read_audio, upload.file)
+        except UploadError as exc:
+            return error_response(exc.status, exc.message, exc.headers)
+        except ToolkitError as exc:
+            return error_response(exc.status if hasattr(exc, "status") else 400, str(exc))
+        finally:
+            if upload is not None:
+                upload.discard()
+        metrics.audio.labels(TRANSLATE if task == "translate" else TRANSCRIBE).inc(
+            len(audio) / 16000)
+        try:
+            result = await _wait(request, await service.transcribe(audio, options))
+        except QueueFull as exc:
+            return error_response(429, f"the server is busy ({exc.depth} requests waiting); "
+                                       f"retry after {exc.retry_after} s",
+                                  {"Retry-After": str(exc.retry_after)})
+        except asyncio.TimeoutError:
+            return error_response(504, f"the transcription took longer than the server's "
+                                       f"{service.timeout_s:g} s limit (--timeout-s); send "
+                                       "shorter audio")
+        except ToolkitError as exc:
+            return error_response(400, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:                 # noqa: BLE001 — logged, and answered
+            log.exception("transcription failed")
+            return error_response(500, f"transcription failed ({type(exc).__name__}: {exc})")
+        return _format(result, fmt, task, len(audio) / 16000)
+
+    async def _wait(request: Request, future):
+        """The result, or a timeout; a client that disconnects cancels its work."""
+        waiter = asyncio.ensure_future(future)
+        deadline = time.perf_counter() + service.timeout_s
+        try:
+            while True:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise asyncio.TimeoutError
+                done, _ = await asyncio.wait({waiter}, timeout=min(left, 0.5))
+                if done:
+                    return waiter.result()
+                if await request.is_disconnected():
+                    raise ClientDisconnect
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    @app.post(TRANSCRIBE)
+    async def transcriptions(request: Request):
+        return await audio_route(request, TRANSCRIBE, "transcribe")
+
+    @app.post(TRANSLATE)
+    async def translations(request: Request):
+        return await audio_route(request, TRANSLATE, "translate")
+
+    @app.post(SPEECH)
+    async def speech(request: Request):
+        t0 = time.perf_counter()
+        metrics.inflight.inc()
+        try:
+            return answered(SPEECH, await _speech(request), t0, request)
+        finally:
+            metrics.inflight.dec()
+
+    async def _speech(request: Request) -> Response:
+        if not authorized(request):
+            return denied()
+        if not service.ready:
+            return error_response(503, "the models are still loading; retry when GET /health "
+                                       "answers 200", {"Retry-After": "5"})
+        if service.tts is None:
+            return error_response(404, "no Grad-TTS model is served here; start the server with "
+                                       "--tts-artifact/--tts-checkpoint/--tts-preset")
+        try:
+            body = await request.json()
+        except ValueError:
+            return error_response(400, "the body is not JSON; send {\"input\": \"text\", "
+                                       "\"voice\": \"default\"}")
+        if not isinstance(body, dict) or not isinstance(body.get("input"), str):
+            return error_response(400, "the JSON body needs 'input': the text to speak")
+        fmt = body.get("response_format") or "wav"
+        if fmt != "wav":
+            return error_response(400, f"response_format {fmt!r} is not available; this server "
+                                       "answers wav")
+        speed = body.get("speed", 1.0)
+        if not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0:
+            return error_response(400, f"speed must be a number from 0.25 to 4.0 (got {speed!r})")
+        try:
+            service.check_model(body.get("model"), "tts")
+            service.check_text(body["input"])
+            wav, rate = await _wait(request, await service.speak(body["input"], 1.0 / speed))
+        except QueueFull as exc:
+            return error_response(429, f"the server is busy ({exc.depth} requests waiting); "
+                                       f"retry after {exc.retry_after} s",
+                                  {"Retry-After": str(exc.retry_after)})
+        except asyncio.TimeoutError:
+            return error_response(504, f"synthesis took longer than the server's "
+                                       f"{service.timeout_s:g} s limit (--timeout-s)")
+        except ToolkitError as exc:
+            return error_response(400, str(exc))
+        except Exception as exc:                 # noqa: BLE001
+            log.exception("synthesis failed")
+            return error_response(500, f"synthesis failed ({type(exc).__name__}: {exc})")
+        metrics.audio.labels(SPEECH).inc(len(wav) / rate)
+        buf = io.BytesIO()
+        sf.write(buf, wav, rate, format="WAV", subtype="PCM_16")
+        return Response(buf.getvalue(), media_type="audio/wav")
+
+    return app
+
+
+def _options(service, fields: dict, task: str):
+    """The request's form fields as decoding options (the server's defaults otherwise)."""
+    temperature = fields.get("temperature")
+    try:
+        t = float(temperature) if temperature not in (None, "") else 0.0
+    except ValueError:
+        raise UploadError(400, f"temperature must be a number from 0 to 1 (got "
+                               f"{temperature!r})") from None
+    if not 0 <= t <= 1:
+        raise UploadError(400, f"temperature must be from 0 to 1 (got {t:g})")
+    language = (fields.get("language") or "").strip().lower() or None
+    prompt = (fields.get("prompt") or "").strip() or None
+    return service.options(language=language, task=task, initial_prompt=prompt,
+                           temperatures=fallback_temperatures(t, 0.2))
+
+
+def _format(result, fmt: str, task: str, duration: float) -> Response:
+    segments = [s.as_dict() for s in result.segments]
+    if fmt == "json":
+        return JSONResponse({"text": result.text})
+    if fmt == "text":
+        return PlainTextResponse(result.text + "\n")
+    if fmt == "srt":
+        return PlainTextResponse(to_srt({"segments": segments}))
+    if fmt == "vtt":
+        return PlainTextResponse(to_vtt({"segments": segments}), media_type="text/vtt")
+    return JSONResponse({"task": task, "language": result.language,
+                         "duration": round(duration, 3), "text": result.text,
+                         "segments": segments})
+

@@ -1,0 +1,180 @@
+"""``toolkit serve --engine ray``: the same app and pipelines as Ray Serve deployments.
+
+Each replica is a Ray actor that loads the models once and mounts the same FastAPI app as
+``toolkit serve`` (built in the replica, ``__serve_build_asgi_app__``); requests reach the
+pipeline through Ray's ``@serve.batch`` (``max_batch_size`` = ``--max-batch``,
+``batch_wait_timeout_s`` = ``--max-wait-ms``; one batch at a time per replica, so a session
+never runs two batches). Ray's proxy spreads requests over ``--replicas`` (or Ray's
+autoscaling, ``--autoscaling '{...}'``); ``--max-queue`` is Ray's ``max_queued_requests``.
+On a cluster, ``--ray-address`` joins it and ``--gpus-per-replica`` places replicas on GPUs:
+a fleet grows by adding Ray nodes.
+
+``ray`` is optional (``pip install 'ray[serve]'``) and imported only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+
+from ..core.errors import MissingDependency, ToolkitError
+from ..core.progress import console
+from .app import create_app
+from .server import api_key_from_env, check_settings, is_loopback
+from .service import Service, Settings
+
+log = logging.getLogger("toolkit.serve")
+
+
+class RayService(Service):
+    """A replica's models; ``submit`` goes through the replica's ``@serve.batch`` methods."""
+
+    replica = None                          # set by the deployment
+
+    def make_batcher(self, name, run_round, max_batch=None):
+        return None                         # Ray's @serve.batch queues and batches
+
+    def submit(self, name: str, job, result):
+        method = (self.replica.transcribe_batch if name == "whisper"
+                  else self.replica.speak_batch)
+
+        async def wait():
+            status, value = await method(job)
+            if status == "error":
+                raise value
+            return result(value)
+        return wait()
+
+    def run_batch(self, name: str, jobs: list) -> list[tuple]:
+        """A whole batch to the end (every window of every recording): Ray hands a replica
+        its batches one at a time. A failing batch runs again job by job."""
+        round_fn = self._whisper_round if name == "whisper" else self._tts_round
+        try:
+            while not all(j.done for j in jobs):
+                round_fn([j for j in jobs if not j.done])
+            return [("ok", j) for j in jobs]
+        except Exception:                      # noqa: BLE001 — isolate the failing job
+            if len(jobs) == 1:
+                raise
+        out = []
+        for j in jobs:
+            try:
+                while not j.done:
+                    round_fn([j])
+                out.append(("ok", j))
+            except Exception as exc:           # noqa: BLE001
+                out.append(("error", exc))
+        return out
+
+
+def deployment(settings: Settings, api_key: str | None, replicas: int = 1, gpus: float = 0.0,
+               cpus: float = 1.0, autoscaling: dict | None = None):
+    from ray import serve
+
+    options = {"ray_actor_options": {"num_cpus": cpus, "num_gpus": gpus},
+               "max_ongoing_requests": max(2 * settings.max_batch, 8),
+               "max_queued_requests": settings.max_queue,
+               "health_check_period_s": 10, "graceful_shutdown_timeout_s": 10}
+    if autoscaling:
+        options["autoscaling_config"] = autoscaling
+    else:
+        options["num_replicas"] = replicas
+    threads = max(1, int(cpus))
+
+    @serve.deployment(name="toolkit", **options)
+    @serve.ingress()
+    class Replica:
+        def __init__(self):
+            for source in (settings.whisper, settings.tts):
+                if source is not None:
+                    source.threads = threads   # intra-op threads = the CPUs Ray gave us
+            self.service = RayService(settings)
+            self.service.replica = self
+            self.service.start(background=False)
+            if self.service.failed:
+                raise RuntimeError(self.service.failed)
+            self.transcribe_batch.set_max_batch_size(settings.max_batch)
+            self.transcribe_batch.set_batch_wait_timeout_s(settings.max_wait_ms / 1e3)
+
+        def __serve_build_asgi_app__(self):
+            return create_app(self.service, api_key=api_key, manage=False)
+
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+        async def transcribe_batch(self, jobs: list) -> list:
+            return await asyncio.to_thread(self.service.run_batch, "whisper", jobs)
+
+        @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
+        async def speak_batch(self, jobs: list) -> list:
+            return await asyncio.to_thread(self.service.run_batch, "tts", jobs)
+
+        def check_health(self):
+            if not self.service.ready:
+                raise RuntimeError("models not loaded")
+
+    return Replica.bind()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
+        api_key_env: str | None = None, replicas: int = 1, gpus: float = 0.0,
+        cpus: float = 1.0, address: str | None = None, autoscaling: str | None = None) -> None:
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        raise MissingDependency("--engine ray needs Ray Serve: pip install 'ray[serve]'") from None
+    key = api_key_from_env(api_key_env)
+    if replicas < 1:
+        raise ToolkitError(f"--replicas must be at least 1 (got {replicas})")
+    if gpus < 0 or cpus <= 0:
+        raise ToolkitError("--gpus-per-replica must be 0 or more and --cpus-per-replica above 0")
+    scaling = None
+    if autoscaling:
+        try:
+            scaling = json.loads(autoscaling)
+        except ValueError as exc:
+            raise ToolkitError(f"--autoscaling is not JSON ({exc}); e.g. "
+                               "'{\"min_replicas\": 1, \"max_replicas\": 4}'") from None
+        if not isinstance(scaling, dict):
+            raise ToolkitError("--autoscaling must be a JSON object of Ray Serve's "
+                               "autoscaling_config")
+    check_settings(settings, host, port)
+    console.print(f"starting Ray{' at ' + address if address else ' (local)'} and Ray Serve "
+                  f"on http://{host}:{port}: {replicas if not scaling else 'autoscaled'} "
+                  f"replica(s), {cpus:g} CPU / {gpus:g} GPU each…")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
+    except (OSError, ConnectionError, RuntimeError, ValueError) as exc:
+        raise ToolkitError(f"Ray did not start ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:300]}); check --ray-address, or TMPDIR "
+                           "(Ray's socket paths must stay under 107 bytes)") from None
+    try:
+        serve.start(http_options={"host": host, "port": port,
+                                  "request_timeout_s": settings.timeout_s + 30})
+        t0 = time.perf_counter()
+        try:
+            serve.run(deployment(settings, key, replicas, gpus, cpus, scaling), name="toolkit",
+                      route_prefix="/", blocking=False)
+        except RuntimeError as exc:
+            raise ToolkitError(f"the Ray Serve deployment failed to start: "
+                               f"{str(exc).splitlines()[-1][:300]}") from None
+        console.print(f"[green]ready[/] in {time.perf_counter() - t0:.0f} s: POST "
+                      f"http://{host}:{port}/v1/audio/transcriptions (Ctrl-C stops)")
+        if not is_loopback(host):
+            console.print(f"[yellow]note:[/] listening on {host}: other machines can reach this "
+                          "server" + ("" if key else " — and no --api-key-env is set"))
+        signal.signal(signal.SIGTERM, _interrupt)      # `kill` stops it as Ctrl-C does
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()
