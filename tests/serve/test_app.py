@@ -222,3 +222,47 @@ def test_speech_without_a_tts_model_is_404(server):
     client, _ = server()
     one_line(client.post("/v1/audio/speech", json={"input": "hi", "voice": "x"}), 404,
              "--tts-")
+
+
+def test_a_trickling_upload_is_cut_off(tmp_path):
+    """A client that sends its body a few bytes at a time gets 408 after --timeout-s (on a
+    real uvicorn: the test client would buffer the body)."""
+    import socket
+
+    import uvicorn
+    service = FakeService(Settings(upload_root=str(tmp_path), timeout_s=1.0))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if service.ready and server.started:
+                break
+            time.sleep(0.05)
+        head = ("POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000"
+                "\r\nContent-Type: multipart/form-data; boundary=xyz\r\n\r\n").encode()
+        part = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n"
+                b"\r\n")
+        t0 = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(head + part)
+            reply = b""
+            c.settimeout(0.3)
+            while time.perf_counter() - t0 < 8 and b"\r\n\r\n" not in reply:
+                try:
+                    c.sendall(b"\0" * 10)
+                    reply += c.recv(65536)
+                except socket.timeout:
+                    pass
+                except OSError:
+                    break
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert 0.9 < time.perf_counter() - t0 < 5
+        assert list(service.upload_dir.iterdir()) == []
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -3,6 +3,7 @@ called by the official `openai` client and by raw sockets that misbehave while o
 keep it busy. Afterwards nothing is left in its temporary directory or anywhere else."""
 
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.cli import SCRIPT, fails_cleanly
+from tests.support.cli import SCRIPT, fails_cleanly, run_toolkit
 from toolkit.runtime.whisper import open_pipeline
 
 KEY = "test-key-0123456789"
@@ -293,3 +294,20 @@ def test_ray_serve_answers_the_openai_client(tiny_en_artifact, cli_text, shared_
         out = stop(proc, signal.SIGINT, timeout=120)
         shutil.rmtree(short, ignore_errors=True)
         assert "Traceback" not in out, out
+
+
+def test_an_artifact_of_an_older_decoder_contract_is_refused(tiny_en_artifact, tmp_path,
+                                                             shared_data):
+    """An artifact exported before decoder rows shared their window's cross K/V (revision 3)
+    would fail inside onnxruntime on the first batch of two windows with beams."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_en_artifact, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["export_revision"] = 3
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    fails_cleanly("transcribe", shared_data / "audio" / "jfk.flac", "--artifact", old,
+                  contains="re-export it")
+    r = run_toolkit("serve", "--artifact", old, "--port", free_port(), timeout=120)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "older toolkit" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr

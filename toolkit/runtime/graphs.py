@@ -43,6 +43,7 @@ class Graphs:
     precision: str
     artifact: Path | None = None        # where the graphs came from, if an artifact
     loaded: LoadedModel | None = None   # the model, if run from one
+    revision: int | None = None         # the artifact's export revision (its graph contract)
 
     @property
     def random_init(self) -> bool:
@@ -96,7 +97,8 @@ def open_artifact(artifact: str | Path, family: str, backend: str, threads: int 
             s.close()
         raise
     return Graphs(family, sessions, manifest.get("model_config") or {},
-                  manifest.get("source") or {}, backend, precision, artifact=artifact)
+                  manifest.get("source") or {}, backend, precision, artifact=artifact,
+                  revision=manifest.get("export_revision"))
 
 
 def open_model(loaded: LoadedModel, build_plan: BuildPlan, backend: str, precision: str = "fp32",

@@ -140,8 +140,14 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
         upload = None
         try:
             check_length(request.headers.get("content-length"), service.max_upload_bytes)
-            upload = await receive_upload(request.stream(), request.headers.get("content-type"),
-                                          service.max_upload_bytes, service.upload_dir)
+            try:    # a client that trickles its body in does not hold a handler forever
+                upload = await asyncio.wait_for(
+                    receive_upload(request.stream(), request.headers.get("content-type"),
+                                   service.max_upload_bytes, service.upload_dir),
+                    service.timeout_s)
+            except asyncio.TimeoutError:
+                raise UploadError(408, f"the upload took longer than {service.timeout_s:g} s "
+                                       "(--timeout-s); send it again") from None
             fields = upload.fields
             fmt = fields.get("response_format") or "json"
             if fmt not in RESPONSE_FORMATS:
@@ -157,7 +163,7 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
         except UploadError as exc:
             return error_response(exc.status, exc.message, exc.headers)
         except ToolkitError as exc:
-            return error_response(exc.status if hasattr(exc, "status") else 400, str(exc))
+            return error_response(getattr(exc, "status", 400), str(exc))
         finally:
             if upload is not None:
                 upload.discard()

@@ -24,6 +24,9 @@ class Metrics:
         self.batch = Histogram("toolkit_batch_size", "Requests decoded together in one round "
                                "(Whisper: windows)", ["model"], buckets=BATCH_BUCKETS,
                                registry=r)
+        self.requests_batched = Histogram("toolkit_serve_batch_requests", "Requests in one "
+                                          "Ray @serve.batch call", ["model"],
+                                          buckets=BATCH_BUCKETS, registry=r)
         self.queue = Gauge("toolkit_queue_depth", "Requests waiting for a round", ["model"],
                            registry=r)
         self.inflight = Gauge("toolkit_inflight_requests", "Requests being answered",

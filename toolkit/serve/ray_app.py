@@ -3,8 +3,8 @@
 Each replica is a Ray actor that loads the models once and mounts the same FastAPI app as
 ``toolkit serve`` (built in the replica, ``__serve_build_asgi_app__``); requests reach the
 pipeline through Ray's ``@serve.batch`` (``max_batch_size`` = ``--max-batch``,
-``batch_wait_timeout_s`` = ``--max-wait-ms``; one batch at a time per replica, so a session
-never runs two batches). Ray's proxy spreads requests over ``--replicas`` (or Ray's
+``batch_wait_timeout_s`` = ``--max-wait-ms``), whose batches go into the replica's continuous
+batcher (``RayService``: one worker thread per model, so a session never runs two batches). Ray's proxy spreads requests over ``--replicas`` (or Ray's
 autoscaling, ``--autoscaling '{...}'``); ``--max-queue`` is Ray's ``max_queued_requests``.
 On a cluster, ``--ray-address`` joins it and ``--gpus-per-replica`` places replicas on GPUs:
 a fleet grows by adding Ray nodes.
@@ -23,6 +23,7 @@ import time
 from ..core.errors import MissingDependency, ToolkitError
 from ..core.progress import console
 from .app import create_app
+from .batching import QueueFull
 from .server import api_key_from_env, check_settings, is_loopback
 from .service import Service, Settings
 
@@ -30,12 +31,17 @@ log = logging.getLogger("toolkit.serve")
 
 
 class RayService(Service):
-    """A replica's models; ``submit`` goes through the replica's ``@serve.batch`` methods."""
+    """A replica's models. Requests come in through the replica's ``@serve.batch`` methods,
+    which hand each batch to the replica's own continuous batcher (``Service``'s, one worker
+    thread over the sessions).
+
+    Why not run each ``@serve.batch`` batch to its end: Ray forms a batch as soon as its first
+    request has waited ``batch_wait_timeout_s``, even while the replica is still busy with the
+    previous one, so on a loaded replica its batches hold only what arrived within those
+    milliseconds (measured: a mean batch of 1.18 requests at 16 clients, and no more
+    throughput than one at a time). Handed to the batcher, they join the windows in flight."""
 
     replica = None                          # set by the deployment
-
-    def make_batcher(self, name, run_round, max_batch=None):
-        return None                         # Ray's @serve.batch queues and batches
 
     def submit(self, name: str, job, result):
         method = (self.replica.transcribe_batch if name == "whisper"
@@ -48,26 +54,25 @@ class RayService(Service):
             return result(value)
         return wait()
 
-    def run_batch(self, name: str, jobs: list) -> list[tuple]:
-        """A whole batch to the end (every window of every recording): Ray hands a replica
-        its batches one at a time. A failing batch runs again job by job."""
-        round_fn = self._whisper_round if name == "whisper" else self._tts_round
-        try:
-            while not all(j.done for j in jobs):
-                round_fn([j for j in jobs if not j.done])
-            return [("ok", j) for j in jobs]
-        except Exception:                      # noqa: BLE001 — isolate the failing job
-            if len(jobs) == 1:
-                raise
-        out = []
-        for j in jobs:
+    async def run_batch(self, name: str, jobs: list) -> list[tuple]:
+        """One ``@serve.batch`` batch: every job through the batcher; (status, job or error)."""
+        self.metrics.requests_batched.labels(name).observe(len(jobs))
+        futures = []
+        for job in jobs:
             try:
-                while not j.done:
-                    round_fn([j])
-                out.append(("ok", j))
-            except Exception as exc:           # noqa: BLE001
-                out.append(("error", exc))
+                futures.append(asyncio.wrap_future(self._batchers[name].submit(job)))
+            except QueueFull as exc:
+                futures.append(_failed(exc))
+        out = []
+        for f in await asyncio.gather(*futures, return_exceptions=True):
+            out.append(("error", f) if isinstance(f, BaseException) else ("ok", f))
         return out
+
+
+def _failed(exc: BaseException):
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
 
 
 def deployment(settings: Settings, api_key: str | None, replicas: int = 1, gpus: float = 0.0,
@@ -75,7 +80,7 @@ def deployment(settings: Settings, api_key: str | None, replicas: int = 1, gpus:
     from ray import serve
 
     options = {"ray_actor_options": {"num_cpus": cpus, "num_gpus": gpus},
-               "max_ongoing_requests": max(2 * settings.max_batch, 8),
+               "max_ongoing_requests": max(4 * settings.max_batch, 16),
                "max_queued_requests": settings.max_queue,
                "health_check_period_s": 10, "graceful_shutdown_timeout_s": 10}
     if autoscaling:
@@ -102,13 +107,15 @@ def deployment(settings: Settings, api_key: str | None, replicas: int = 1, gpus:
         def __serve_build_asgi_app__(self):
             return create_app(self.service, api_key=api_key, manage=False)
 
-        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+        # several batches may be in flight: the batcher's one worker thread is what runs the
+        # sessions (never two batches on one session), joining them window by window
+        @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=64)
         async def transcribe_batch(self, jobs: list) -> list:
-            return await asyncio.to_thread(self.service.run_batch, "whisper", jobs)
+            return await self.service.run_batch("whisper", jobs)
 
-        @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
+        @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0, max_concurrent_batches=64)
         async def speak_batch(self, jobs: list) -> list:
-            return await asyncio.to_thread(self.service.run_batch, "tts", jobs)
+            return await self.service.run_batch("tts", jobs)
 
         def check_health(self):
             if not self.service.ready:

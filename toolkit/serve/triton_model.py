@@ -147,7 +147,8 @@ class TritonPythonModel:
         sessions = {g: TritonSession(params[f"{g}_model"], manifest["graphs"][g], precision)
                     for g in ("encoder", "decoder")}
         graphs = Graphs("whisper", sessions, manifest.get("model_config") or {},
-                        manifest.get("source") or {}, "triton", precision, artifact=artifact)
+                        manifest.get("source") or {}, "triton", precision, artifact=artifact,
+                        revision=manifest.get("export_revision"))
         self.pipe = make_pipeline(graphs, from_graphs)
         self.max_windows = int(params.get("max_windows") or MAX_WINDOWS)
         self.decoder_rows = int(params.get("decoder_rows") or 0)

@@ -30,6 +30,8 @@ from .longform import LongFormResult, TranscribeOptions, transcribe_long, transc
 from .search import SearchOptions, SearchResult, Searcher
 
 WINDOWS_PER_BATCH = 8   # 30-s windows encoded and decoded together (TensorRT profile max too)
+BEAM_ROWS_REVISION = 4  # the export revision from which decoder rows (windows × beams) share
+                        # their window's cross K/V: the contract of this decode loop
 
 
 @dataclass
@@ -382,6 +384,11 @@ def from_graphs(graphs: Graphs) -> WhisperPipeline:
         if key not in cfg:
             raise ToolkitError(f"model_config of {where} has no {key}; it does not match this "
                                "toolkit's Whisper runtime — re-export it")
+    if graphs.artifact is not None and (graphs.revision or 0) < BEAM_ROWS_REVISION:
+        raise ToolkitError(f"{where} was exported by an older toolkit (export revision "
+                           f"{graphs.revision}): its decoder takes cross-attention K/V per decoder "
+                           "row, this runtime passes them once per window — re-export it with "
+                           "`toolkit export whisper`")
     if set(graphs.sessions) != {"encoder", "decoder"}:
         raise ToolkitError(f"a Whisper artifact holds encoder and decoder graphs; {where} has "
                            f"{sorted(graphs.sessions)} — re-export it")
