@@ -291,6 +291,7 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(help="How long an idle server waits for more requests to batch with the first.")] = 10.0,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait; past that the server answers 429 with Retry-After.")] = 128,
     max_upload_mb: Annotated[float, typer.Option(help="Largest audio upload (413 past it).")] = 25.0,
+    max_audio_s: Annotated[float, typer.Option(help="Longest recording, checked before and while decoding (413 past it).")] = 10800.0,
     timeout_s: Annotated[float, typer.Option(help="Longest a request may take (504 past it).")] = 300.0,
     api_key_env: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer <key>' with the key in this environment variable.")] = None,
     beam_size: Annotated[int, typer.Option(help="Whisper beams at temperature 0 (as toolkit transcribe).")] = 5,
@@ -314,7 +315,7 @@ def serve(
     if tts_artifact or tts_checkpoint or tts_preset:
         tts = serve_mod.ModelSource(str(tts_artifact) if tts_artifact else None, tts_checkpoint, tts_preset, tts_backend)
     settings = serve_mod.Settings(whisper=whisper, tts=tts, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                                  max_queue=max_queue, max_upload_mb=max_upload_mb, timeout_s=timeout_s,
+                                  max_queue=max_queue, max_upload_mb=max_upload_mb, max_audio_s=max_audio_s, timeout_s=timeout_s,
                                   beam_size=beam_size, best_of=best_of, tts_steps=tts_steps)
     if engine == "local":
         registry.layer_module("serve", "server").run(settings, host, port, api_key_env)
@@ -362,6 +363,9 @@ def load_test(
                       "-" if r.mean_batch is None else f"{r.mean_batch:.2f}",
                       "-" if r.counted is None else str(r.counted))
     out.print(table)
+    if any(r.counted is not None and r.counted != r.requests for r in results):
+        err.print("[yellow]note:[/] the server counted a different number of answers than "
+                  "were sent (on Ray, /metrics is the view of the one replica that answered it)")
     if any(r.lost or r.duplicated for r in results):
         raise typer.Exit(1)
 

@@ -231,3 +231,16 @@ def test_nan_logits_are_refused_in_beam_search():
     with pytest.raises(ToolkitError, match="NaN or infinite logits"):
         s.run(CROSS, [5], SearchOptions(beam_size=3), limit=6)
     assert NEG_INF == -np.inf
+
+
+def test_log_softmax_at_is_the_full_log_softmax_at_those_tokens():
+    from toolkit.runtime.whisper.decoding import log_softmax, log_softmax_at
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 4, (6, 1000)).astype(np.float32)
+    x[1, :900] = -np.inf                          # suppressed tokens
+    x[2, :] = -np.inf                             # a row with nothing left
+    idx = np.argpartition(-x, 5, axis=-1)[:, :6]
+    full = np.take_along_axis(log_softmax(x), idx, axis=-1)
+    part = log_softmax_at(x, idx)
+    assert np.array_equal(np.isnan(full), np.isnan(part))
+    assert np.array_equal(full[np.isfinite(full)], part[np.isfinite(full)])   # bit-identical

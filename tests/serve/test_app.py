@@ -3,8 +3,10 @@ one-line messages of every refusal, the response formats, and that uploads leave
 behind. The batcher, the upload parser and the audio decoding are the real ones."""
 
 import io
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +59,7 @@ class FakeService(Service):
         self.gate = threading.Event()
         self.gate.set()
         self.loaded = loaded
+        self.made, self.ran = [], []
 
     def load_models(self):
         if self.loaded is not None:
@@ -65,11 +68,14 @@ class FakeService(Service):
         self._batchers["whisper"] = self.make_batcher("whisper", self._whisper_round)
 
     def whisper_job(self, audio, options):
-        return FakeJob(len(audio) / SR)
+        job = FakeJob(len(audio) / SR)
+        self.made.append(job)
+        return job
 
     def _whisper_round(self, jobs):
         self.gate.wait(10)
         for j in jobs:
+            self.ran.append(j)
             j.done = True
 
 
@@ -132,7 +138,7 @@ def test_refusals_are_one_line_and_leave_no_file(server, tmp_path):
              "word timestamps")
     one_line(client.post("/v1/audio/translations", files={"file": ("a.wav", wav_bytes(1))}),
              400, "English-only")
-    one_line(post(client, wav_bytes(5)), 413, "--max-upload-mb")         # Content-Length
+    one_line(post(client, wav_bytes(80)), 413, "--max-upload-mb")        # Content-Length
     one_line(client.post("/v1/audio/transcriptions", content=iter([wav_bytes(5)]),
                          headers={"content-type": "multipart/form-data; boundary=xyz"}),
              400, "malformed")
@@ -152,11 +158,15 @@ def test_refusals_are_one_line_and_leave_no_file(server, tmp_path):
 
 def test_the_clients_file_name_is_never_used(server, tmp_path):
     client, service = server()
-    r = post(client, wav_bytes(2), name="../../etc/passwd")
-    assert r.status_code == 200
-    r = post(client, wav_bytes(2), name="/tmp/evil.wav")
-    assert r.status_code == 200
+    passwd = Path("/etc/passwd")
+    before = passwd.read_bytes() if passwd.exists() else None
+    evil = Path(f"/tmp/toolkit-test-evil-{os.getpid()}.wav")
+    names = ["../../etc/passwd", str(evil), "../" * 12 + "tmp/" + evil.name, "x\x00y.wav"]
+    for name in names:
+        assert post(client, wav_bytes(2), name=name).status_code == 200
     assert list(service.upload_dir.iterdir()) == []
+    assert not evil.exists()
+    assert (passwd.read_bytes() if passwd.exists() else None) == before
     assert not any("passwd" in p.name or "evil" in p.name for p in tmp_path.rglob("*"))
 
 
@@ -170,6 +180,9 @@ def test_api_key(server):
     assert post(client, wav_bytes(1), headers={"Authorization": "Bearer s3cret"}
                 ).status_code == 200
     assert client.get("/metrics").status_code == 401
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}
+                      ).json()["data"][1]["id"] == "whisper-1"
     assert client.get("/health").status_code == 200          # probes need no key
 
 
@@ -210,9 +223,12 @@ def test_timeout_is_504_and_the_work_is_dropped(server):
     blocker = service._batchers["whisper"].submit(FakeJob(1))
     time.sleep(0.1)
     one_line(post(client, wav_bytes(1)), 504, "--timeout-s")
+    timed_out = service.made[-1]
+    assert service._batchers["whisper"].depth == 0      # its place in the queue is free
     service.gate.set()
     blocker.result(5)
     assert post(client, wav_bytes(1)).status_code == 200
+    assert timed_out not in service.ran and service.made[-1] in service.ran
     metrics = client.get("/metrics").text
     assert 'toolkit_requests_total{route="/v1/audio/transcriptions",status="504"} 1.0' in metrics
     assert 'toolkit_batch_size_count{model="whisper"}' in metrics
@@ -266,3 +282,33 @@ def test_a_trickling_upload_is_cut_off(tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_admission_refuses_before_reading_the_body(server):
+    client, service = server(max_batch=1, max_queue=1)
+    service.admitted = service.max_admitted          # as if that many were in progress
+    r = post(client, wav_bytes(1))
+    one_line(r, 429, "busy")
+    assert int(r.headers["retry-after"]) >= 1
+    assert list(service.upload_dir.iterdir()) == []
+    service.admitted = 0
+    assert post(client, wav_bytes(1)).status_code == 200
+    assert service.admitted == 0                       # released after every answer
+
+
+def test_huge_part_headers_and_speech_bodies_are_refused(server):
+    client, service = server()
+    service.tts = FakePipe()                 # a speech model "loaded": the body is read
+    body = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+            + b"a" * 20000 + b"\"\r\n\r\nxx\r\n--xyz--\r\n")
+    one_line(client.post("/v1/audio/transcriptions", content=iter([body]),
+                         headers={"content-type": "multipart/form-data; boundary=xyz"}),
+             400, "header")
+    one_line(client.post("/v1/audio/speech", content=b"{" + b" " * 100_000 + b"}",
+                         headers={"content-type": "application/json"}), 413, "KiB")
+
+
+def test_audio_longer_than_the_limit_is_413(server):
+    client, _ = server(max_audio_s=2.0)
+    one_line(post(client, wav_bytes(3)), 413, "--max-audio-s")
+    assert post(client, wav_bytes(1.5)).status_code == 200

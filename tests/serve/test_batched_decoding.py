@@ -27,6 +27,13 @@ def test_batched_windows_give_the_transcripts_of_one_at_a_time(tiny_en_artifact)
         mel = log_mel_long(a, pipe.n_mels)
         jobs.append(LongFormJob.start(pipe, mel, mel.shape[1] - N_FRAMES,
                                       len(a) / SAMPLE_RATE, options))
+    batches = []
+    search = pipe.search
+
+    def spy(cross, prompt, *args, **kwargs):
+        batches.append(next(iter(cross.values())).shape[0])
+        return search(cross, prompt, *args, **kwargs)
+    pipe.search = spy
     rounds = []
     while not all(j.done for j in jobs):
         rounds.append(sum(not j.done for j in jobs))
@@ -34,6 +41,7 @@ def test_batched_windows_give_the_transcripts_of_one_at_a_time(tiny_en_artifact)
     pipe.close()
 
     assert rounds[0] == len(recordings) and rounds[-1] == 1 and len(rounds) >= 3
+    assert max(batches) == 4                  # windows of different recordings searched together
     for a, j in zip(alone, jobs):
         assert j.result.text == a.text
         assert [(s.start, s.end) for s in j.result.segments] == \

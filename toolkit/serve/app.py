@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import io
+import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -40,6 +41,7 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 TRANSCRIBE = "/v1/audio/transcriptions"
 TRANSLATE = "/v1/audio/translations"
 SPEECH = "/v1/audio/speech"
+MAX_SPEECH_BODY = 64 * 1024
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -97,7 +99,8 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
     @app.get("/health")
     async def health():
         if service.failed:
-            return error_response(503, f"the models failed to load: {service.failed}")
+            return error_response(503, "the models failed to load; the reason is in the "
+                                       "server's log")
         if not service.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         return {"status": "ok", "models": service.describe()}
@@ -116,17 +119,26 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
         return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "toolkit"}
                                            for name in service.model_names()]}
 
+    def busy() -> JSONResponse:
+        retry = service.retry_after()
+        return error_response(429, f"the server is busy ({service.admitted} requests in "
+                                   f"progress); retry after {retry} s",
+                              {"Retry-After": str(retry)})
+
     async def audio_route(request: Request, route: str, task: str) -> Response:
         t0 = time.perf_counter()
+        if not service.admit():     # before the body is read, decoded or written anywhere
+            return answered(route, busy(), t0, request)
         metrics.inflight.inc()
         try:
             return answered(route, await _audio(request, task), t0, request)
-        except ClientDisconnect:                 # the client went away mid-upload
+        except ClientDisconnect:                 # the client went away
             metrics.requests.labels(route, "499").inc()
             metrics.errors.labels(route, "disconnect").inc()
             return Response(status_code=499)
         finally:
             metrics.inflight.dec()
+            service.release()
 
     async def _audio(request: Request, task: str) -> Response:
         if not authorized(request):
@@ -153,7 +165,8 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
             if fmt not in RESPONSE_FORMATS:
                 raise UploadError(400, f"response_format {fmt!r} is not one of "
                                        f"{', '.join(RESPONSE_FORMATS)}")
-            granularity = {v for k, v in fields.items() if k.startswith("timestamp_granularities")}
+            granularity = {v for k, vs in upload.repeated.items()
+                           if k.startswith("timestamp_granularities") for v in vs}
             if "word" in granularity:
                 raise UploadError(400, "word timestamps are not supported; use "
                                        "timestamp_granularities[]=segment")
@@ -167,8 +180,6 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
         finally:
             if upload is not None:
                 upload.discard()
-        metrics.audio.labels(TRANSLATE if task == "translate" else TRANSCRIBE).inc(
-            len(audio) / 16000)
         try:
             result = await _wait(request, await service.transcribe(audio, options))
         except QueueFull as exc:
@@ -179,13 +190,17 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
             return error_response(504, f"the transcription took longer than the server's "
                                        f"{service.timeout_s:g} s limit (--timeout-s); send "
                                        "shorter audio")
-        except ToolkitError as exc:
-            return error_response(400, str(exc))
-        except asyncio.CancelledError:
+        except (ClientDisconnect, asyncio.CancelledError):
             raise
-        except Exception as exc:                 # noqa: BLE001 — logged, and answered
+        except ToolkitError as exc:              # the model failed on valid input (NaN …)
+            log.error("transcription failed: %s", exc)
+            return error_response(500, str(exc))
+        except Exception:                        # noqa: BLE001 — logged, not shown
             log.exception("transcription failed")
-            return error_response(500, f"transcription failed ({type(exc).__name__}: {exc})")
+            return error_response(500, "transcription failed on the server; the details are "
+                                       "in its log")
+        metrics.audio.labels(TRANSLATE if task == "translate" else TRANSCRIBE).inc(
+            len(audio) / 16000)
         return _format(result, fmt, task, len(audio) / 16000)
 
     async def _wait(request: Request, future):
@@ -217,11 +232,18 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
     @app.post(SPEECH)
     async def speech(request: Request):
         t0 = time.perf_counter()
+        if not service.admit():
+            return answered(SPEECH, busy(), t0, request)
         metrics.inflight.inc()
         try:
             return answered(SPEECH, await _speech(request), t0, request)
+        except ClientDisconnect:
+            metrics.requests.labels(SPEECH, "499").inc()
+            metrics.errors.labels(SPEECH, "disconnect").inc()
+            return Response(status_code=499)
         finally:
             metrics.inflight.dec()
+            service.release()
 
     async def _speech(request: Request) -> Response:
         if not authorized(request):
@@ -233,7 +255,9 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
             return error_response(404, "no Grad-TTS model is served here; start the server with "
                                        "--tts-artifact/--tts-checkpoint/--tts-preset")
         try:
-            body = await request.json()
+            body = json.loads(await _small_body(request, MAX_SPEECH_BODY))
+        except UploadError as exc:
+            return error_response(exc.status, exc.message)
         except ValueError:
             return error_response(400, "the body is not JSON; send {\"input\": \"text\", "
                                        "\"voice\": \"default\"}")
@@ -257,17 +281,35 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
         except asyncio.TimeoutError:
             return error_response(504, f"synthesis took longer than the server's "
                                        f"{service.timeout_s:g} s limit (--timeout-s)")
+        except (ClientDisconnect, asyncio.CancelledError):
+            raise
         except ToolkitError as exc:
-            return error_response(400, str(exc))
-        except Exception as exc:                 # noqa: BLE001
+            return error_response(getattr(exc, "status", 400), str(exc))
+        except Exception:                        # noqa: BLE001 — logged, not shown
             log.exception("synthesis failed")
-            return error_response(500, f"synthesis failed ({type(exc).__name__}: {exc})")
+            return error_response(500, "synthesis failed on the server; the details are in "
+                                       "its log")
         metrics.audio.labels(SPEECH).inc(len(wav) / rate)
         buf = io.BytesIO()
         sf.write(buf, wav, rate, format="WAV", subtype="PCM_16")
         return Response(buf.getvalue(), media_type="audio/wav")
 
     return app
+
+
+async def _small_body(request: Request, limit: int) -> bytes:
+    """The whole body of a JSON request, refused (413) past ``limit`` bytes."""
+    too_big = UploadError(413, f"the request body is over {limit // 1024} KiB; one speech "
+                               "request takes one utterance of text")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
 
 
 def _options(service, fields: dict, task: str):

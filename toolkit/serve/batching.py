@@ -35,6 +35,7 @@ class Work:
     payload: object                                  # has ``done`` once finished
     future: cf.Future = field(default_factory=cf.Future)
     queued_at: float = field(default_factory=time.perf_counter)
+    counted: bool = True                             # still counted as waiting in the queue
 
 
 class Batcher:
@@ -63,31 +64,58 @@ class Batcher:
         """Items queued and not yet taken into a round."""
         return self._pending
 
+    def retry_after(self) -> int:
+        """Seconds until the queue has room, from the recent rounds' length."""
+        return max(1, round((self._pending / self.max_batch + 1) * self._round_s))
+
     def submit(self, payload) -> cf.Future:
         with self._lock:
+            if self._stop.is_set():
+                raise QueueFull(self._pending, 5)      # shutting down: try another server
             if self._pending >= self.max_queue:
-                rounds = self._pending / self.max_batch + 1
-                raise QueueFull(self._pending, max(1, round(rounds * self._round_s)))
+                raise QueueFull(self._pending, self.retry_after())
             self._pending += 1
         work = Work(payload)
+        # a request that gives up while queued frees its place at once
+        work.future.add_done_callback(lambda f, w=work: self._uncount(w))
         self._queue.put(work)
         return work.future
 
-    def close(self, timeout: float = 10.0) -> None:
+    def _uncount(self, work: Work) -> None:
+        with self._lock:
+            if work.counted:
+                work.counted = False
+                self._pending -= 1
+
+    def close(self, timeout: float = 60.0) -> bool:
+        """Stop taking work and fail what is queued; whether the worker has finished."""
         self._stop.set()
         self._queue.put(None)
         self._thread.join(timeout)
+        while True:
+            try:
+                work = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if work is not None:
+                _resolve(work.future, error=RuntimeError("the server is shutting down"))
+        return not self._thread.is_alive()
 
     # -- the worker -----------------------------------------------------------------------
     def _take(self, block: bool, timeout: float | None = None) -> Work | None:
-        try:
-            work = self._queue.get(block=block, timeout=timeout)
-        except queue.Empty:
-            return None
-        if work is not None:
-            with self._lock:
-                self._pending -= 1
-        return work
+        """The next queued work whose client still waits (None: nothing, or stopping)."""
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            try:
+                work = self._queue.get(block=block and left != 0, timeout=left)
+            except queue.Empty:
+                return None
+            if work is None:
+                return None
+            self._uncount(work)
+            if not work.future.cancelled():
+                return work
 
     def _loop(self) -> None:
         active: list[Work] = []
@@ -95,7 +123,9 @@ class Batcher:
             if not active:
                 first = self._take(True)
                 if first is None:
-                    break
+                    if self._stop.is_set():
+                        break
+                    continue
                 active.append(first)
                 deadline = time.perf_counter() + self.max_wait
                 while len(active) < self.max_batch:

@@ -48,7 +48,13 @@ class RayService(Service):
                   else self.replica.speak_batch)
 
         async def wait():
-            status, value = await method(job)
+            try:
+                status, value = await method(job)
+            except asyncio.CancelledError:  # timed out or gone: drop its work from the batcher
+                queued = getattr(job, "queued", None)
+                if queued is not None:
+                    queued.cancel()
+                raise
             if status == "error":
                 raise value
             return result(value)
@@ -60,7 +66,8 @@ class RayService(Service):
         futures = []
         for job in jobs:
             try:
-                futures.append(asyncio.wrap_future(self._batchers[name].submit(job)))
+                job.queued = self._batchers[name].submit(job)
+                futures.append(asyncio.wrap_future(job.queued))
             except QueueFull as exc:
                 futures.append(_failed(exc))
         out = []

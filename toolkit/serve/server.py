@@ -42,6 +42,8 @@ def check_settings(settings: Settings, host: str, port: int) -> None:
     if not 0 < settings.max_upload_mb <= 4096:
         raise ToolkitError(f"--max-upload-mb must be above 0 and at most 4096 (got "
                            f"{settings.max_upload_mb:g})")
+    if settings.max_audio_s <= 0:
+        raise ToolkitError(f"--max-audio-s must be above 0 (got {settings.max_audio_s:g})")
     if settings.timeout_s <= 0:
         raise ToolkitError(f"--timeout-s must be above 0 (got {settings.timeout_s:g})")
     if not 0 < port < 65536:

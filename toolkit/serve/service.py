@@ -24,7 +24,7 @@ from ..models.gradtts.audio import griffin_lim
 from ..models.gradtts.model import AUDIO
 from ..models.gradtts.sampler import MAX_TEXT_CHARS
 from ..models.gradtts.text import text_to_ids
-from ..models.whisper.audio import N_FRAMES, SAMPLE_RATE, load_audio, log_mel_long
+from ..models.whisper.audio import N_FRAMES, SAMPLE_RATE, TooLong, load_audio, log_mel_long
 from ..runtime.gradtts import open_pipeline as open_tts
 from ..runtime.whisper import TranscribeOptions
 from ..runtime.whisper import open_pipeline as open_whisper
@@ -66,6 +66,7 @@ class Settings:
     max_wait_ms: float = 10.0
     max_queue: int = 128
     max_upload_mb: float = 25.0
+    max_audio_s: float = 3 * 3600.0  # longest recording (checked before and while decoding)
     timeout_s: float = 300.0
     beam_size: int = 5               # the decoding of `toolkit transcribe` (its defaults)
     best_of: int = 5
@@ -104,6 +105,8 @@ class Service:
         self.upload_dir: Path | None = None
         self._batchers: dict[str, Batcher] = {}
         self._loader: threading.Thread | None = None
+        self.admitted = 0                # requests past the door: reading, decoding, queued…
+        self.max_admitted = settings.max_queue + settings.max_batch
 
     # -- life ------------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -151,16 +154,34 @@ class Service:
                        on_round=self.metrics.on_round(name))
 
     def stop(self) -> None:
+        running = False
         for b in self._batchers.values():
             if b is not None:
-                b.close()
-        for pipe in (self.whisper, self.tts):
-            if pipe is not None:
-                pipe.close()
+                running |= not b.close()
+        if not running:       # a round still going holds the sessions: leave them to the exit
+            for pipe in (self.whisper, self.tts):
+                if pipe is not None:
+                    pipe.close()
         self._batchers = {}
         self.whisper = self.tts = None
         if self.upload_dir is not None:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
+
+    # -- admission ---------------------------------------------------------------------------
+    def admit(self) -> bool:
+        """Whether one more request may come in: at most ``max_queue + max_batch`` are read,
+        decoded, queued or decoded at once (the event loop is the only caller: no lock)."""
+        if self.admitted >= self.max_admitted:
+            return False
+        self.admitted += 1
+        return True
+
+    def release(self) -> None:
+        self.admitted -= 1
+
+    def retry_after(self) -> int:
+        busy = [b for b in self._batchers.values() if b is not None]
+        return max([b.retry_after() for b in busy] or [1])
 
     # -- what the routes ask -----------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -199,7 +220,12 @@ class Service:
     def read_audio(self, path: Path) -> np.ndarray:
         """Decoded like any audio: 415 for what is not audio, 400 for silent or corrupt."""
         try:
-            return load_audio(path)
+            return load_audio(path, max_seconds=self.settings.max_audio_s, untrusted=True)
+        except TooLong:
+            err = ToolkitError(f"the uploaded audio is longer than this server's limit of "
+                               f"{self.settings.max_audio_s:g} s (--max-audio-s); split it")
+            err.status = 413
+            raise err from None
         except ToolkitError as exc:
             if "cannot decode" in str(exc):     # (the decoder's own words name our path)
                 err = ToolkitError("the uploaded file cannot be decoded as audio; send WAV, "

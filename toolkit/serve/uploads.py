@@ -21,6 +21,8 @@ import python_multipart.multipart as mp
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 32
+MAX_HEADER_BYTES = 8 * 1024       # one part header (name + value)
+MAX_HEADERS = 16                  # headers of one part
 
 
 class UploadError(Exception):
@@ -35,7 +37,8 @@ class UploadError(Exception):
 
 @dataclass
 class Upload:
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)       # the last value of each field
+    repeated: dict[str, list[str]] = field(default_factory=dict)   # every value, in order
     file: Path | None = None           # the private temporary file of the ``file`` part
     file_bytes: int = 0
     content_type: str = ""             # what the client said the file was (not trusted)
@@ -66,7 +69,7 @@ def check_length(content_length: str | None, limit: int) -> None:
         n = int(content_length)
     except ValueError:
         raise UploadError(400, f"Content-Length {content_length!r} is not a number") from None
-    if n > limit + MAX_PARTS * MAX_FIELD_BYTES:
+    if n > limit + MAX_PARTS * MAX_FIELD_BYTES:   # what the other fields may add
         raise UploadError(413, f"the request body is {n / 1e6:.1f} MB; this server takes audio "
                                f"files up to {limit / 1e6:.0f} MB (--max-upload-mb)")
 
@@ -93,12 +96,22 @@ async def receive_upload(chunks: AsyncIterator[bytes], content_type: str | None,
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         state["field"] += data[start:end]
+        header_size()
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
         state["value"] += data[start:end]
+        header_size()
+
+    def header_size() -> None:
+        if len(state["field"]) + len(state["value"]) > MAX_HEADER_BYTES:
+            fail(400, f"a multipart header is over {MAX_HEADER_BYTES // 1024} KiB")
+            state["field"], state["value"] = b"", b""
 
     def on_header_end() -> None:
-        state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
+        if len(state["headers"]) >= MAX_HEADERS:
+            fail(400, f"a multipart part has more than {MAX_HEADERS} headers")
+        else:
+            state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
         state["field"], state["value"] = b"", b""
 
     def on_headers_finished() -> None:
@@ -142,7 +155,9 @@ async def receive_upload(chunks: AsyncIterator[bytes], content_type: str | None,
             state["out"] = None
         elif state["name"] is not None and state["error"] is None:
             try:
-                upload.fields[state["name"]] = bytes(state["buf"]).decode("utf-8")
+                value = bytes(state["buf"]).decode("utf-8")
+                upload.fields[state["name"]] = value
+                upload.repeated.setdefault(state["name"], []).append(value)
             except UnicodeDecodeError:
                 fail(400, f"form field {state['name']!r} is not UTF-8 text")
 

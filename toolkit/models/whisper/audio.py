@@ -24,26 +24,48 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH           # 3 000 mel frames per window
 SILENCE_PEAK = 1e-4                          # ≈ −80 dBFS: below this a file counts as silent
 
 
-def _decode_soundfile(path: Path):
+# FFmpeg demuxers of audio files; a file from a client (``untrusted``) is opened with only
+# these and only the file protocol, so a playlist (HLS, concat) cannot make FFmpeg open other
+# files or URLs
+AUDIO_DEMUXERS = ("wav,w64,flac,mp3,ogg,mov,mp4,m4a,3gp,matroska,webm,aac,aiff,caf,au,"
+                  "amr,ac3,eac3,wv,ape,tta,dsf,asf")
+
+
+class TooLong(ToolkitError):
+    """Audio longer than the caller's limit (``max_seconds``)."""
+
+
+def _decode_soundfile(path: Path, max_seconds: float | None = None):
     import soundfile as sf
 
+    if max_seconds is not None:
+        info = sf.info(str(path))
+        if info.frames > max_seconds * info.samplerate:
+            raise TooLong(f"audio file {path} is {info.frames / info.samplerate:.0f} s long, "
+                          f"over the limit of {max_seconds:g} s")
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     return data, sr
 
 
-def _decode_av(path: Path):
+def _decode_av(path: Path, max_seconds: float | None = None, untrusted: bool = False):
     import av
 
-    with av.open(str(path)) as container:
+    options = ({"protocol_whitelist": "file", "format_whitelist": AUDIO_DEMUXERS}
+               if untrusted else None)
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+    with av.open(str(path), options=options) as container:
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
             raise ValueError("no audio stream")
         stream = streams[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        chunks = []
+        chunks, n = [], 0
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
+                n += chunks[-1].size
+            if limit is not None and n > limit:     # stop decoding: never hold hours of it
+                raise TooLong(f"audio file {path} is over the limit of {max_seconds:g} s")
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     data = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
@@ -59,18 +81,27 @@ def resample(audio: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarra
     return resample_poly(audio, target // g, int(sr) // g).astype(np.float32)
 
 
-def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode ``path`` to float32 mono at ``sr`` Hz. One-line ToolkitError on bad input."""
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE, max_seconds: float | None = None,
+               untrusted: bool = False) -> np.ndarray:
+    """Decode ``path`` to float32 mono at ``sr`` Hz. One-line ToolkitError on bad input.
+
+    ``max_seconds``: refuse longer audio (``TooLong``) before or while decoding it, so a small
+    compressed file cannot decode to hours of samples. ``untrusted``: a file from a client —
+    FFmpeg may only read it as one of ``AUDIO_DEMUXERS`` and open no other file or URL."""
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"audio file {path} does not exist")
     if path.stat().st_size == 0:
         raise ToolkitError(f"audio file {path} is empty (0 bytes)")
     try:
-        data, file_sr = _decode_soundfile(path)
+        data, file_sr = _decode_soundfile(path, max_seconds)
+    except TooLong:
+        raise
     except Exception:  # noqa: BLE001 - libsndfile does not know every container; try FFmpeg
         try:
-            data, file_sr = _decode_av(path)
+            data, file_sr = _decode_av(path, max_seconds, untrusted)
+        except TooLong:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise ToolkitError(f"cannot decode {path} as audio ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0][:120] if str(exc) else 'unknown format'})"

@@ -111,6 +111,16 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
         return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
+def log_softmax_at(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``log_softmax(x)`` at ``index`` (per row) only, with the same arithmetic as
+    ``log_softmax`` — (x − max) − log Σ exp(x − max) — so the values are bit-identical."""
+    top = np.max(x, axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        norm = np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True))
+    return (np.take_along_axis(x, index, axis=-1) - top) - norm
+
+
 def logsumexp(x: np.ndarray) -> np.ndarray:
     top = np.max(x, axis=-1)
     safe = np.where(np.isfinite(top), top, 0.0)

@@ -256,10 +256,12 @@ def _advance_chunk(pipe, chunk: list[LongFormJob]) -> None:
     for r, job in enumerate(chunk):
         prompt, sot_index = job.prompt(pipe)
         o = job.options
-        # sampling from the first temperature draws from the job's own generator: alone
+        # alone: sampling from the first temperature (it draws from the job's own generator),
+        # and beam search with patience < 1 (a window whose finals are in still ranks its live
+        # beams, which go on stepping while its batch-mates decode)
         key = ((tuple(prompt), sot_index, o.beam_size, o.patience, o.length_penalty,
                 o.temperatures[0], o.without_timestamps, o.max_new_tokens, job.max_initial)
-               if o.temperatures[0] == 0 else ("alone", r))
+               if o.temperatures[0] == 0 and o.patience >= 1 else ("alone", r))
         groups.setdefault(key, []).append(r)
     for rows in groups.values():
         job = chunk[rows[0]]

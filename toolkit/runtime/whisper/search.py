@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...core.errors import ToolkitError
-from .decoding import LogitFilter, apply_filters, log_softmax, logsumexp
+from .decoding import LogitFilter, apply_filters, log_softmax, log_softmax_at, logsumexp
 
 
 @dataclass
@@ -209,7 +209,7 @@ class Searcher:
             # the beam + 1 best tokens of every row, and only their log-probabilities (one
             # normaliser per row; no full-vocabulary log-softmax array)
             top = np.argpartition(-scores, beam, axis=-1)[:, :beam + 1]
-            top_lp = np.take_along_axis(scores, top, axis=-1) - logsumexp(scores)[:, None]
+            top_lp = log_softmax_at(scores, top)
             if np.isnan(top_lp).any() or np.isposinf(top_lp).any():
                 raise self._nan(i)
             top, top_lp = top.tolist(), top_lp.tolist()
