@@ -45,7 +45,7 @@ class LoadResult:
     throughput: float         # audio seconds transcribed per wall second
     p50_ms: float
     p99_ms: float
-    mean_batch: float | None  # server side, over this run
+    mean_batch: float | None  # server side, over this run (None: not one process's view)
     counted: int | None       # the server's count of answered transcriptions in this run
 
 
@@ -64,7 +64,9 @@ async def _scrape(client: httpx.AsyncClient) -> dict:
     if r.status_code != 200:
         return {}
     t = r.text
-    return {"batch_sum": _metric(t, "toolkit_batch_size_sum", 'model="whisper"'),
+    m = re.search(r'^toolkit_process\{id="([^"]*)"\}', t, re.M)
+    return {"process": m.group(1) if m else None,
+            "batch_sum": _metric(t, "toolkit_batch_size_sum", 'model="whisper"'),
             "batch_count": _metric(t, "toolkit_batch_size_count", 'model="whisper"'),
             "answered": _metric(t, "toolkit_requests_total", f'route="{ROUTE}"')}
 
@@ -113,6 +115,8 @@ async def _run(url, clips, clients, requests, api_key, timeout, model, label, re
     seconds = {name: s for name, _, s in clips}
     lat = [a[5] for a in ok]
     batch = None
+    if before and after and before["process"] != after["process"]:
+        before = after = {}          # two Ray replicas answered: their counters do not subtract
     if before and after and after["batch_count"] > before["batch_count"]:
         batch = ((after["batch_sum"] - before["batch_sum"])
                  / (after["batch_count"] - before["batch_count"]))

@@ -3,6 +3,9 @@ tests — do not share counters)."""
 
 from __future__ import annotations
 
+import os
+import socket
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -33,6 +36,11 @@ class Metrics:
                               registry=r)
         self.audio = Counter("toolkit_audio_seconds", "Seconds of audio transcribed or "
                              "synthesized", ["route"], registry=r)
+
+        # which process answered /metrics (Ray: one of the replicas): counters of two
+        # processes cannot be subtracted
+        Gauge("toolkit_process", "The server process that answered", ["id"],
+              registry=r).labels(f"{socket.gethostname()}:{os.getpid()}").set(1)
 
     def on_round(self, model: str):
         def record(size: int, queued: int) -> None:
