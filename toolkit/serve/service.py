@@ -2,8 +2,8 @@
 
 ``Service`` loads the pipelines (in the background: ``/health`` says 503 until they are in),
 checks a request's options against the model before anything is queued, and hands the work
-to ``submit``: here a ``Batcher`` per pipeline (one worker thread, continuous batching);
-``ray_app.py`` overrides it with Ray Serve's ``@serve.batch``.
+to ``submit``: a ``Batcher`` per pipeline (one worker thread, continuous batching). In a Ray
+Serve replica (``ray_app.py``) requests reach the same batcher through ``@serve.batch``.
 """
 
 from __future__ import annotations
@@ -47,10 +47,6 @@ class ModelSource:
     backend: str = "ort"
     threads: int | None = None       # intra-op threads (default: the machine's)
 
-    @property
-    def given(self) -> bool:
-        return any((self.artifact, self.checkpoint, self.preset))
-
     def name(self, default: str) -> str:
         for v in (self.artifact, self.checkpoint):
             if v:
@@ -90,8 +86,7 @@ class TTSJob:
 
 
 class Service:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None,
-                 open_model: Callable | None = None):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.whisper = None
@@ -130,7 +125,7 @@ class Service:
         except ToolkitError as exc:
             self.failed = str(exc)
             log.error("the models failed to load: %s", exc)
-        except Exception as exc:       # noqa: BLE001 — reported on /health
+        except Exception as exc:       # noqa: BLE001 — logged; the server stops with it
             self.failed = f"{type(exc).__name__}: {exc}"
             log.exception("the models failed to load")
 
