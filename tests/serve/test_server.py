@@ -288,8 +288,10 @@ def test_speech_route_with_grad_tts(tmp_path):
         assert r.status_code == 400 and "\n" not in r.json()["error"]["message"]
         r = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", b"x")})
         assert r.status_code == 404 and "no Whisper model" in r.json()["error"]["message"]
+        assert httpx.get(url + "/health").json()["models"]["tts"]["random_init"] is True
     finally:
-        stop(proc)
+        out = stop(proc)
+    assert "random-initialised weights" in out      # a preset is labelled where it is served
 
 
 @pytest.mark.slow

@@ -125,14 +125,21 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
                                    f"progress); retry after {retry} s",
                               {"Retry-After": str(retry)})
 
-    async def audio_route(request: Request, route: str, task: str) -> Response:
+    def queue_full(exc: QueueFull) -> JSONResponse:
+        return error_response(429, f"the server is busy ({exc.depth} requests waiting); "
+                                   f"retry after {exc.retry_after} s",
+                              {"Retry-After": str(exc.retry_after)})
+
+    async def guarded(request: Request, route: str, handler) -> Response:
+        """``handler()`` admitted (before its body is read, decoded or written anywhere),
+        counted in flight, and answered 499 if its client goes away."""
         t0 = time.perf_counter()
-        if not service.admit():     # before the body is read, decoded or written anywhere
+        if not service.admit():
             return answered(route, busy(), t0, request)
         metrics.inflight.inc()
         try:
-            return answered(route, await _audio(request, task), t0, request)
-        except ClientDisconnect:                 # the client went away
+            return answered(route, await handler(), t0, request)
+        except ClientDisconnect:
             metrics.requests.labels(route, "499").inc()
             metrics.errors.labels(route, "disconnect").inc()
             return Response(status_code=499)
@@ -140,15 +147,22 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
             metrics.inflight.dec()
             service.release()
 
-    async def _audio(request: Request, task: str) -> Response:
+    def refused(request: Request, pipe, missing: str) -> Response | None:
+        """The answer to a request that cannot be served yet or here, if any."""
         if not authorized(request):
             return denied()
         if not service.ready:
             return error_response(503, "the models are still loading; retry when GET /health "
                                        "answers 200", {"Retry-After": "5"})
-        if service.whisper is None:
-            return error_response(404, "no Whisper model is served here; start the server "
-                                       "with --artifact/--checkpoint of a Whisper model")
+        if pipe is None:
+            return error_response(404, missing)
+        return None
+
+    async def _audio(request: Request, task: str) -> Response:
+        refusal = refused(request, service.whisper, "no Whisper model is served here; start "
+                          "the server with --artifact/--checkpoint of a Whisper model")
+        if refusal is not None:
+            return refusal
         upload = None
         try:
             check_length(request.headers.get("content-length"), service.max_upload_bytes)
@@ -183,9 +197,7 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
         try:
             result = await _wait(request, await service.transcribe(audio, options))
         except QueueFull as exc:
-            return error_response(429, f"the server is busy ({exc.depth} requests waiting); "
-                                       f"retry after {exc.retry_after} s",
-                                  {"Retry-After": str(exc.retry_after)})
+            return queue_full(exc)
         except asyncio.TimeoutError:
             return error_response(504, f"the transcription took longer than the server's "
                                        f"{service.timeout_s:g} s limit (--timeout-s); send "
@@ -223,37 +235,21 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
 
     @app.post(TRANSCRIBE)
     async def transcriptions(request: Request):
-        return await audio_route(request, TRANSCRIBE, "transcribe")
+        return await guarded(request, TRANSCRIBE, lambda: _audio(request, "transcribe"))
 
     @app.post(TRANSLATE)
     async def translations(request: Request):
-        return await audio_route(request, TRANSLATE, "translate")
+        return await guarded(request, TRANSLATE, lambda: _audio(request, "translate"))
 
     @app.post(SPEECH)
     async def speech(request: Request):
-        t0 = time.perf_counter()
-        if not service.admit():
-            return answered(SPEECH, busy(), t0, request)
-        metrics.inflight.inc()
-        try:
-            return answered(SPEECH, await _speech(request), t0, request)
-        except ClientDisconnect:
-            metrics.requests.labels(SPEECH, "499").inc()
-            metrics.errors.labels(SPEECH, "disconnect").inc()
-            return Response(status_code=499)
-        finally:
-            metrics.inflight.dec()
-            service.release()
+        return await guarded(request, SPEECH, lambda: _speech(request))
 
     async def _speech(request: Request) -> Response:
-        if not authorized(request):
-            return denied()
-        if not service.ready:
-            return error_response(503, "the models are still loading; retry when GET /health "
-                                       "answers 200", {"Retry-After": "5"})
-        if service.tts is None:
-            return error_response(404, "no Grad-TTS model is served here; start the server with "
-                                       "--tts-artifact/--tts-checkpoint/--tts-preset")
+        refusal = refused(request, service.tts, "no Grad-TTS model is served here; start the "
+                          "server with --tts-artifact/--tts-checkpoint/--tts-preset")
+        if refusal is not None:
+            return refusal
         try:
             body = json.loads(await _small_body(request, MAX_SPEECH_BODY))
         except UploadError as exc:
@@ -275,9 +271,7 @@ def create_app(service, *, api_key: str | None = None, manage: bool = True) -> F
             service.check_text(body["input"])
             wav, rate = await _wait(request, await service.speak(body["input"], 1.0 / speed))
         except QueueFull as exc:
-            return error_response(429, f"the server is busy ({exc.depth} requests waiting); "
-                                       f"retry after {exc.retry_after} s",
-                                  {"Retry-After": str(exc.retry_after)})
+            return queue_full(exc)
         except asyncio.TimeoutError:
             return error_response(504, f"synthesis took longer than the server's "
                                        f"{service.timeout_s:g} s limit (--timeout-s)")

@@ -34,7 +34,6 @@ class QueueFull(Exception):
 class Work:
     payload: object                                  # has ``done`` once finished
     future: cf.Future = field(default_factory=cf.Future)
-    queued_at: float = field(default_factory=time.perf_counter)
     counted: bool = True                             # still counted as waiting in the queue
 
 
@@ -53,8 +52,6 @@ class Batcher:
         self._pending = 0
         self._stop = threading.Event()
         self._round_s = 1.0               # a moving average, for Retry-After
-        self.rounds = 0
-        self.items_done = 0
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -146,17 +143,13 @@ class Batcher:
             t0 = time.perf_counter()
             self._round(active)
             self._round_s = 0.8 * self._round_s + 0.2 * (time.perf_counter() - t0)
-            self.rounds += 1
             if self.on_round:
                 self.on_round(len(active), self._pending)
             still = []
             for w in active:
-                if w.future.done():
-                    self.items_done += 1
-                elif getattr(w.payload, "done", False):
+                if getattr(w.payload, "done", False) and not w.future.done():
                     _resolve(w.future, result=w.payload)
-                    self.items_done += 1
-                else:
+                elif not w.future.done():
                     still.append(w)
             active = still
         for w in active:

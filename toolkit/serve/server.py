@@ -104,6 +104,12 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
             routes = ((["/v1/audio/transcriptions", "/v1/audio/translations"]
                        if service.whisper else []) + (["/v1/audio/speech"] if service.tts else []))
             console.print(f"[green]ready[/]: POST http://{host}:{port}{' · '.join(routes)}")
+            for name, pipe in ((service.whisper_name, service.whisper),
+                               (service.tts_name, service.tts)):
+                if pipe is not None and pipe.random_init:
+                    console.print(f"[yellow]note:[/] {name} has random-initialised weights "
+                                  "(a preset): its answers are meaningless (GET /health says "
+                                  "random_init)")
     threading.Thread(target=watch, daemon=True).start()
     where = f"http://{host}:{port}"
     console.print(f"serving {', '.join(n for n in (service.whisper_name, service.tts_name) if n)}"

@@ -252,9 +252,10 @@ def _advance_chunk(pipe, chunk: list[LongFormJob]) -> None:
                                      else pipe.take(cross, np.array(unknown)))
         for r, lang in zip(unknown, langs):
             chunk[r].result.language = lang
+    prompts = [job.prompt(pipe) for job in chunk]
     groups: dict[tuple, list[int]] = {}
     for r, job in enumerate(chunk):
-        prompt, sot_index = job.prompt(pipe)
+        prompt, sot_index = prompts[r]
         o = job.options
         # alone: sampling from the first temperature (it draws from the job's own generator),
         # and beam search with patience < 1 (a window whose finals are in still ranks its live
@@ -265,13 +266,15 @@ def _advance_chunk(pipe, chunk: list[LongFormJob]) -> None:
         groups.setdefault(key, []).append(r)
     for rows in groups.values():
         job = chunk[rows[0]]
-        prompt, sot_index = job.prompt(pipe)
+        prompt, sot_index = prompts[rows[0]]
         sub = cross if len(rows) == len(chunk) else pipe.take(cross, np.array(rows))
         first = _search(pipe, sub, prompt, sot_index, job, job.options.temperatures[0])
         for k, r in enumerate(rows):
             job = chunk[r]
             job.result.step_ms += first.step_ms
-            own = sub if len(rows) == 1 else pipe.take(sub, np.array([k]))
+            # the window's own cross K/V, copied out of the batch only if it falls back
+            own = ((lambda: sub) if len(rows) == 1
+                   else (lambda k=k: pipe.take(sub, np.array([k]))))
             hyp, temperature, ratio = _decode_with_fallback(
                 pipe, own, prompt, sot_index, job, first.hypotheses[k])
             job.finish_window(pipe, sizes[r], hyp, temperature, ratio)
@@ -289,12 +292,16 @@ def _search(pipe, cross, prompt, sot_index, job: LongFormJob, temperature: float
                        suppress_special=True)
 
 
-def _decode_with_fallback(pipe, cross, prompt, sot_index, job: LongFormJob, hyp):
+def _decode_with_fallback(pipe, own: Callable[[], dict], prompt, sot_index,
+                          job: LongFormJob, hyp):
     """(hypothesis, temperature, compression ratio) of the first temperature that passes;
-    ``hyp`` is the first temperature's (decoded already, perhaps in a batch)."""
+    ``hyp`` is the first temperature's (decoded already, perhaps in a batch); ``own()``
+    gives the window's cross K/V for a fallback."""
     tok, options = pipe.tokenizer, job.options
+    cross = None
     for k, temperature in enumerate(options.temperatures):
         if k > 0:
+            cross = own() if cross is None else cross
             res = _search(pipe, cross, prompt, sot_index, job, temperature)
             job.result.step_ms += res.step_ms
             hyp = res.hypotheses[0]
