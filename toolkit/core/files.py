@@ -52,18 +52,34 @@ def check_writable(out: str | Path, option: str = "--out") -> Path:
 REPLACE_HINT = "choose a new --out directory, or pass --force to replace it"
 
 
+def protected_dirs() -> list[Path]:
+    """The directories no command may replace or delete: the home and the working directory
+    (after resolving symbolic links)."""
+    return [Path.home().resolve(), Path.cwd().resolve()]
+
+
+def check_not_protected(out: str | Path, option: str = "--out") -> None:
+    """Refuse an output directory that is, or contains, the home or the working directory —
+    replacing it would delete them — whatever ``--force`` says. Symbolic links are resolved
+    first, so a link to ``$HOME``'s parent is caught too."""
+    real = Path(out).expanduser().resolve()
+    for keep in protected_dirs():
+        if keep == real or real in keep.parents:
+            what = "home" if keep == Path.home().resolve() else "working"
+            raise ToolkitError(f"{option} {out} is or contains the {what} directory ({keep}); "
+                               f"no command replaces that, --force or not — choose a new "
+                               f"{option} directory")
+
+
 def check_replaceable(out: str | Path, owned: Callable[[Path], bool] | None = None,
                       force: bool = False, hint: str = REPLACE_HINT) -> Path:
     """Refuse to replace an existing, non-empty directory unless it is one of ours (``owned``)
-    or the user said so (``force``): never delete what the user did not ask us to. Even with
-    ``force``, never the working directory, the home directory or one of their parents."""
+    or the user said so (``force``): never delete what the user did not ask us to. Never,
+    ``force`` or not, a directory that is or contains the working or the home directory."""
     out = Path(out).expanduser()
+    check_not_protected(out)
     if not out.is_dir() or not any(out.iterdir()):
         return out
-    real = out.resolve()
-    if force and (real == Path.home().resolve() or real in [Path.cwd(), *Path.cwd().parents]):
-        raise ToolkitError(f"--out {out} is the working or home directory (or holds it); "
-                           "--force never replaces that — choose a new --out directory")
     if not force and not (owned and owned(out)):
         raise ToolkitError(f"{out} already exists and holds files this command did not write; "
                            f"{hint}")

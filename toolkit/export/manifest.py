@@ -7,6 +7,7 @@ or whose graph files do not match their recorded hashes.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -63,7 +64,25 @@ def inside(directory: Path, name, what: str, bare: bool = True) -> Path:
         raise ToolkitError(f"the manifest of {directory} names {what} {name!r}, which is not a "
                            "plain file name inside the artifact; refusing it — re-export the "
                            "artifact")
-    return directory.joinpath(*parts)
+    path = directory.joinpath(*parts)
+    _no_links(directory, parts, name, what)
+    return path
+
+
+def _no_links(directory: Path, parts: list[str], name, what: str) -> None:
+    """Every component below ``directory`` is a real entry, not a symbolic link: a link could
+    hand another artifact's graph — or ``/etc/passwd`` — to the runtime under a listed name."""
+    here = directory
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            raise ToolkitError(f"{what} {name!r} in {directory} is a symbolic link (to "
+                               f"{os.readlink(here)}); an artifact holds its own files only — "
+                               "copy the real file in, or re-export the artifact")
+    real = here.resolve()
+    if here.exists() and not real.is_relative_to(directory.resolve()):
+        raise ToolkitError(f"{what} {name!r} resolves to {real}, outside {directory}; refusing "
+                           "it — re-export the artifact")
 
 
 def _check_hash(directory: Path, f: Path, want, what: str, verify: bool) -> None:
@@ -107,6 +126,9 @@ def load_manifest(directory: str | Path, family: str | None = None,
         raise ToolkitError(f"artifact directory {directory} does not exist; create one with "
                            "`toolkit export <model> --out DIR`")
     path = directory / MANIFEST
+    if path.is_symlink():
+        raise ToolkitError(f"{path} is a symbolic link; an artifact holds its own files only — "
+                           "copy the real manifest in, or re-export the artifact")
     if not path.is_file():
         raise ToolkitError(f"{directory} has no {MANIFEST}; it is not a toolkit artifact — "
                            "re-export it with `toolkit export`")
