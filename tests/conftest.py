@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from toolkit import registry
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TOOLKIT_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
@@ -27,3 +29,11 @@ def private_cache(tmp_path_factory):
         os.environ.pop("TOOLKIT_CACHE", None)
     else:
         os.environ["TOOLKIT_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_en_artifact(tmp_path_factory):
+    """The default model (OpenAI Whisper tiny.en, trained) exported as `toolkit export` does."""
+    out = tmp_path_factory.mktemp("tiny-en") / "whisper-tiny.en-fp32"
+    registry.get("whisper").export(out=out)
+    return out

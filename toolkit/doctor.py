@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import importlib.util
 import os
 import platform
 
@@ -17,6 +18,24 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+# the parts of an install (pyproject extras) and the packages each needs
+PARTS = {"runtime": ("onnxruntime", "onnx", "numpy", "soundfile", "av", "tiktoken", "tokenizers"),
+         "export": ("torch", "transformers", "scipy", "pandas", "matplotlib"),
+         "serve": ("fastapi", "uvicorn", "python_multipart", "prometheus_client", "httpx"),
+         "gpu": ("tensorrt",), "peers": ("faster_whisper",), "ray": ("ray",)}
+
+
+def installed_parts() -> dict[str, str]:
+    """Each part: "yes", or "no (missing …)" — found without importing anything."""
+    out = {}
+    for part, packages in PARTS.items():
+        missing = [p for p in packages if importlib.util.find_spec(p) is None]
+        out[part] = "yes" if not missing else f"no (missing {', '.join(missing)})"
+    if out["gpu"] != "yes" and _version("onnxruntime-gpu"):
+        out["gpu"] = "onnxruntime-gpu only (no tensorrt)"
+    return out
+
+
 def collect() -> dict:
     info: dict = {
         "toolkit": _version("toolkit"),
@@ -27,6 +46,7 @@ def collect() -> dict:
         "cpu_cores": os.cpu_count(),
         "threads_used": default_threads(),
         "cpu_int8": cpu_features(),
+        "parts": installed_parts(),
     }
     for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt",
                 "optimum", "numpy"):

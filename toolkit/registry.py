@@ -1,43 +1,42 @@
-"""Model families. A family is one entry here plus one folder (or file) per layer:
+"""Model families: each one declared once, here.
 
-    toolkit/models/<name>/    load_model(checkpoint, preset, seed) -> LoadedModel
-    toolkit/export/<name>/    build_plan(loaded, calib_data=None) -> ExportPlan; EXPORT_REVISION
-    toolkit/runtime/<name>/   open_pipeline(artifact=…, checkpoint=…, preset=…, loaded=…,
-                                            backend=…, precision=…, seed=…) -> pipeline
-    toolkit/bench/<name>.py   SPEC: a BenchSpec
+A ``Family`` names, as ``"module:attribute"`` references, everything the commands, the bench
+harness and the server need of it — how to load it, its export plan, the graphs of its
+artifacts and the pipeline built over them, its bench spec, its own CLI commands, its training
+and its serving routes. Nothing else in the package lists the families: the CLI, the contract
+tests and the server iterate over ``FAMILIES``, and the layers below receive the ``Family``
+object they work for (``run_bench(family, …)``, ``Service(models=[…])``) instead of importing
+this module.
 
-``Family`` is the contract the CLI (and the contract tests) use. It sits at the top of the layer
-stack, beside ``cli.py``, and no lower layer imports it. It is the one module that loads the
-package's own modules on first use (``_module``), by design: ``toolkit --help``, ``doctor`` and
-every one-line error stay fast, and a Whisper run never imports the video stack.
+This is the one module that loads the package's own modules by name, on first use
+(``resolve``): ``toolkit --help``, ``doctor`` and every one-line error stay fast, a Whisper run
+never imports the video stack, and running an artifact never imports PyTorch (the model-loading
+and export references are resolved only when a model is loaded or exported).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
+from dataclasses import dataclass, fields
+from pathlib import PurePath
+from typing import Any
 
-from .core.errors import ToolkitError
-from .core.files import check_replaceable, check_writable
-from .core.progress import console, step
-
-DEFAULT_OPSET = 17
+from .core.errors import ToolkitError, missing_part
 
 
-def _module(path: str) -> ModuleType:
-    return importlib.import_module(path)
-
-
-def layer_module(layer: str, family: str) -> ModuleType:
-    """``toolkit.<layer>.<family>`` (e.g. ``train.whisper``)."""
-    return _module(f"toolkit.{layer}.{family}")
-
-
-def export_module(name: str) -> ModuleType:
-    """A family-independent export module (``tensorrt``, ``check_trt``, ``manifest``)."""
-    return _module(f"toolkit.export.{name}")
+def resolve(ref: str, what: str | None = None) -> Any:
+    """``"toolkit.x.y:name"`` → that attribute; ``"toolkit.x.y"`` → the module. A missing
+    optional package (PyTorch on a runtime-only install, the server's) is a one-line error
+    naming the extra to install."""
+    module, _, attr = ref.partition(":")
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        err = missing_part(exc, what or f"{module.removeprefix('toolkit.')}")
+        if err is None:
+            raise
+        raise err from None
+    return getattr(loaded, attr) if attr else loaded
 
 
 @dataclass(frozen=True)
@@ -47,89 +46,158 @@ class Option:
     name: str
     help: str
     kind: str = "list"        # "list": comma list (strings); "int": one integer; "flag": on/off
+    max: int | None = None    # "int": the largest value accepted
 
 
 @dataclass(frozen=True)
 class Family:
+    """One model family. References are ``"module:attribute"`` strings (resolved lazily)."""
+
     name: str
-    default_preset: str                   # what --preset means when left out of a preset run
-    default_model: str = ""               # the model used with no --checkpoint/--preset, if
-                                          # not the default preset (whisper: trained tiny.en)
-    bench_options: tuple[Option, ...] = ()
+    summary: str                          # one line, for help texts
+    default_preset: str                   # what a preset run without --preset uses
+    load: str                             # load_model(checkpoint, preset, seed) -> LoadedModel
+    plan: str                             # build_plan(loaded, calib_data) -> ExportPlan;
+                                          # its module also holds EXPORT_REVISION
+    graphs: tuple[str, ...]               # the graphs of an artifact, by name
+    pipeline: str                         # from_graphs(Graphs) -> the family's pipeline
+    bench: str                            # the BenchSpec instance
+    cli: str | None = None                # module of the family's own commands
+    commands: tuple[tuple[str, str], ...] = ()   # (command, its one-line help) in ``cli``
+    train: str | None = None              # module with TrainOptions and train(opts, family)
+    serve: str | None = None              # module with SERVED: the family's served model
+    parameter_count: str | None = None    # (checkpoint, preset) -> int | None, before loading
+    default_model: str = ""               # the model used with no --checkpoint/--preset, if not
+                                          # the default preset (whisper: trained tiny.en)
     test_preset: str = "tiny"             # the smallest preset, for the contract tests
+    torch_device: str = "cpu"             # "auto": CUDA when torch sees one
+    bench_options: tuple[Option, ...] = ()
 
-    def layer(self, layer: str) -> ModuleType:
-        """This family's module in ``layer`` (models, export, runtime, bench)."""
-        return _module(f"toolkit.{layer}.{self.name}")
-
-    # -- the contract ---------------------------------------------------------------------
-    def load(self, checkpoint=None, preset=None, seed: int = 0):
-        return self.layer("models").load_model(checkpoint, preset, seed)
+    # -- models and export ------------------------------------------------------------------
+    def load_model(self, checkpoint=None, preset=None, seed: int = 0):
+        return resolve(self.load, f"loading a {self.name} model")(checkpoint, preset, seed)
 
     def build_plan(self, loaded, calib_data=None):
-        return self.layer("export").build_plan(loaded, calib_data)
+        return resolve(self.plan, f"exporting {self.name}")(loaded, calib_data)
 
-    def open_pipeline(self, **kwargs):
-        return self.layer("runtime").open_pipeline(**kwargs)
+    @property
+    def export_revision(self) -> int:
+        return resolve(self.plan.partition(":")[0] + ":EXPORT_REVISION")
+
+    def count_parameters(self, checkpoint=None, preset=None) -> int | None:
+        """The model's parameter count read from its config, or None if the family cannot
+        tell without loading it."""
+        return resolve(self.parameter_count)(checkpoint, preset) if self.parameter_count else None
+
+    def default_tag(self, checkpoint=None, preset=None) -> str:
+        """Short name of the model for folder names: preset, checkpoint folder or default."""
+        return preset or (PurePath(str(checkpoint)).name if checkpoint else
+                          self.default_model or self.default_preset)
+
+    # -- runtime ----------------------------------------------------------------------------
+    def open_pipeline(self, artifact=None, checkpoint=None, preset=None, loaded=None,
+                      backend: str = "ort", precision: str = "fp32", seed: int = 0,
+                      threads: int | None = None, device: str | None = None):
+        """The family's pipeline over an artifact's graphs (no PyTorch is imported), or over a
+        model (``loaded``, or loaded from ``checkpoint``/``preset``/the default): its modules
+        on ``torch``, else its export, made once into the cache."""
+        graphs = resolve("toolkit.runtime.graphs")
+        graphs.check_backend(backend)
+        if artifact is not None:
+            if checkpoint is not None or preset is not None or loaded is not None:
+                raise ToolkitError("give either --artifact or --checkpoint/--preset, not both")
+            opened = graphs.open_artifact(artifact, self.name, backend, threads,
+                                          expect=self.graphs)
+        else:
+            if loaded is None:
+                loaded = self.load_model(checkpoint, preset, seed)
+            opened = resolve("toolkit.runtime.from_model:open_model",
+                             f"running a {self.name} model (not an artifact)")(
+                loaded, self.build_plan, backend, precision, threads,
+                device or (None if self.torch_device == "auto" else self.torch_device))
+        return graphs.make_pipeline(opened, resolve(self.pipeline))
+
+    # -- commands ---------------------------------------------------------------------------
+    def export(self, options=None, **kwargs) -> dict:
+        """``toolkit export``: ``options`` an ``ExportOptions`` (or its fields as keywords)."""
+        command = resolve("toolkit.export.command")
+        return command.export_model(self, options or command.ExportOptions(**kwargs))
 
     @property
     def bench_spec(self):
-        return self.layer("bench").SPEC
+        return resolve(self.bench)
 
-    # -- what the CLI runs ----------------------------------------------------------------
-    def default_tag(self, checkpoint=None, preset=None) -> str:
-        return preset or (Path(checkpoint).name if checkpoint else
-                          self.default_model or self.default_preset)
+    def run_bench(self, options=None, **kwargs) -> list[dict]:
+        """``toolkit bench``: ``options`` a ``BenchOptions`` (or its fields as keywords; other
+        keywords are the family's own bench options)."""
+        harness = resolve("toolkit.bench.harness")
+        if options is None:
+            known = {f.name for f in fields(harness.BenchOptions)}
+            options = harness.BenchOptions(
+                **{k: v for k, v in kwargs.items() if k in known},
+                family_options={k: v for k, v in kwargs.items() if k not in known})
+        return harness.run_bench(self, options)
 
-    def export(self, checkpoint=None, preset=None, precision="fp32", out=None, calib_data=None,
-               opset: int = DEFAULT_OPSET, seed: int = 0, force: bool = False,
-               external_data_mb: float | None = None) -> dict:
-        out = Path(out or Path("artifacts") / f"{self.name}-"
-                   f"{self.default_tag(checkpoint, preset)}-{precision}")
-        # before loading a large model: never replace a directory the user did not give us
-        out = check_writable(check_replaceable(out, export_module("manifest").is_artifact, force))
-        self._check_room(checkpoint, preset, precision, out)
-        threshold = (export_module("external").DEFAULT_THRESHOLD if external_data_mb is None
-                     else int(external_data_mb * (1 << 20)))
-        steps: list[dict] = []
-        with step(f"loading {self.name}", steps):
-            loaded = self.load(checkpoint, preset, seed)
-        if loaded.random_init:
-            console.print(f"[yellow]note:[/] {loaded.weights} — for speed and export work, not "
-                          "for real outputs")
-        return _module("toolkit.export.onnx").export_plan(
-            self.build_plan(loaded, calib_data), precision, out, opset=opset, force=force,
-            external_threshold=threshold, release=loaded.release, steps=steps)
+    @property
+    def train_module(self):
+        if self.train is None:
+            raise ToolkitError(f"{self.name} has no training command")
+        return resolve(self.train)
 
-    def _check_room(self, checkpoint, preset, precision: str, out: Path) -> None:
-        """Memory and disk an export will need, estimated from the model's size before it is
-        loaded (families that can count their parameters without loading them)."""
-        models = self.layer("models")
-        count = getattr(models, "parameter_count", None)
-        n = count(checkpoint, preset) if count else None
-        if n is not None:
-            export_module("spec").check_export_room(
-                n, f"{self.name} {self.default_tag(checkpoint, preset)}", precision, out)
+    @property
+    def served(self):
+        """The family's served model class (``serve/routes/<family>.py: SERVED``)."""
+        if self.serve is None:
+            raise ToolkitError(f"{self.name} cannot be served (no serving routes)")
+        return resolve(self.serve + ":SERVED")
 
-    def bench(self, **options) -> list[dict]:
-        return _module("toolkit.bench.harness").run_bench(self.bench_spec, **options)
+    @property
+    def cli_module(self):
+        """The family's commands (``toolkit/cli/<family>.py``)."""
+        return resolve(self.cli) if self.cli else None
+
 
 
 FAMILIES = {
     "whisper": Family(
-        "whisper", default_preset="tiny", default_model="tiny.en",
+        "whisper", summary="speech recognition (OpenAI Whisper)", default_preset="tiny",
+        default_model="tiny.en",
+        load="toolkit.models.whisper.loading:load_model",
+        parameter_count="toolkit.models.whisper.loading:parameter_count",
+        plan="toolkit.export.whisper.plan:build_plan", graphs=("encoder", "decoder"),
+        pipeline="toolkit.runtime.whisper.pipeline:from_graphs",
+        bench="toolkit.bench.whisper:SPEC", cli="toolkit.cli.whisper",
+        commands=(("transcribe", "Transcribe audio of any length with Whisper on any backend: "
+                                 "timestamped segments, beam search, temperature fallback; "
+                                 "subtitles with --output-format srt/vtt."),),
+        train="toolkit.train.whisper", serve="toolkit.serve.routes.whisper",
+        torch_device="auto",
         bench_options=(Option("tokens", "Whisper: force this many decoded tokens (default with "
                                         "random weights: 48).", kind="int"),
-                       Option("beam_size", "Whisper: beams (default 1 = greedy).", kind="int"),
+                       Option("beam_size", "Whisper: beams (default 1 = greedy).", kind="int",
+                              max=64),
                        Option("long_form", "Whisper: join the data's clips (0.3 s apart) into "
                                            "one recording and transcribe it with timestamps, "
                                            "seeking (RTF, CER/WER, words dropped/inserted).",
                               kind="flag"))),
     "gradtts": Family(
-        "gradtts", default_preset="paper",
+        "gradtts", summary="text to speech (Grad-TTS)", default_preset="paper",
+        load="toolkit.models.gradtts.checkpoint:load_model",
+        plan="toolkit.export.gradtts.plan:build_plan", graphs=("encoder", "unet"),
+        pipeline="toolkit.runtime.gradtts.pipeline:from_graphs",
+        bench="toolkit.bench.gradtts:SPEC", cli="toolkit.cli.gradtts",
+        commands=(("synthesize", "Text → mel (Grad-TTS, any backend) → waveform "
+                                 "(Griffin-Lim)."),),
+        train="toolkit.models.gradtts.train", serve="toolkit.serve.routes.gradtts",
         bench_options=(Option("steps", "Grad-TTS: comma list of ODE steps."),)),
     "svt": Family(
-        "svt", default_preset="vit-base",
+        "svt", summary="video embedding (SVT, TimeSformer)", default_preset="vit-base",
+        load="toolkit.models.svt.checkpoint:load_model",
+        plan="toolkit.export.svt.plan:build_plan", graphs=("backbone",),
+        pipeline="toolkit.runtime.svt.pipeline:from_graphs",
+        bench="toolkit.bench.svt:SPEC", cli="toolkit.cli.svt", train="toolkit.models.svt.train",
+        commands=(("embed", "Embed videos with the SVT backbone (CLS feature), on any "
+                            "backend."),),
         bench_options=(Option("frames", "SVT: comma list of clip frame counts."),
                        Option("size", "SVT: comma list of clip sizes (px)."))),
 }
@@ -140,3 +208,8 @@ def get(name: str) -> Family:
     if fam is None:
         raise ToolkitError(f"unknown model {name!r}; choose one of {', '.join(FAMILIES)}")
     return fam
+
+
+def names() -> str:
+    """The families for help texts: ``whisper, gradtts, svt``."""
+    return ", ".join(FAMILIES)

@@ -5,11 +5,17 @@ import signal
 
 import pytest
 
-from toolkit.bench.harness import run_bench
+import dataclasses
+
+from toolkit import registry
+from toolkit.bench.harness import BenchOptions, run_bench
 from toolkit.bench.isolate import CaseFailed, run_isolated
 from toolkit.core.errors import ToolkitError
 
-from support.dying import DyingReferenceBench, DyingSVTBench
+
+# the SVT family with a bench spec whose cases kill their own process (tests/support/dying.py)
+DYING_SVT = dataclasses.replace(registry.get("svt"), bench="support.dying:DYING_SVT")
+DYING_REFERENCE = dataclasses.replace(registry.get("svt"), bench="support.dying:DYING_REFERENCE")
 
 
 def _die():
@@ -38,9 +44,10 @@ def test_bench_finishes_and_records_the_dead_case(tmp_path, shared_data, monkeyp
     monkeypatch.setenv("TOOLKIT_THREADS", "1")
     out = tmp_path / "b.json"
     with pytest.raises(ToolkitError, match=r"1 case\(s\) failed \(ort fp16: case died"):
-        run_bench(DyingSVTBench(), preset="tiny", backends=["torch", "ort"],
-                  precisions=["fp32", "fp16"], runs=1, warmup=0, limit=3, out=out,
-                  workdir=tmp_path / "w", frames=["2"], size=["32"])
+        run_bench(DYING_SVT, BenchOptions(
+            preset="tiny", backends=["torch", "ort"], precisions=["fp32", "fp16"], runs=1,
+            warmup=0, limit=3, out=out, workdir=tmp_path / "w",
+            family_options={"frames": ["2"], "size": ["32"]}))
     records = json.loads(out.read_text())   # written before the failure is reported
     by = {(r["backend"], r["precision"]): r for r in records}
     assert set(by) == {("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16")}
@@ -52,7 +59,8 @@ def test_bench_finishes_and_records_the_dead_case(tmp_path, shared_data, monkeyp
 
 def test_a_dead_reference_stops_the_bench_in_one_line(tmp_path, shared_data):
     with pytest.raises(ToolkitError, match=r"the reference case \(torch fp32\) failed.*signal 9"):
-        run_bench(DyingReferenceBench(), preset="tiny", backends=["torch"], precisions=["fp32"],
-                  runs=1, warmup=0, limit=3, out=tmp_path / "b.json", workdir=tmp_path / "w",
-                  frames=["2"], size=["32"])
+        run_bench(DYING_REFERENCE, BenchOptions(
+            preset="tiny", backends=["torch"], precisions=["fp32"], runs=1, warmup=0, limit=3,
+            out=tmp_path / "b.json", workdir=tmp_path / "w",
+            family_options={"frames": ["2"], "size": ["32"]}))
     assert not (tmp_path / "b.json").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.zoo import tiny
 from toolkit import registry
 from toolkit.bench.harness import BenchSpec
 from toolkit.bench.records import COMMON_FIELDS, EXPORT_FIELDS
@@ -16,9 +17,8 @@ from toolkit.core.parity import rel_l2
 from toolkit.export.onnx import export_plan
 from toolkit.export.spec import ExportPlan
 from toolkit.models.base import LoadedModel
-from toolkit.runtime.graphs import open_artifact, open_model
-
-from support.zoo import tiny
+from toolkit.runtime.from_model import open_model
+from toolkit.runtime.graphs import open_artifact
 
 FAMILIES = sorted(registry.FAMILIES)
 TESTS = Path(__file__).resolve().parents[1]
@@ -36,20 +36,53 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("TOOLKIT_THREADS", "1")
 
 
+def _refs(fam) -> list[str]:
+    """Every "module:attribute" reference of a registry entry."""
+    refs = [fam.load, fam.plan, fam.pipeline, fam.bench]
+    refs += [f"{fam.cli}:{c.replace('-', '_')}" for c, _ in fam.commands]
+    refs += [fam.parameter_count] if fam.parameter_count else []
+    refs += [f"{fam.serve}:SERVED"] if fam.serve else []
+    return refs
+
+
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_has_every_layer_and_its_tests(name):
+def test_family_is_declared_once_and_has_its_tests(name):
     fam = registry.get(name)
-    for layer in ("models", "export", "runtime", "bench"):
-        fam.layer(layer)
-    assert callable(fam.layer("models").load_model)
-    assert callable(fam.layer("export").build_plan)
-    assert isinstance(fam.layer("export").EXPORT_REVISION, int)
-    assert callable(fam.layer("runtime").open_pipeline)
+    for ref in _refs(fam):           # everything the entry names exists
+        assert callable(registry.resolve(ref)) or ref == fam.bench, ref
+    assert isinstance(fam.export_revision, int)
     assert isinstance(fam.bench_spec, BenchSpec) and fam.bench_spec.family == name
     assert not set(fam.bench_spec.fields) & set(COMMON_FIELDS)
-    assert list(TESTS.glob(f"models/test_{name}_*.py")), f"no tests/models/test_{name}_*.py"
-    assert list(TESTS.glob(f"cli/test_{name}_cli.py")), f"no tests/cli/test_{name}_cli.py"
+    for cmd, summary in fam.commands:  # the help line the registry shows is the command's
+        doc = " ".join((registry.resolve(f"{fam.cli}:{cmd.replace('-', '_')}").__doc__
+                        or "").split())
+        assert doc.startswith(summary.rstrip(".")), (cmd, summary, doc)
+    if fam.train:
+        train = fam.train_module
+        assert callable(train.train)
+        assert hasattr(train, "TrainOptions") or hasattr(fam.cli_module, "train_command")
+    if fam.serve:
+        served = registry.resolve(f"{fam.serve}:SERVED")
+        assert served.family == name and served.routes
+    for layer in ("models", "export", "runtime", "cli"):
+        assert list(TESTS.glob(f"{layer}/test_{name}_*.py")), f"no tests/{layer}/test_{name}_*.py"
     assert name in TINY_BENCH, f"add a tiny bench configuration for {name} to TINY_BENCH"
+
+
+def test_no_family_is_listed_outside_the_registry():
+    """The package names a family only in the registry and in that family's own modules."""
+    root = Path(registry.__file__).parent
+    own = {f"{layer}/{n}" for n in FAMILIES for layer in ("models", "export", "runtime", "bench",
+                                                          "train", "cli", "serve/routes")}
+    listing = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel == "registry.py" or any(rel.startswith(o) for o in own):
+            continue
+        text = path.read_text()
+        if sum(f'"{n}"' in text for n in FAMILIES) > 1:   # names two families: a list of them
+            listing.append(rel)
+    assert listing == []
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -89,7 +122,7 @@ def test_one_harness_one_schema_one_table(name, tmp_path, capsys):
     fam = registry.get(name)
     out = tmp_path / "bench.json"
     options = dict(TINY_BENCH[name])
-    records = fam.bench(preset=fam.test_preset, backends=["torch", "ort"], precisions=["fp32"],
+    records = fam.run_bench(preset=fam.test_preset, backends=["torch", "ort"], precisions=["fp32"],
                         runs=1, warmup=0, out=out, workdir=tmp_path / "work", isolate=False,
                         **options)
     assert {(r["backend"], r["precision"]) for r in records} >= {("torch", "fp32"),

@@ -8,10 +8,9 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from support.cli import fails_cleanly
 from toolkit.bench.records import COMMON_FIELDS as REQUIRED
 from toolkit.cli import app
-
-from support.cli import fails_cleanly
 
 runner = CliRunner()
 
@@ -48,8 +47,8 @@ def test_train_errors_and_resume(tmp_path, shared_data):
     (data / "wavs").mkdir(parents=True)
     for uid in ("LJ001-0002", "LJ001-0012"):
         shutil.copy(shared_data / "ljspeech-mini" / "wavs" / f"{uid}.wav", data / "wavs")
-    meta = [l for l in (shared_data / "ljspeech-mini" / "metadata.csv").read_text().splitlines()
-            if l.split("|")[0] in ("LJ001-0002", "LJ001-0012")]
+    meta = [line for line in (shared_data / "ljspeech-mini" / "metadata.csv").read_text()
+            .splitlines() if line.split("|")[0] in ("LJ001-0002", "LJ001-0012")]
     (data / "metadata.csv").write_text("\n".join(meta) + "\n")
     ck = tmp_path / "ck"
     r = runner.invoke(app, ["train", "gradtts", "--data", str(data), "--steps", "2", "--out",

@@ -9,11 +9,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from toolkit.export.manifest import load_manifest
-from toolkit.runtime.whisper.pipeline import WINDOWS_PER_BATCH
-
 from support.cli import SCRIPT, fails_cleanly, run_toolkit
 from support.zoo import tiny
+from toolkit import registry
+from toolkit.export.manifest import load_manifest
+from toolkit.runtime.whisper.pipeline import WINDOWS_PER_BATCH
 
 
 class Payload:
@@ -79,9 +79,7 @@ def test_two_concurrent_exports_leave_one_valid_artifact(tmp_path, shared_data):
 
 
 def test_long_audio_is_encoded_in_bounded_batches():
-    from toolkit.runtime.whisper import open_pipeline
-
-    pipe = open_pipeline(loaded=tiny("whisper"), backend="torch")
+    pipe = registry.get("whisper").open_pipeline(loaded=tiny("whisper"), backend="torch")
     seen = []
     run = pipe.encoder.run_device
 

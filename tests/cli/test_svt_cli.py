@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from support.cli import fails_cleanly
 from toolkit.bench.records import COMMON_FIELDS as REQUIRED
 from toolkit.cli import app
 from toolkit.models.svt.video import write_synthetic_clip
-
-from support.cli import fails_cleanly
 
 runner = CliRunner()
 

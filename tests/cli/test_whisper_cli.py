@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from toolkit.cli import app
-
 from support.cli import fails_cleanly
 from support.zoo import save_small_checkpoint
+from toolkit.cli import app
 
 runner = CliRunner()
 

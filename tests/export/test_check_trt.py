@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from support.zoo import toy_plan as _plan
 from toolkit.cli import app
-from toolkit.export.check_trt import check_artifact, check_model
 from toolkit.core.files import sha256_file
+from toolkit.export.check_trt import check_artifact, check_model
 from toolkit.export.manifest import write_manifest
 from toolkit.export.onnx import export_plan
 

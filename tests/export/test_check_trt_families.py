@@ -4,10 +4,9 @@ onnxruntime-only int8 form is reported as unbuildable."""
 
 import pytest
 
+from support.zoo import save_small_checkpoint
 from toolkit import registry
 from toolkit.export.check_trt import check_artifact
-
-from support.zoo import save_small_checkpoint
 
 
 def _errors(d):

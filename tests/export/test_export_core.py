@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from support.zoo import Toy
+from support.zoo import toy_plan as _plan
 from toolkit.core.errors import ToolkitError
 from toolkit.export.manifest import load_manifest
 from toolkit.export.onnx import control_flow_nodes, export_plan
-from toolkit.runtime.session import OrtSession, TorchSession
-
-from support.zoo import Toy, toy_plan as _plan
+from toolkit.runtime.session import OrtSession
+from toolkit.runtime.torch_session import TorchSession
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])

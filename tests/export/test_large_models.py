@@ -10,8 +10,13 @@ from toolkit.core.errors import ToolkitError
 from toolkit.core.memory import MEMORY_CAP_ENV, available_bytes, check_fits
 from toolkit.export.tensorrt import DEFAULT_WORKSPACE_MB, default_workspace_mb
 from toolkit.export.whisper.plan import build_graphs, model_config
-from toolkit.models.whisper.loading import (PRESETS, GenerationSettings, LoadedWhisper,
-                                            parameter_count, preset_config)
+from toolkit.models.whisper.loading import (
+    PRESETS,
+    GenerationSettings,
+    LoadedWhisper,
+    parameter_count,
+    preset_config,
+)
 from toolkit.models.whisper.tokenizer import builtin_tokenizer
 
 

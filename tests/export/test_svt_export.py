@@ -1,14 +1,15 @@
 """The exported SVT backbone follows the input shape: one graph, every T and size, = PyTorch."""
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from toolkit.export.manifest import load_manifest
 from toolkit.export.onnx import export_plan
-from toolkit.export.svt import build_plan
-from toolkit.export.svt.graphs import onnx_shape_ops
-from toolkit.export.svt.plan import real_feeds
+from toolkit.export.svt.plan import build_plan, real_feeds
 from toolkit.models.svt.checkpoint import load_model
 from toolkit.runtime.session import OrtSession
 
@@ -64,3 +65,10 @@ def test_int8_export_from_real_clip(exported, tmp_path):
         ref = model(torch.from_numpy(feed["video"])).numpy()[0]
     cos = float(got @ ref / np.linalg.norm(got) / np.linalg.norm(ref))
     assert 0.97 < cos <= 1.0 + 1e-6
+
+
+def onnx_shape_ops(path: str | Path) -> dict:
+    """Counts of the ops through which the graph follows its input shape (Shape→Resize)."""
+    m = onnx.load(str(path), load_external_data=False)
+    ops = [n.op_type for n in m.graph.node]
+    return {op: ops.count(op) for op in ("Shape", "Resize", "Reshape")}

@@ -15,8 +15,12 @@ from toolkit.core.errors import MissingDependency, ToolkitError
 from toolkit.core.files import sha256_file
 from toolkit.export.manifest import load_manifest
 from toolkit.export.onnx import export_plan
-from toolkit.export.tensorrt import (build_artifact, graph_profiles, parse_profile_overrides,
-                                     require_tensorrt)
+from toolkit.export.tensorrt import (
+    build_artifact,
+    graph_profiles,
+    parse_profile_overrides,
+    require_tensorrt,
+)
 
 
 @pytest.fixture(scope="module")

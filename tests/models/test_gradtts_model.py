@@ -9,9 +9,37 @@ import torch
 
 from toolkit.core.errors import ToolkitError
 from toolkit.models.gradtts.checkpoint import load_checkpoint, load_model, save_checkpoint
-from toolkit.models.gradtts.mas import brute_force_path, maximum_path
-from toolkit.models.gradtts.model import PRESETS, build_model, count_params
+from toolkit.models.gradtts.mas import maximum_path
+from toolkit.models.gradtts.model import PRESETS, build_model
 from toolkit.models.gradtts.text import BLANK_ID, SYMBOLS, text_to_ids
+
+
+def count_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def brute_force_path(log_p: np.ndarray) -> tuple[float, np.ndarray]:
+    """Exhaustive search over all monotonic surjective alignments (tiny sizes)."""
+    tx, ty = log_p.shape
+    best = (-np.inf, None)
+
+    def rec(j, i, acc, assign):
+        nonlocal best
+        if j == ty:
+            if i == tx - 1 and acc > best[0]:
+                best = (acc, list(assign))
+            return
+        for ni in (i, i + 1) if j > 0 else (0,):
+            if ni < tx:
+                assign.append(ni)
+                rec(j + 1, ni, acc + log_p[ni, j], assign)
+                assign.pop()
+
+    rec(0, 0, 0.0, [])
+    path = np.zeros((tx, ty), dtype=np.float32)
+    for j, i in enumerate(best[1]):
+        path[i, j] = 1.0
+    return best[0], path
 
 
 def test_paper_preset_has_published_size():

@@ -5,8 +5,12 @@ import pytest
 import torch
 
 from toolkit.core.errors import ToolkitError
-from toolkit.models.svt.checkpoint import (load_checkpoint, load_model, map_official_keys,
-                                           save_checkpoint)
+from toolkit.models.svt.checkpoint import (
+    load_checkpoint,
+    load_model,
+    map_official_keys,
+    save_checkpoint,
+)
 from toolkit.models.svt.model import SVTBackbone, gmac_per_clip, preset_config
 
 

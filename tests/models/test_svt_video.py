@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from toolkit.core.errors import ToolkitError
-from toolkit.models.svt.video import (list_videos, load_clip, sample_indices,
-                                      write_synthetic_clip)
+from toolkit.models.svt.video import list_videos, load_clip, sample_indices, write_synthetic_clip
 
 
 def test_demo_clip_normalised(shared_data):

@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.cli import fails_cleanly, run_toolkit
+from toolkit import registry
 from toolkit.core.errors import ToolkitError
 from toolkit.models.whisper.audio import features_for, load_audio
 from toolkit.models.whisper.ctranslate2 import is_ct2_dir, read_model_bin
-from toolkit.models.whisper.loading import default_model_dir, load_model as load_whisper
-from toolkit.runtime.whisper import open_pipeline
+from toolkit.models.whisper.loading import default_model_dir
+from toolkit.models.whisper.loading import load_model as load_whisper
 
-from support.cli import fails_cleanly, run_toolkit
+open_pipeline = registry.get("whisper").open_pipeline
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
@@ -73,7 +75,7 @@ def test_torch_transcribes_jfk_like_the_ctranslate2_engine(real, jfk):
     feats = features_for(load_audio(jfk), 80)
     prompt = real.tokenizer.sot_sequence(None)
     pipe = open_pipeline(loaded=real, backend="torch")
-    ours = pipe.greedy(pipe.encode(feats), prompt, 224).tokens[0]
+    ours = pipe.decode_windows(pipe.encode(feats), prompt, 224).tokens[0]
     engine = ctranslate2.models.Whisper(str(default_model_dir()), device="cpu",
                                         compute_type="float32")
     theirs = engine.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)),
@@ -99,7 +101,7 @@ def test_faster_whisper_transcribe_matches_on_its_own_features(real, jfk):
     feats = np.zeros((1, 80, 3000), np.float32)
     feats[0, :, :mel.shape[1] - 1] = mel[:, :-1]
     pipe = open_pipeline(loaded=real, backend="torch")
-    ours = real.tokenizer.decode(pipe.greedy(pipe.encode(feats), real.tokenizer.sot_sequence(None),
+    ours = real.tokenizer.decode(pipe.decode_windows(pipe.encode(feats), real.tokenizer.sot_sequence(None),
                                              224).tokens[0]).strip()
     assert ours == theirs
     assert _norm(ours) == _norm(JFK)

@@ -5,8 +5,14 @@ import pytest
 import soundfile as sf
 
 from toolkit.core.errors import ToolkitError
-from toolkit.models.whisper.audio import (N_FRAMES, check_features, features_for, load_audio,
-                                          log_mel, windows)
+from toolkit.models.whisper.audio import (
+    N_FRAMES,
+    check_features,
+    features_for,
+    load_audio,
+    log_mel,
+    windows,
+)
 from toolkit.models.whisper.tokenizer import builtin_tokenizer
 
 

@@ -8,15 +8,17 @@ import pytest
 from onnx import TensorProto, helper
 
 from support import trt_double
-from support.zoo import Toy, toy_plan as _plan
+from support.zoo import Toy
+from support.zoo import toy_plan as _plan
 from toolkit.core.errors import ToolkitError
 from toolkit.export.manifest import load_manifest
 from toolkit.export.onnx import export_plan
 from toolkit.export.tensorrt import build_artifact
-from toolkit.runtime.gpu import ort_provider_options
 from toolkit.runtime.backends import open_onnx_session
-from toolkit.runtime.session import OrtSession, TorchSession
+from toolkit.runtime.gpu import ort_provider_options
+from toolkit.runtime.session import OrtSession
 from toolkit.runtime.tensorrt import DeviceTensor, TensorRTSession
+from toolkit.runtime.torch_session import TorchSession
 
 
 @pytest.fixture(scope="module")

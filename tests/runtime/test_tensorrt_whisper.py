@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 
 from support import trt_double
+from support.zoo import export as export_model
+from support.zoo import save_small_checkpoint
 from toolkit import registry
 from toolkit.core.errors import ToolkitError
 from toolkit.export.tensorrt import build_artifact
 from toolkit.models.whisper.loading import load_model as load_whisper
 from toolkit.runtime.session import OrtSession
 from toolkit.runtime.tensorrt import CudaRuntime, DeviceTensor, TensorRTSession
-from toolkit.runtime.whisper import TranscribeOptions, open_pipeline
+from toolkit.runtime.whisper.longform import TranscribeOptions
 
-from support.zoo import export as export_model, save_small_checkpoint
+open_pipeline = registry.get("whisper").open_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +152,7 @@ def test_device_time_excludes_host_work(built):
 def test_bench_reports_device_figures_for_trt_only(built, tmp_path, capsys):
     work, tag = built
     out = tmp_path / "bench.json"
-    records = registry.get("whisper").bench(checkpoint=str(_ckpt_of(work, tag)), backends=["ort", "trt"],
+    records = registry.get("whisper").run_bench(checkpoint=str(_ckpt_of(work, tag)), backends=["ort", "trt"],
                             precisions=["fp32"], runs=1, warmup=0, limit=2, tokens=4,
                             workdir=work, out=out, isolate=False)
     by = {r["backend"]: r for r in records}
@@ -191,7 +193,7 @@ def test_cpu_bench_has_no_device_columns():
 def test_torch_device_choice(monkeypatch):
     import torch
 
-    from toolkit.runtime.session import TorchSession, torch_device
+    from toolkit.runtime.torch_session import TorchSession, torch_device
 
     monkeypatch.setenv("TOOLKIT_TORCH_DEVICE", "cpu")
     assert torch_device() == "cpu"

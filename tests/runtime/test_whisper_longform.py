@@ -10,11 +10,14 @@ import pytest
 import soundfile as sf
 
 from support.cli import fails_cleanly, run_toolkit
+from toolkit import registry
 from toolkit.bench.metrics import corpus_cer, normalize_text, word_errors
 from toolkit.models.whisper.audio import SAMPLE_RATE, load_audio
 from toolkit.models.whisper.data import load_folder
-from toolkit.runtime.whisper import TranscribeOptions, open_pipeline
+from toolkit.runtime.whisper.longform import TranscribeOptions
 from toolkit.runtime.whisper.search import SearchOptions, rank_score
+
+open_pipeline = registry.get("whisper").open_pipeline
 
 GAP_S = 0.3
 

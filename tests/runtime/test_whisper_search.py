@@ -8,7 +8,7 @@ import pytest
 from toolkit.core.errors import ToolkitError
 from toolkit.runtime.whisper.decoding import NEG_INF, TimestampRules, apply_filters
 from toolkit.runtime.whisper.longform import _split_segments, fallback_temperatures
-from toolkit.runtime.whisper.search import SearchOptions, Searcher, rank_score
+from toolkit.runtime.whisper.search import Searcher, SearchOptions, rank_score
 
 EOT, NO_TS, TB, V = 10, 11, 12, 40   # toy vocabulary: 0-9 text, eot, notimestamps, 12.. times
 

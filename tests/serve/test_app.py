@@ -16,6 +16,9 @@ from fastapi.testclient import TestClient
 from toolkit.core.errors import ToolkitError
 from toolkit.runtime.whisper.longform import LongFormResult, Segment
 from toolkit.serve.app import create_app
+from toolkit.serve.routes.gradtts import TTSModel
+from toolkit.serve.routes.whisper import WhisperModel
+from toolkit.serve.served import ModelSource
 from toolkit.serve.service import Service, Settings
 
 SR = 16000
@@ -45,44 +48,72 @@ class FakeJob:
     def __init__(self, seconds):
         self.seconds = seconds
         self.done = False
+        self.cancelled = False
         self.result = LongFormResult([
             Segment(0, 0, 0.0, 1.5, " Hello there.", [1, 2], 0.0, -0.2, 1.1, 0.01),
             Segment(1, 0, 1.5, min(3.0, seconds), " General.", [3], 0.0, -0.3, 1.0, 0.02)],
             "en")
 
 
-class FakeService(Service):
-    """The real Service, batcher and routes over a stand-in pipeline; ``gate`` holds rounds."""
+class FakeWhisper(WhisperModel):
+    """The real Whisper routes over a stand-in pipeline; the service's ``gate`` holds rounds."""
 
+    def load(self):
+        if self.service.loaded is not None:
+            self.service.loaded.wait(10)
+        self.pipe = FakePipe()
+
+    def job(self, audio, options):
+        job = FakeJob(len(audio) / SR)
+        self.service.made.append(job)
+        return job
+
+    def run_round(self, jobs):
+        self.service.gate.wait(10)
+        for j in jobs:
+            self.service.ran.append(j)
+            j.done = True
+
+
+class FakeTTS(TTSModel):
+    def load(self):
+        self.pipe = FakePipe()
+
+
+class Family:
+    """A registry entry's stand-in: what the service asks of a family."""
+
+    def __init__(self, name, served):
+        self.name, self.served, self.serve = name, served, "stand-in"
+
+    def default_tag(self, *args):
+        return "tiny"
+
+
+class FakeService(Service):
     def __init__(self, settings, loaded=None):
-        super().__init__(settings)
         self.gate = threading.Event()
         self.gate.set()
         self.loaded = loaded
         self.made, self.ran = [], []
+        super().__init__(settings)
 
-    def load_models(self):
-        if self.loaded is not None:
-            self.loaded.wait(10)
-        self.whisper = FakePipe()
-        self._batchers["whisper"] = self.make_batcher("whisper", self._whisper_round)
 
-    def whisper_job(self, audio, options):
-        job = FakeJob(len(audio) / SR)
-        self.made.append(job)
-        return job
+def fake_settings(tmp_path, tts=False, **settings) -> Settings:
+    models = [ModelSource(Family("whisper", FakeWhisper))]
+    if tts:
+        models.append(ModelSource(Family("gradtts", FakeTTS)))
+    return Settings(models=models, upload_root=str(tmp_path), **settings)
 
-    def _whisper_round(self, jobs):
-        self.gate.wait(10)
-        for j in jobs:
-            self.ran.append(j)
-            j.done = True
+
+def whisper_batcher(service):
+    return service._batchers[service.pick("whisper", None).name]
 
 
 @pytest.fixture
 def server(tmp_path):
-    def make(api_key=None, loaded=None, **settings):
-        service = FakeService(Settings(upload_root=str(tmp_path), **settings), loaded)
+    def make(api_key=None, loaded=None, tts=False, **settings):
+        service = FakeService(fake_settings(tmp_path, tts, **settings), loaded)
         client = TestClient(create_app(service, api_key=api_key))
         client.__enter__()
         made.append(client)
@@ -205,7 +236,7 @@ def test_health_is_503_until_the_models_are_loaded(server):
 def test_full_queue_is_429_with_retry_after(server):
     client, service = server(max_batch=1, max_queue=1, max_wait_ms=0)
     service.gate.clear()
-    batcher = service._batchers["whisper"]
+    batcher = whisper_batcher(service)
     running = batcher.submit(FakeJob(1))
     time.sleep(0.1)
     queued = batcher.submit(FakeJob(1))
@@ -220,11 +251,11 @@ def test_full_queue_is_429_with_retry_after(server):
 def test_timeout_is_504_and_the_work_is_dropped(server):
     client, service = server(timeout_s=0.3, max_batch=1)
     service.gate.clear()
-    blocker = service._batchers["whisper"].submit(FakeJob(1))
+    blocker = whisper_batcher(service).submit(FakeJob(1))
     time.sleep(0.1)
     one_line(post(client, wav_bytes(1)), 504, "--timeout-s")
     timed_out = service.made[-1]
-    assert service._batchers["whisper"].depth == 0      # its place in the queue is free
+    assert whisper_batcher(service).depth == 0      # its place in the queue is free
     service.gate.set()
     blocker.result(5)
     assert post(client, wav_bytes(1)).status_code == 200
@@ -237,7 +268,7 @@ def test_timeout_is_504_and_the_work_is_dropped(server):
 def test_speech_without_a_tts_model_is_404(server):
     client, _ = server()
     one_line(client.post("/v1/audio/speech", json={"input": "hi", "voice": "x"}), 404,
-             "--tts-")
+             "nothing is served at /v1/audio/speech; this server answers /v1/audio/trans")
 
 
 def test_a_trickling_upload_is_cut_off(tmp_path):
@@ -246,7 +277,7 @@ def test_a_trickling_upload_is_cut_off(tmp_path):
     import socket
 
     import uvicorn
-    service = FakeService(Settings(upload_root=str(tmp_path), timeout_s=1.0))
+    service = FakeService(fake_settings(tmp_path, timeout_s=1.0))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -297,8 +328,7 @@ def test_admission_refuses_before_reading_the_body(server):
 
 
 def test_huge_part_headers_and_speech_bodies_are_refused(server):
-    client, service = server()
-    service.tts = FakePipe()                 # a speech model "loaded": the body is read
+    client, service = server(tts=True)       # a speech model "loaded": the body is read
     body = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
             + b"a" * 20000 + b"\"\r\n\r\nxx\r\n--xyz--\r\n")
     one_line(client.post("/v1/audio/transcriptions", content=iter([body]),

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit import registry
 from toolkit.models.whisper.audio import N_FRAMES, SAMPLE_RATE, load_audio, log_mel_long
-from toolkit.runtime.whisper import TranscribeOptions, open_pipeline
-from toolkit.runtime.whisper.longform import LongFormJob, advance
+from toolkit.runtime.whisper.longform import LongFormJob, TranscribeOptions, advance
+
+open_pipeline = registry.get("whisper").open_pipeline
 
 ASSETS = Path(__file__).resolve().parents[2] / "toolkit" / "assets" / "speech" / "wavs"
 

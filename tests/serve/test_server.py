@@ -19,7 +19,10 @@ import openai
 import pytest
 
 from tests.support.cli import SCRIPT, fails_cleanly, run_toolkit
-from toolkit.runtime.whisper import open_pipeline
+from toolkit import registry
+
+open_pipeline = registry.get("whisper").open_pipeline
+
 
 KEY = "test-key-0123456789"
 ENV_VAR = "TOOLKIT_TEST_SERVE_KEY"
@@ -266,7 +269,7 @@ def test_bad_options_fail_before_serving(tmp_path, tiny_en_artifact):
 
 
 def test_speech_route_with_grad_tts(tmp_path):
-    proc, url, _ = start_server(["--no-whisper", "--tts-preset", "tiny"], tmp_path)
+    proc, url, _ = start_server(["--model", "gradtts=preset:tiny@torch"], tmp_path)
     try:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         normal = client.audio.speech.create(model="tts-1", voice="alloy", response_format="wav",
@@ -287,8 +290,9 @@ def test_speech_route_with_grad_tts(tmp_path):
         r = httpx.post(url + "/v1/audio/speech", json={"input": "", "voice": "alloy"})
         assert r.status_code == 400 and "\n" not in r.json()["error"]["message"]
         r = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", b"x")})
-        assert r.status_code == 404 and "no Whisper model" in r.json()["error"]["message"]
-        assert httpx.get(url + "/health").json()["models"]["tts"]["random_init"] is True
+        assert r.status_code == 404 and "nothing is served at /v1/audio/transcriptions" in \
+            r.json()["error"]["message"]
+        assert httpx.get(url + "/health").json()["models"]["gradtts-tiny"]["random_init"] is True
     finally:
         out = stop(proc)
     assert "random-initialised weights" in out      # a preset is labelled where it is served

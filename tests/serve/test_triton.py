@@ -13,15 +13,16 @@ import onnx
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from toolkit.core.errors import ToolkitError
-from toolkit.export.onnx import export_plan
-from toolkit.models.whisper.audio import load_audio
-from toolkit.runtime.whisper import open_pipeline
-from toolkit.serve import triton
-
 from support import triton_double
 from support.cli import fails_cleanly, run_toolkit
 from support.zoo import toy_plan
+from toolkit import registry
+from toolkit.core.errors import ToolkitError
+from toolkit.export.onnx import export_plan
+from toolkit.models.whisper.audio import load_audio
+from toolkit.serve import triton
+
+open_pipeline = registry.get("whisper").open_pipeline
 
 NAME = "whisper-tiny.en-fp32"
 ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 7: "TYPE_INT64", 6: "TYPE_INT32", 9: "TYPE_BOOL"}

@@ -18,3 +18,7 @@ class DyingReferenceBench(SVTBench):
         if case.backend == "torch":
             os.kill(os.getpid(), signal.SIGKILL)
         return super().open(case)
+
+
+DYING_SVT = DyingSVTBench()
+DYING_REFERENCE = DyingReferenceBench()

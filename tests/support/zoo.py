@@ -47,7 +47,7 @@ def toy_plan(module=None) -> ExportPlan:
 def tiny(family: str):
     """The family's smallest preset with seed 0 (shared: do not modify it)."""
     fam = registry.get(family)
-    return fam.load(preset=fam.test_preset, seed=0)
+    return fam.load_model(preset=fam.test_preset, seed=0)
 
 
 def export(loaded, precision, out, calib_data=None) -> dict:

@@ -23,15 +23,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..core.errors import ToolkitError
 from ..core.parity import rel_l2
 from ..core.progress import step
-from ..export.gradtts import build_plan
-from ..models.gradtts.audio import VOCODER, griffin_lim
-from ..models.gradtts.checkpoint import load_model
+from ..models.gradtts.constants import fix_len
 from ..models.gradtts.data import read_metadata
-from ..models.gradtts.model import fix_len
 from ..models.gradtts.sampler import frames_to_seconds, make_noise
 from ..models.gradtts.sentences import SENTENCES
-from ..runtime.gradtts import open_pipeline
-from .harness import BenchSpec, Shape
+from ..models.gradtts.vocoder import VOCODER, griffin_lim
+from .harness import BenchSpec, Workload
 from .peak import measured_peak_gflops
 from .plots import Panel
 from .records import percentile_fields
@@ -60,7 +57,8 @@ def unet_gflop(model, frames: int) -> float:
 class GradTTSBench(BenchSpec):
     family = "gradtts"
     fields = ("steps", "sentences", "frames_mean", "audio_s_total", "rtf_e2e",
-              *percentile_fields("step_latency_ms"), "step_latency_ms_samples", *percentile_fields("encoder_latency_ms"),
+              *percentile_fields("step_latency_ms"), "step_latency_ms_samples",
+              *percentile_fields("encoder_latency_ms"),
               "vocoder", "vocoder_ms_mean", "unet_gflop_per_step_mean", "unet_gflops_achieved",
               "peak_gflops_fp32", "step_share_of_peak", "mel_l1", "spectral_distortion_db")
     columns = (("step p50 ms", "step_latency_ms_p50", ".1f"),
@@ -73,9 +71,6 @@ class GradTTSBench(BenchSpec):
                                                                   "mel rel L2 vs torch fp32"))
     plot_x = "steps"
     default_out = "results/gradtts-bench.json"
-    load_model = staticmethod(load_model)
-    build_plan = staticmethod(build_plan)
-    open_pipeline = staticmethod(open_pipeline)
 
     def check_options(self, options: dict) -> dict:
         steps = []
@@ -90,11 +85,11 @@ class GradTTSBench(BenchSpec):
             steps.append(n)
         return {"steps": steps}
 
-    def workload(self, loaded, data, limit, options):
+    def workloads(self, family, loaded, data, limit, options):
         texts = [t for _, t in read_metadata(data)] if data is not None else list(SENTENCES)
         texts = texts[:limit] if limit else texts
         with step("fp32 PyTorch reference durations"):
-            ref = open_pipeline(loaded=loaded, backend="torch")
+            ref = family.open_pipeline(loaded=loaded, backend="torch")
             durations = [ref.encode(t)[2].tolist() for t in texts]
             ref.close()
         frames = [int(sum(d)) for d in durations]
@@ -112,7 +107,7 @@ class GradTTSBench(BenchSpec):
         items = [{"text": t, "durations": d, "noise_seed": seed + k}
                  for k, (t, d) in enumerate(zip(texts, durations))]
         info = {"audio_s": audio_s, "gflop": gflop, "voc_ms": voc_ms, "peak": peak}
-        return [Shape(label=f"{n} step{'s' if n != 1 else ''}", items=items,
+        return [Workload(label=f"{n} step{'s' if n != 1 else ''}", items=items,
                       fields={"steps": n, "sentences": len(texts),
                               "frames_mean": float(np.mean(frames)),
                               "audio_s_total": float(sum(audio_s))},

@@ -22,24 +22,23 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import torch
 from rich.console import Console
 from rich.markup import escape
 
 from ..core.errors import ToolkitError
 from ..core.hardware import environment
+from ..core.precisions import PRECISIONS, check_precision
 from ..core.progress import Steps, console
 from ..export.artifact import is_current
 from ..export.manifest import load_manifest
-from ..export.spec import ExportPlan
-from ..models.base import LoadedModel
-from ..runtime.backends import PRECISIONS, check_backend, check_precision
-from ..runtime.graphs import artifact_for, artifact_path
+from ..runtime.backends import check_backend
+from ..runtime.from_model import artifact_for, artifact_path
+from ..runtime.torch_session import cuda_available
 from .isolate import CaseFailed, run_isolated
 from .plots import Panel, write_plot
-from .records import write_records
+from .records import record_paths, write_records
 from .report import print_table
 from .timing import percentiles
 
@@ -52,8 +51,9 @@ BACKEND_PRECISIONS = {"torch": ("fp32",), "ort": PRECISIONS,
 
 
 @dataclass
-class Shape:
-    """One point of a family's sweep (a step count, a clip shape, a data set)."""
+class Workload:
+    """One point of a family's sweep — a step count, a clip shape, a data set — and the items
+    timed at it (a record's ``shape`` is its label)."""
 
     label: str                                   # the record's ``shape``
     items: list                                  # what ``work`` gets, one per timed call
@@ -63,17 +63,45 @@ class Shape:
 
 @dataclass
 class Case:
-    """What a child process runs: one backend × precision over every shape."""
+    """What a child process runs: one backend × precision over every workload."""
 
+    family: Any                  # the registry's Family (opens the pipeline in the child)
     backend: str
     precision: str
     artifact: str | None
-    model: dict                  # checkpoint / preset / seed, to load the model in the child
-    shapes: list[Shape]
+    load_args: dict              # checkpoint / preset / seed, to load the model in the child
+    workloads: list[Workload]
     runs: int
     warmup: int
     options: dict                # the family's own options
-    reference: dict | None = None  # the reference case's outputs per shape label
+    reference: dict | None = None  # the reference case's outputs per workload label
+
+
+@dataclass
+class BenchOptions:
+    """What ``toolkit bench`` takes (the family's own options in ``family_options``)."""
+
+    checkpoint: str | None = None
+    preset: str | None = None
+    backends: list[str] | None = None       # default: the spec's default_backends()
+    precisions: list[str] | None = None     # default: every precision
+    data: Path | None = None
+    runs: int = 5
+    warmup: int = 1
+    out: Path | None = None                 # default: the spec's default_out
+    seed: int = 0
+    limit: int | None = None
+    workdir: Path | None = None             # where the exports are cached (artifacts/bench)
+    isolate: bool = True                    # one spawned process per case
+    family_options: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.runs < 1:
+            raise ToolkitError(f"--runs must be at least 1 (got {self.runs})")
+        if self.warmup < 0:
+            raise ToolkitError(f"--warmup must be 0 or more (got {self.warmup})")
+        if self.limit is not None and self.limit < 1:
+            raise ToolkitError(f"--limit must be at least 1 (got {self.limit})")
 
 
 class BenchSpec:
@@ -94,26 +122,22 @@ class BenchSpec:
     plot_panels: Sequence[Panel] = ()
     plot_x: str | None = None
     default_out: str = ""
-    # the family's lower layers, set by each bench file
-    load_model: Callable[..., LoadedModel]
-    build_plan: Callable[..., ExportPlan]
-    open_pipeline: Callable[..., Any]
 
     # -- parent ---------------------------------------------------------------------------
     def check_options(self, options: dict) -> dict:
         """Validate and normalise the family's own options (``--steps`` …)."""
         return options
 
-    def workload(self, loaded: LoadedModel, data, limit: int | None,
-                 options: dict) -> list[Shape]:
+    def workloads(self, family, loaded, data, limit: int | None,
+                  options: dict) -> list[Workload]:
         raise NotImplementedError
 
-    def figures(self, shape: Shape, result: dict, reference: dict, options: dict) -> dict:
+    def figures(self, shape: Workload, result: dict, reference: dict, options: dict) -> dict:
         """Family fields of one record: must include ``rtf``, ``quality_metric``,
         ``quality_value`` and ``quality_reference``."""
         raise NotImplementedError
 
-    def notes(self, records: list[dict], loaded: LoadedModel, shapes: list[Shape],
+    def notes(self, records: list[dict], loaded, shapes: list[Workload],
               options: dict, env: dict) -> list[str]:
         return []
 
@@ -128,12 +152,12 @@ class BenchSpec:
         """The cases always run first (``references`` unless a mode changes them)."""
         return self.references
 
-    def skip_reason(self, backend: str, precision: str, loaded: LoadedModel,
+    def skip_reason(self, backend: str, precision: str, loaded,
                     options: dict) -> str | None:
         """Why a case cannot run on this model/mode (it is listed under "not run"), or None."""
         return None
 
-    def prepare(self, loaded: LoadedModel, cases: list[tuple[str, str]], workdir: Path,
+    def prepare(self, loaded, cases: list[tuple[str, str]], workdir: Path,
                 options: dict) -> None:
         """Parent-side work before the cases run (e.g. convert weights for a peer runtime)."""
 
@@ -148,18 +172,19 @@ class BenchSpec:
     def open(self, case: Case):
         """The runner of a case: the family pipeline on the artifact or the model."""
         if case.artifact:
-            return self.open_pipeline(artifact=case.artifact, backend=case.backend)
-        return self.open_pipeline(**case.model, backend=case.backend, precision=case.precision)
+            return case.family.open_pipeline(artifact=case.artifact, backend=case.backend)
+        return case.family.open_pipeline(**case.load_args, backend=case.backend,
+                                         precision=case.precision)
 
-    def load_items(self, shape: Shape, case: Case) -> list:
+    def load_items(self, shape: Workload, case: Case) -> list:
         """Items made ready before timing (e.g. audio decoded from files)."""
         return shape.items
 
-    def work(self, runner, item, shape: Shape, case: Case) -> tuple[Any, dict]:
+    def work(self, runner, item, shape: Workload, case: Case) -> tuple[Any, dict]:
         """The timed unit: ``(output, extra timings {key: [ms, ...]})``."""
         raise NotImplementedError
 
-    def after(self, runner, items: list, shape: Shape, case: Case, outputs: list) -> dict:
+    def after(self, runner, items: list, shape: Workload, case: Case, outputs: list) -> dict:
         """Untimed child-side figures (e.g. teacher-forced agreement with the reference)."""
         return {}
 
@@ -181,7 +206,7 @@ def _device_stats(runner) -> dict:
     return out
 
 
-def _timed(spec: BenchSpec, runner, item, shape: Shape, case: Case):
+def _timed(spec: BenchSpec, runner, item, shape: Workload, case: Case):
     for s in getattr(runner, "sessions", []):
         s.reset_device_stats()
     t0 = time.perf_counter()
@@ -190,7 +215,7 @@ def _timed(spec: BenchSpec, runner, item, shape: Shape, case: Case):
     return output, extras, ms, _device_stats(runner)
 
 
-def measure(spec: BenchSpec, runner, items: list, shape: Shape, case: Case) -> dict:
+def measure(spec: BenchSpec, runner, items: list, shape: Workload, case: Case) -> dict:
     """Warm-up and timed calls over ``items``; samples, passes, extras and first outputs."""
     n = len(items)
     samples: list[list[float]] = [[] for _ in range(n)]
@@ -235,7 +260,7 @@ def run_case(spec: BenchSpec, case: Case) -> dict:
     runner = spec.open(case)
     results = {}
     try:
-        for shape in case.shapes:
+        for shape in case.workloads:
             items = spec.load_items(shape, case)
             res = measure(spec, runner, items, shape, case)
             res["after"] = spec.after(runner, items, shape, case, res["outputs"])
@@ -272,61 +297,106 @@ def plan_cases(spec: BenchSpec, backends: Sequence[str], precisions: Sequence[st
     return cases, [f"{', '.join(which)} ({why})" for why, which in skipped.items()]
 
 
-def check_run_options(runs: int, warmup: int, limit: int | None) -> None:
-    if runs < 1:
-        raise ToolkitError(f"--runs must be at least 1 (got {runs})")
-    if warmup < 0:
-        raise ToolkitError(f"--warmup must be 0 or more (got {warmup})")
-    if limit is not None and limit < 1:
-        raise ToolkitError(f"--limit must be at least 1 (got {limit})")
-
-
-def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, precisions=None,
-              data=None, runs: int = 5, warmup: int = 1, out=None, seed: int = 0, limit=None,
-              workdir=None, isolate: bool = True, **family_options) -> list[dict]:
-    backends = [b if b in spec.extra_backends else check_backend(b)
-                for b in (backends or spec.default_backends())]
-    spec.check_backends(backends)
-    precisions = [check_precision(p) for p in (precisions or PRECISIONS)]
-    check_run_options(runs, warmup, limit)
-    options = spec.check_options(family_options)
-    loaded = spec.load_model(checkpoint, preset, seed)
+def run_bench(family, opts: BenchOptions) -> list[dict]:
+    """Every backend × precision of ``family`` on the same inputs: the records, written, with
+    the table and the plot."""
+    spec = family.bench_spec
+    backends, precisions, options = _checked(spec, opts)
+    loaded = family.load_model(opts.checkpoint, opts.preset, opts.seed)
     if loaded.random_init:
         console.print(f"[yellow]note:[/] {loaded.weights} — timings are real; quality columns "
                       "compare backends, not model quality")
-    workdir = Path(workdir or Path("artifacts") / "bench")
-    shapes = spec.workload(loaded, data, limit, options)
-    cases, skipped = plan_cases(spec, backends, precisions, torch.cuda.is_available(),
+    workdir = Path(opts.workdir or Path("artifacts") / "bench")
+    workloads = spec.workloads(family, loaded, opts.data, opts.limit, options)
+    cases, skipped = _plan(spec, backends, precisions, loaded, options)
+    workdir.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
+    spec.prepare(loaded, cases, workdir, options)
+    load_args = {"checkpoint": opts.checkpoint, "preset": opts.preset, "seed": opts.seed}
+    artifacts = _exports(family, spec, loaded, cases, load_args, workdir, opts.isolate)
+    outcome = _run_cases(family, spec, cases, artifacts, load_args, workloads, opts, options)
+    spec.after_cases()
+    run = _Run(spec, loaded, workloads, opts, options, environment())
+    records = _records(run, outcome)
+    _report(run, records, outcome, skipped)
+    return records
+
+
+@dataclass
+class _Run:
+    """What every record and the report of one bench run share."""
+
+    spec: BenchSpec
+    loaded: Any
+    workloads: list[Workload]
+    opts: BenchOptions
+    options: dict            # the family's own options
+    env: dict
+
+
+@dataclass
+class _Outcome:
+    """What the cases gave: per (backend, precision) their results, peak RSS, or why they
+    failed; and the artifact each precision ran."""
+
+    results: dict
+    peaks: dict
+    failed: dict
+    artifacts: dict
+
+
+def _checked(spec: BenchSpec, opts: BenchOptions) -> tuple[list[str], list[str], dict]:
+    """(backends, precisions, the family's options), each checked."""
+    backends = [b if b in spec.extra_backends else check_backend(b)
+                for b in (opts.backends or spec.default_backends())]
+    spec.check_backends(backends)
+    precisions = [check_precision(p) for p in (opts.precisions or PRECISIONS)]
+    opts.check()
+    record_paths(opts.out or spec.default_out)      # before minutes of benchmarking
+    return backends, precisions, spec.check_options(dict(opts.family_options))
+
+
+def _plan(spec: BenchSpec, backends, precisions, loaded, options
+          ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The cases that run, and the ones left out with why."""
+    cases, skipped = plan_cases(spec, backends, precisions, cuda_available(),
                                 spec.reference_cases(options))
-    why_not = {}
+    why_not: dict[str, list[str]] = {}
     for b, p in list(cases):
         why = spec.skip_reason(b, p, loaded, options)
         if why:
             cases.remove((b, p))
             why_not.setdefault(why, []).append(f"{b}/{p}")
-    skipped += [f"{', '.join(which)} ({why})" for why, which in why_not.items()]
-    workdir.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
-    spec.prepare(loaded, cases, workdir, options)
+    return cases, skipped + [f"{', '.join(which)} ({why})" for why, which in why_not.items()]
 
-    plan = spec.build_plan(loaded)
-    exported = sorted({p for b, p in cases if b != "torch" and b not in spec.extra_backends})
-    model = {"checkpoint": checkpoint, "preset": preset, "seed": seed}
+
+def _runs_artifact(spec: BenchSpec, backend: str) -> bool:
+    return backend != "torch" and backend not in spec.extra_backends
+
+
+def _exports(family, spec, loaded, cases, load_args: dict, workdir: Path,
+             isolate: bool) -> dict[str, str]:
+    """{precision: artifact} for the precisions an exported backend runs."""
+    plan = family.build_plan(loaded)
+    exported = sorted({p for b, p in cases if _runs_artifact(spec, b)})
     if isolate:  # every case loads its own copy: the exports' memory is theirs alone
         loaded.release()
-    artifacts = {p: _artifact(spec, loaded, plan, model, p, workdir, isolate) for p in exported}
-    export_figures = {p: _export_figures(a) for p, a in artifacts.items()}
+    return {p: _artifact(family, loaded, plan, load_args, p, workdir, isolate) for p in exported}
 
+
+def _run_cases(family, spec, cases, artifacts, load_args, workloads, opts: BenchOptions,
+               options: dict) -> _Outcome:
+    """Each case in its own process."""
     results: dict[tuple[str, str], dict] = {}
     peaks: dict[tuple[str, str], float] = {}
     failed: dict[tuple[str, str], str] = {}
     with Steps(f"bench {spec.family}", total=len(cases)) as bar:
         for b, p in cases:
             ref = results.get(REFERENCE)
-            case = Case(b, p, None if b == "torch" or b in spec.extra_backends else artifacts[p],
-                        model, shapes, runs, warmup, options,
+            case = Case(family, b, p, artifacts[p] if _runs_artifact(spec, b) else None,
+                        load_args, workloads, opts.runs, opts.warmup, options,
                         reference={k: v["outputs"] for k, v in ref.items()} if ref else None)
             try:
-                res, peak = run_isolated(run_case, spec, case, isolate=isolate)
+                res, peak = run_isolated(run_case, spec, case, isolate=opts.isolate)
             except CaseFailed as exc:
                 if (b, p) == REFERENCE:
                     raise ToolkitError(f"the reference case ({b} {p}) failed, so nothing can be "
@@ -337,72 +407,75 @@ def run_bench(spec: BenchSpec, checkpoint=None, preset=None, backends=None, prec
                 continue
             results[(b, p)], peaks[(b, p)] = res, peak
             bar.advance(f"{b} {p}")
+    return _Outcome(results, peaks, failed, artifacts)
 
-    spec.after_cases()
-    env = environment()
 
-    def identity(b: str, p: str, shape: Shape) -> dict:
-        """What a record is about: model, case, shape, weights, settings."""
-        runs_artifact = b != "torch" and b not in spec.extra_backends
+def _records(run: _Run, outcome: _Outcome) -> list[dict]:
+    """One record per case × workload (failed cases: a record that says why), with ratios."""
+    spec, loaded, opts, env = run.spec, run.loaded, run.opts, run.env
+    artifacts = outcome.artifacts
+    export_figures = {p: _export_figures(a) for p, a in artifacts.items()}
+
+    def identity(b: str, p: str, shape: Workload) -> dict:
+        """What a record is about: model, case, workload, weights, settings."""
         return {"model": f"{spec.family}-{loaded.name}", "family": spec.family, "backend": b,
                 "precision": p, "shape": shape.label, **shape.fields, "weights": loaded.weights,
                 "random_init": loaded.random_init, "source": loaded.source,
-                "artifact": artifacts.get(p) if runs_artifact else None, "runs": runs,
-                "warmup": warmup}
+                "artifact": artifacts.get(p) if _runs_artifact(spec, b) else None,
+                "runs": opts.runs, "warmup": opts.warmup}
 
     records = []
-    for shape in shapes:
-        ref = results[REFERENCE][shape.label]
-        for (b, p), res in results.items():
+    for shape in run.workloads:
+        ref = outcome.results[REFERENCE][shape.label]
+        for (b, p), res in outcome.results.items():
             r = res[shape.label]
-            rec = {
+            records.append({
                 **identity(b, p, shape),
                 **percentiles(r["latency_ms"]),
                 "latency_ms_samples": [round(x, 3) for x in r["latency_ms"]],
-                "peak_rss_mb": round(peaks[(b, p)], 1),
-                **(export_figures.get(p, {}) if p in artifacts and b != "torch"
-                   and b not in spec.extra_backends else {}),
+                "peak_rss_mb": round(outcome.peaks[(b, p)], 1),
+                **(export_figures.get(p, {}) if _runs_artifact(spec, b) else {}),
                 **_device_fields(r["device"]),
-                **spec.figures(shape, r, ref, options),
+                **spec.figures(shape, r, ref, run.options),
                 "environment": env, "error": None,
-            }
-            records.append(rec)
-        for (b, p), why in failed.items():  # the record says which case failed and why
+            })
+        for (b, p), why in outcome.failed.items():  # the record says which failed and why
             records.append({
                 **identity(b, p, shape), **percentiles([]), "latency_ms_samples": [],
                 "peak_rss_mb": None, "rtf": None, "quality_metric": None, "quality_value": None,
                 "quality_reference": None, "environment": env, "error": why})
     _ratios(spec, records)
-    out = Path(out or spec.default_out)
+    return records
+
+
+def _report(run: _Run, records: list[dict], outcome: _Outcome, skipped: list[str]) -> None:
+    """The records written (JSON + CSV), the table on stdout, the PNG; exit 2 if cases failed."""
+    spec, loaded, opts, failed = run.spec, run.loaded, run.opts, outcome.failed
+    out = Path(opts.out or spec.default_out)
     jpath, cpath = write_records(records, out, spec.fields)
-    columns = _columns(spec, records)
-    notes = spec.notes(records, loaded, shapes, options, env) + _common_notes(
-        spec, records, runs, warmup, env, skipped)
+    notes = spec.notes(records, loaded, run.workloads, run.options, run.env) + _common_notes(
+        spec, records, opts.runs, opts.warmup, run.env, skipped)
     notes += [f"FAILED {b} {p}: {why}" for (b, p), why in failed.items()]
+    title = f"{spec.family}-{loaded.name}" + (" (random init)" if loaded.random_init else "")
     table = Console(width=260, highlight=False)  # the result goes to stdout, progress to stderr
-    print_table(records, columns, f"{spec.family}-{loaded.name} bench"
-                + (" (random init)" if loaded.random_init else ""), notes, console=table)
+    print_table(records, _columns(spec, records), f"{title} bench", notes, console=table)
     for line in spec.finish(records):
         table.print(line)
-    png = write_plot(records, out.with_suffix(".png"),
-                     f"{spec.family}-{loaded.name}" + (" (random init)" if loaded.random_init
-                                                        else ""),
-                     spec.plot_panels, x=spec.plot_x)
+    png = write_plot(records, out.with_suffix(".png"), title, spec.plot_panels, x=spec.plot_x)
     console.print(f"[green]✓[/] records: {escape(str(jpath))} and {escape(str(cpath))}"
                   + (f"; plot: {escape(str(png))}" if png else ""))
     if failed:  # the records are written; the exit code still says that cases failed
         raise ToolkitError(f"{len(failed)} case(s) failed ("
                            + "; ".join(f"{b} {p}: {why}" for (b, p), why in failed.items())
                            + f"); the other cases are in {jpath}")
-    return records
 
 
-def _export_child(spec: BenchSpec, model: dict, precision: str, workdir) -> str:
-    loaded = spec.load_model(model["checkpoint"], model["preset"], model["seed"])
-    return str(artifact_for(loaded, spec.build_plan(loaded), precision, workdir, release=True))
+def _export_child(family, load_args: dict, precision: str, workdir) -> str:
+    loaded = family.load_model(load_args["checkpoint"], load_args["preset"], load_args["seed"])
+    return str(artifact_for(loaded, family.build_plan(loaded), precision, workdir, release=True))
 
 
-def _artifact(spec: BenchSpec, loaded, plan, model: dict, precision: str, workdir,
+def _artifact(family, loaded, plan, load_args: dict, precision: str, workdir,
               isolate: bool) -> str:
     """The artifact a precision's rows run: reused when current, else exported — in its own
     process when cases are isolated, so its time and peak memory are the export's alone."""
@@ -413,7 +486,7 @@ def _artifact(spec: BenchSpec, loaded, plan, model: dict, precision: str, workdi
         console.print(f"[dim]reusing {escape(str(out))} ({precision})[/]")  # checked once
         return str(out)
     try:
-        path, _peak = run_isolated(_export_child, spec, model, precision, workdir)
+        path, _peak = run_isolated(_export_child, family, load_args, precision, workdir)
     except CaseFailed as exc:
         # a killed export never ran its clean-up: its temporary directory is ours to remove
         for partial in out.parent.glob(f".{out.name}.partial-*"):

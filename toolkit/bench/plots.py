@@ -1,15 +1,17 @@
 """Headline PNG figure for a bench run: one panel per metric, side by side, with one series per
-(backend, precision) pair -- grouped bars per shape, or lines over a numeric field such as ``steps``.
+(backend, precision) pair -- grouped bars per shape, or lines over a numeric field such as
+``steps``.
 """
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from ..core.files import atomic_write_bytes
 
 PANEL_WIDTH_IN = 5.5
 FIG_HEIGHT_IN = 4.0
@@ -118,7 +120,8 @@ def _line_panel(ax, records, panel: Panel, series, colours, shapes, x: str) -> b
 
 def write_plot(records: Sequence[dict], path: str | Path, title: str, panels: Sequence[Panel],
                x: str | None = None, x_label: str | None = None) -> Path | None:
-    """Write the figure to ``path`` (atomically) and return it; None, writing nothing, if no records.
+    """Write the figure to ``path`` (atomically) and return it; None, writing nothing, if no
+    records.
 
     ``x`` None: grouped bars, one group per ``shape``. ``x`` set: lines over ``record[x]``.
     """
@@ -156,16 +159,7 @@ def write_plot(records: Sequence[dict], path: str | Path, title: str, panels: Se
     fig.suptitle(title)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it 0600; the figure is an ordinary artefact
-            fig.savefig(f, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(path, buf.getvalue())     # a regular file only, replaced whole
     return path

@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..core.files import atomic_write_bytes, check_writable
+from ..core.files import atomic_write_bytes, check_output_file, check_writable
 
 
 def percentile_fields(prefix: str) -> tuple[str, ...]:
@@ -44,6 +44,16 @@ def check_schema(records: Iterable[dict], family_fields: Iterable[str]) -> None:
         if missing or extra:
             raise ValueError(f"bench record {r.get('backend')}/{r.get('precision')} does not "
                              f"match the schema: missing {missing}, undeclared {extra}")
+
+
+def record_paths(out: str | Path) -> list[Path]:
+    """The files a bench run writes for ``--out``: the records (.json), their CSV, the PNG —
+    checked before the run (each may replace a regular file of that name, nothing else)."""
+    out = Path(out)
+    out = out if out.suffix == ".json" else out.with_suffix(".json")
+    check_writable(out.parent, "--out")
+    return [check_output_file(p, "--out") for p in (out, out.with_suffix(".csv"),
+                                                      out.with_suffix(".png"))]
 
 
 def write_records(records: list[dict], out: str | Path,

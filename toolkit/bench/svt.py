@@ -16,13 +16,15 @@ import numpy as np
 
 from ..core.errors import ToolkitError, check_positive
 from ..core.progress import step
-from ..export.svt import build_plan
-from ..models.svt.checkpoint import load_model
 from ..models.svt.model import gmac_per_clip
-from ..models.svt.video import (clip_from_frames, decode_frames, default_video, list_videos,
-                                write_synthetic_clip)
-from ..runtime.svt import open_pipeline
-from .harness import BenchSpec, Shape
+from ..models.svt.video import (
+    clip_from_frames,
+    decode_frames,
+    default_video,
+    list_videos,
+    write_synthetic_clip,
+)
+from .harness import BenchSpec, Workload
 from .peak import measured_peak_gflops
 from .plots import Panel
 
@@ -31,7 +33,8 @@ DEMO_CROPS = ((0.0, 1.0, None), (0.0, 0.5, (0.8, 0.4, 0.5)), (0.5, 0.5, (0.7, 0.
 N_SYNTHETIC = 3
 
 
-def clip_set(data, frames: int, size: int, limit: int | None, tmp: Path) -> tuple[list, list, float]:
+def clip_set(data, frames: int, size: int, limit: int | None,
+             tmp: Path) -> tuple[list, list, float]:
     """(clips [3,T,S,S], names, source duration s of the first clip). Real crops of the demo
     clip (or of the videos in ``data``) plus synthetic moving-shape clips."""
     clips, names = [], []
@@ -114,9 +117,6 @@ class SVTBench(BenchSpec):
     plot_panels = (Panel("clips_per_s", "clips / s (batch 1)"),
                    Panel("quality_value", "CLS cosine vs torch fp32"))
     default_out = "results/svt-bench.json"
-    load_model = staticmethod(load_model)
-    build_plan = staticmethod(build_plan)
-    open_pipeline = staticmethod(open_pipeline)
 
     def check_options(self, options: dict) -> dict:
         frames = _int_list(options.get("frames"), ["8"], "frames")
@@ -127,7 +127,7 @@ class SVTBench(BenchSpec):
             check_positive(size=s)
         return {"frames": frames, "size": size}
 
-    def workload(self, loaded, data, limit, options):
+    def workloads(self, family, loaded, data, limit, options):
         cfg = loaded.model.cfg
         for s in options["size"]:
             if s < cfg.patch_size or s % cfg.patch_size:
@@ -140,7 +140,7 @@ class SVTBench(BenchSpec):
             for t in options["frames"]:
                 for s in options["size"]:
                     clips, names, duration = clip_set(data, t, s, limit, Path(tmp))
-                    shapes.append(Shape(
+                    shapes.append(Workload(
                         label=f"{t}x{s}", items=clips,
                         fields={"frames": t, "size_px": s, "batch": 1, "source_video_s": duration,
                                 "clip_set": names},

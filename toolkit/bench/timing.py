@@ -10,5 +10,6 @@ def percentiles(samples_ms, prefix: str = "latency_ms") -> dict:
     if a.size == 0:
         return {f"{prefix}_p50": None, f"{prefix}_p90": None, f"{prefix}_p99": None,
                 f"{prefix}_mean": None}
-    return {f"{prefix}_p50": float(np.percentile(a, 50)), f"{prefix}_p90": float(np.percentile(a, 90)),
+    return {f"{prefix}_p50": float(np.percentile(a, 50)),
+            f"{prefix}_p90": float(np.percentile(a, 90)),
             f"{prefix}_p99": float(np.percentile(a, 99)), f"{prefix}_mean": float(a.mean())}

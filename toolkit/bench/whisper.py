@@ -33,12 +33,10 @@ from ..core.errors import ToolkitError
 from ..core.files import atomic_dir, locked
 from ..core.progress import step
 from ..core.threads import default_threads
-from ..export.whisper import build_plan
 from ..models.whisper.audio import SAMPLE_RATE, features_for, load_audio
 from ..models.whisper.data import default_bench_data, load_folder
-from ..models.whisper.loading import load_model
-from ..runtime.whisper import TranscribeOptions, open_pipeline
-from .harness import DEFAULT_BACKENDS, BenchSpec, Shape
+from ..runtime.whisper.longform import TranscribeOptions
+from .harness import DEFAULT_BACKENDS, BenchSpec, Workload
 from .metrics import corpus_cer, corpus_word_errors, token_exact_match
 from .plots import Panel
 from .records import percentile_fields
@@ -150,9 +148,6 @@ class WhisperBench(BenchSpec):
     plot_panels = (Panel("rtf", "RTF (processing time / audio)"),
                    Panel("quality_value", "CER, percentage points"))
     default_out = "results/whisper-bench.json"
-    load_model = staticmethod(load_model)
-    build_plan = staticmethod(build_plan)
-    open_pipeline = staticmethod(open_pipeline)
 
     # -- parent -----------------------------------------------------------------------------
     def default_backends(self) -> tuple[str, ...]:
@@ -199,7 +194,7 @@ class WhisperBench(BenchSpec):
             options["ct2_dir"] = str(ct2_model_dir(loaded, workdir))
             options["ct2_multilingual"] = loaded.tokenizer.multilingual
 
-    def workload(self, loaded, data, limit, options):
+    def workloads(self, family, loaded, data, limit, options):
         tok = loaded.tokenizer
         prompt = tok.sot_sequence(options["language"] if tok.multilingual else None, "transcribe")
         longest = loaded.config.max_target_positions - len(prompt)
@@ -217,12 +212,12 @@ class WhisperBench(BenchSpec):
             total = float(sum(audio_s)) + JOIN_SILENCE_S * len(utts)
             refs = [u.text for u in utts]
             joined = " ".join(refs) if all(r is not None for r in refs) else None
-            return [Shape(label=f"{total:.1f} s ({len(utts)} clips joined)",
+            return [Workload(label=f"{total:.1f} s ({len(utts)} clips joined)",
                           items=[[str(u.path) for u in utts]],
                           fields={"utterances": 1, "audio_s_total": total},
                           info={**info, "references": [joined]})]
         total = float(sum(audio_s))
-        return [Shape(label=f"{len(utts)} utterances, {total:.1f} s audio",
+        return [Workload(label=f"{len(utts)} utterances, {total:.1f} s audio",
                       items=[str(u.path) for u in utts],
                       fields={"utterances": len(utts), "audio_s_total": total},
                       info={**info, "references": [u.text for u in utts]})]
@@ -231,7 +226,8 @@ class WhisperBench(BenchSpec):
     def open(self, case):
         o = case.options
         if case.backend == "hf":
-            return HFGenerate(load_model(**case.model), o["language"], o["max_new_tokens"],
+            return HFGenerate(case.family.load_model(**case.load_args), o["language"],
+                              o["max_new_tokens"],
                               o["force"], o["beam_size"])
         if case.backend == "ct2":
             return FasterWhisper(o["ct2_dir"], case.precision, o["ct2_multilingual"], o["language"],
@@ -325,7 +321,8 @@ class WhisperBench(BenchSpec):
             "texts": texts,
         }
         if shape.info["random_init"] or not has_refs:
-            rec.update(quality_metric="cer_vs_torch_fp32_pp", quality_value=rec["cer_vs_torch_fp32"],
+            rec.update(quality_metric="cer_vs_torch_fp32_pp",
+                       quality_value=rec["cer_vs_torch_fp32"],
                        quality_reference="PyTorch fp32 transcripts of the same model and audio")
         else:
             rec.update(quality_metric="cer_pp", quality_value=rec["cer_vs_reference"],

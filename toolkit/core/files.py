@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -35,8 +36,8 @@ def check_writable(out: str | Path, option: str = "--out") -> Path:
     replacement and the lock file are made beside it). ``option``: the flag the fix names."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
-        raise ToolkitError(f"output path {out} exists and is a file; choose a directory with "
-                           f"{option}")
+        raise ToolkitError(f"output path {out} is {describe(out)}, not a directory; choose a "
+                           f"directory with {option}")
     for where in ([out.parent, out] if out.exists() else [out.parent]):
         try:
             where.mkdir(parents=True, exist_ok=True)
@@ -222,16 +223,80 @@ def atomic_dir(out: str | Path, owned: Callable[[Path], bool] | None = None,
             shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file via a temporary sibling and rename (no half-written file on failure)."""
+def describe(path: str | Path) -> str:
+    """What is at ``path``, in words: "a directory", "a FIFO", "a symbolic link loop", …"""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the user's umask decides
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ("a symbolic link to a missing file" if os.path.islink(path)
+                else "nothing (it does not exist)")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"unreadable ({exc.strerror})"
+    mode = st.st_mode
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "a regular file"
+
+
+def check_input_file(path: str | Path, what: str) -> Path:
+    """A file a command reads: a regular file (a symbolic link to one is fine), else one line
+    saying what is there instead."""
+    path = Path(path)
+    if not path.is_file():
+        what_is = describe(path)
+        if what_is.startswith("nothing"):
+            raise ToolkitError(f"{what} {path} does not exist")
+        raise ToolkitError(f"{what} {path} is {what_is}, not a file; give the path of a {what}")
+    return path
+
+
+def name_max(directory: str | Path) -> int:
+    """The longest file name the file system of ``directory`` allows (255 on most)."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def check_output_file(path: str | Path, option: str = "--out") -> Path:
+    """A file a command will write, checked before any work: an existing *regular* file of that
+    name is replaced (atomically, as openai-whisper's CLI replaces its outputs); a symbolic link,
+    directory, FIFO or device there is refused, and so is a name longer than the file system
+    allows."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ToolkitError(f"{path} is {'a symbolic link' if path.is_symlink() else describe(path)}"
+                           f"; a command replaces only a regular file — remove it or choose "
+                           f"another {option}")
+    parent = path.parent if path.parent.exists() else Path(".")
+    limit = name_max(parent)
+    if len(path.name.encode()) > limit:
+        raise ToolkitError(f"the output name {path.name[:40]}… is {len(path.name.encode())} bytes; "
+                           f"the file system allows {limit} — rename the input or choose a "
+                           f"shorter {option}")
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file via a temporary sibling and rename (no half-written file on failure). Only
+    a regular file is replaced (see ``check_output_file``); the temporary name is short, so any
+    name the file system allows can be written."""
+    path = Path(path)
+    check_output_file(path)
+    with write_errors(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the user's umask decides
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

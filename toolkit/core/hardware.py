@@ -96,7 +96,8 @@ def gpu_identity(device: int = 0) -> dict:
     if cudart is not None:
         err, prop = cudart.cudaGetDeviceProperties(device)
         if int(err) == 0:
-            name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+            name = (prop.name.decode(errors="replace") if isinstance(prop.name, bytes)
+                    else str(prop.name))
             return {"name": name.strip("\x00 ").strip(),
                     "compute_capability": f"{prop.major}.{prop.minor}"}
     try:

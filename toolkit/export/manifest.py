@@ -13,6 +13,8 @@ from pathlib import Path
 
 from ..core.errors import ToolkitError
 from ..core.files import sha256_file
+from ..core.precisions import PRECISIONS
+from ..core.schema import field
 from .external import check_locations
 
 MANIFEST = "manifest.json"
@@ -141,10 +143,22 @@ def load_manifest(directory: str | Path, family: str | None = None,
         raise ToolkitError(f"{path} is not a {FORMAT} manifest (format="
                            f"{manifest.get('format') if isinstance(manifest, dict) else None!r}); "
                            "re-export the artifact with this toolkit version")
-    if family is not None and manifest.get("family") != family:
+    where = f"the manifest of {directory}"
+    fam = field(manifest, "family", str, where)
+    field(manifest, "precision", str, where, choices=PRECISIONS)
+    field(manifest, "export_revision", int, where, 1, 10_000, required=False)
+    field(manifest, "model_config", dict, where, required=False)
+    field(manifest, "source", dict, where, required=False)
+    if family is not None and fam != family:
         raise ToolkitError(f"artifact {directory} holds a {manifest.get('family')!r} model, not "
                            f"{family!r}; point --artifact at a {family} export")
-    graphs = manifest.get("graphs")
+    _check_graphs(directory, path, manifest.get("graphs"), verify_hashes)
+    _check_extra_files(directory, path, manifest.get("extra_files") or {}, verify_hashes)
+    return manifest
+
+
+def _check_graphs(directory: Path, path: Path, graphs, verify_hashes: bool) -> None:
+    """Each graph file (and its data files and engines) a plain name inside, of its hash."""
     if not isinstance(graphs, dict) or not graphs:
         raise ToolkitError(f"{path} lists no graphs; re-export the artifact")
     for name, g in graphs.items():
@@ -160,7 +174,10 @@ def load_manifest(directory: str | Path, family: str | None = None,
         for e in g.get("engines") or []:
             if isinstance(e, dict) and "file" in e:
                 inside(directory, e["file"], "engine file")
-    extra = manifest.get("extra_files") or {}
+
+
+def _check_extra_files(directory: Path, path: Path, extra, verify_hashes: bool) -> None:
+    """The extra files (the tokenizer): listed with hashes; a folder holds nothing else."""
     if not isinstance(extra, dict):
         raise ToolkitError(f"{path} lists extra files without their sha256 (an older export); "
                            "re-export the artifact")
@@ -178,4 +195,3 @@ def load_manifest(directory: str | Path, family: str | None = None,
         if unlisted:
             raise ToolkitError(f"{folder} holds files its manifest does not list ({unlisted[:3]}); "
                                "refusing them — re-export the artifact")
-    return manifest

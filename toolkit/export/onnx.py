@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
 import onnx
 import torch
 from rich.markup import escape
@@ -20,13 +19,14 @@ from ..core.files import atomic_dir, check_replaceable, sha256_file
 from ..core.hardware import tool_versions
 from ..core.memory import give_back, high_water_bytes
 from ..core.parity import cosine, max_abs, rel_l2
+from ..core.precisions import PRECISIONS, base_precision
 from ..core.progress import console, step
 from ..core.threads import default_threads
 from . import external
 from . import precision as prec
 from .manifest import is_artifact, write_manifest
 from .ort import run_onnx
-from .spec import EXPORT_PRECISIONS, ExportPlan, GraphSpec, base_precision, tolerance_for
+from .spec import ExportPlan, GraphSpec, tolerance_for
 
 DEFAULT_OPSET = 17
 # Control flow TensorRT cannot take from a TensorRT-friendly export (a merged decoder with an
@@ -190,7 +190,9 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
                 external_threshold: int = external.DEFAULT_THRESHOLD,
                 release: Callable[[], None] | None = None,
                 steps: list[dict] | None = None) -> dict:
-    """Export every graph of ``plan`` at ``precision`` into the artifact directory ``out``.
+    """Export every graph of ``plan`` at ``precision`` into the artifact directory ``out``:
+    trace → PyTorch references (and calibration inputs) → release the PyTorch weights →
+    convert (``CONVERTERS``) → validate → manifest.
 
     Writes atomically: on any failure (including failed validation or a full disk) nothing is
     left behind. An existing ``out`` is replaced only if it is empty or an artifact (or
@@ -203,9 +205,9 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
     Returns the manifest, whose ``export_steps`` lists each step's time and peak memory
     (after the ones given in ``steps``, e.g. loading the model).
     """
-    if precision not in EXPORT_PRECISIONS:
+    if precision not in PRECISIONS:
         raise ToolkitError(f"unknown precision {precision!r}; use one of "
-                           f"{', '.join(EXPORT_PRECISIONS)}")
+                           f"{', '.join(PRECISIONS)}")
     if not 0 < external_threshold <= external.MAX_INLINE:
         raise ToolkitError(f"the external-data threshold must be between 1 byte and "
                            f"{external.MAX_INLINE >> 20} MiB, not {external_threshold}")
@@ -215,116 +217,25 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
     t_start = time.perf_counter() - sum(s["seconds"] for s in steps)
     with atomic_dir(out, is_artifact, force) as tmp:
         work = tmp / ".work"
-        (work / "fp32").mkdir(parents=True)
-        files: dict[str, Path] = {}
-        graphs_meta: dict[str, dict] = {}
-        for spec in plan.graphs:
-            path = work / "fp32" / f"{spec.name}.onnx"
-            with step(f"tracing {spec.name} to ONNX", steps):
-                export_graph(spec, path, opset)
-            with step(f"writing {spec.name}'s weights (one data file when over "
-                      f"{external_threshold / (1 << 20):g} MiB)", steps):
-                external.consolidate(path, external_threshold)
-            files[spec.name] = path
-        with step("PyTorch reference outputs on real inputs", steps):
-            val_feeds = plan.validation_feeds()
-            refs = reference_outputs(plan, val_feeds)
-        calib = None
-        if precision in ("int8", "int8-cpu"):
-            if plan.calibration_feeds is None:
-                raise ToolkitError(f"{plan.family} has no calibration data source for int8")
-            with step("calibration inputs from real data", steps):
-                calib = plan.calibration_feeds()
+        files = _trace(plan, work / "fp32", opset, external_threshold, steps)
+        val_feeds, refs, calib = _references(plan, precision, steps)
         if release is not None:
             release()
-        conv_info: dict[str, dict] = {name: {} for name in files}
-        if precision != "fp32":
-            (work / precision).mkdir()
-        for spec in plan.graphs:
-            if precision == "fp32":
-                break
-            dst = work / precision / f"{spec.name}.onnx"
-            with step(f"{spec.name}: {precision} conversion", steps, live=False):
-                if precision == "fp16":
-                    conv_info[spec.name] = prec.convert_fp16(
-                        files[spec.name], dst, spec, val_feeds.get(spec.name, []),
-                        external_threshold)
-                elif precision == "int8-cpu" and spec.int8_cpu_scheme != "qdq":
-                    conv_info[spec.name] = prec.quantize_cpu_int8(
-                        files[spec.name], dst, spec, calib.get(spec.name, []),
-                        spec.int8_cpu_scheme, threshold=external_threshold)
-                else:
-                    conv_info[spec.name] = prec.quantize_int8(
-                        files[spec.name], dst, spec, calib.get(spec.name, []),
-                        activations="uint8" if precision == "int8-cpu" else "int8",
-                        threshold=external_threshold)
-            files[spec.name] = dst
-            give_back()  # the converter's copy of the graph, before the next one
-        calib = None
-        final: dict[str, Path] = {}
-        for spec in plan.graphs:
-            target = tmp / f"{spec.name}.onnx"
-            external.move(files[spec.name], target)
-            final[spec.name] = target
+        conv_info = _convert(plan, files, work / precision, precision, val_feeds, calib,
+                             external_threshold, steps)
+        del calib
+        final = {name: tmp / f"{name}.onnx" for name in files}
+        for name, path in files.items():
+            external.move(path, final[name])
         shutil.rmtree(work)
-        with step("validating against PyTorch on real inputs", steps):
-            report = validate(plan, final, precision, val_feeds, refs)
+        report = _validated(plan, final, precision, val_feeds, refs, steps)
         del refs, val_feeds
-        print_validation(report, precision)
-        failed = [f"{g}/{o}" for g, outs in report.items() for o, m in outs.items()
-                  if not m["passed"]]
-        if failed:
-            raise ToolkitError(f"validation failed for {', '.join(failed)} at {precision} "
-                               "(see the table above); the artifact was not written")
         with step("hashing the graphs and their data files", steps):
-            for spec in plan.graphs:
-                f = final[spec.name]
-                inputs, outputs = graph_io(f)
-                graphs_meta[spec.name] = {
-                    "file": f.name,
-                    "sha256": sha256_file(f),
-                    "bytes": f.stat().st_size,
-                    "data_files": [{"file": d.name, "sha256": sha256_file(d),
-                                    "bytes": d.stat().st_size} for d in external.data_files(f)],
-                    "inputs": inputs,
-                    "outputs": outputs,
-                    "dynamic_axes": {k: {str(a): n for a, n in v.items()}
-                                     for k, v in spec.dynamic_axes.items()},
-                    "trt_profiles": {k: p.as_dict() for k, p in spec.profiles.items()},
-                    "settings": graph_settings(spec),
-                    "held_precision": graph_precision(f),
-                    **conv_info[spec.name],
-                }
-        extra_files = plan.extra_files()
-        for name, content in extra_files.items():
-            dst = tmp / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, (bytes, bytearray)):
-                dst.write_bytes(content)
-            else:
-                shutil.copyfile(content, dst)
-        manifest = {
-            "family": plan.family,
-            "precision": precision,
-            "opset": opset,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "source": plan.source,
-            "random_init": bool(plan.source.get("random_init")),
-            "export_revision": plan.revision,
-            "model_config": plan.model_config,
-            "graphs": graphs_meta,
-            "parity": {"reference": "PyTorch fp32 on the same real inputs",
-                       "backend": "onnxruntime CPUExecutionProvider", "graphs": report},
-            "extra_files": {name: sha256_file(tmp / name) for name in sorted(extra_files)},
-            "external_data_threshold_bytes": int(external_threshold),
-            "export_steps": steps,
-            "export_seconds": round(time.perf_counter() - t_start, 1),
-            # the process's high-water mark: exact, loading included (what /usr/bin/time -v
-            # reports as maximum resident set size)
-            "export_peak_rss_gb": round(max([high_water_bytes() / 1e9]
-                                            + [s["peak_rss_gb"] for s in steps]), 2),
-            "tools": tool_versions(),
-        }
+            graphs_meta = {spec.name: {**_graph_meta(spec, final[spec.name]),
+                                       **conv_info.get(spec.name, {})} for spec in plan.graphs}
+        extra = _write_extra_files(plan, tmp)
+        manifest = _manifest(plan, precision, opset, graphs_meta, report, extra,
+                             external_threshold, steps, t_start)
         write_manifest(tmp, manifest)
     written = [f.name for f in final.values()] + [d["file"] for g in graphs_meta.values()
                                                    for d in g["data_files"]]
@@ -332,3 +243,143 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
                   f"in {manifest['export_seconds']:.0f} s, peak RSS "
                   f"{manifest['export_peak_rss_gb']:.2f} GB")
     return manifest
+
+
+def _trace(plan: ExportPlan, where: Path, opset: int, threshold: int,
+           steps: list[dict]) -> dict[str, Path]:
+    """Every graph traced to fp32 ONNX under ``where``, its weights consolidated."""
+    where.mkdir(parents=True)
+    files: dict[str, Path] = {}
+    for spec in plan.graphs:
+        path = where / f"{spec.name}.onnx"
+        with step(f"tracing {spec.name} to ONNX", steps):
+            export_graph(spec, path, opset)
+        with step(f"writing {spec.name}'s weights (one data file when over "
+                  f"{threshold / (1 << 20):g} MiB)", steps):
+            external.consolidate(path, threshold)
+        files[spec.name] = path
+    return files
+
+
+def _references(plan: ExportPlan, precision: str, steps: list[dict]):
+    """(validation feeds, PyTorch outputs on them, calibration feeds or None)."""
+    with step("PyTorch reference outputs on real inputs", steps):
+        val_feeds = plan.validation_feeds()
+        refs = reference_outputs(plan, val_feeds)
+    calib = None
+    if base_precision(precision) == "int8":
+        if plan.calibration_feeds is None:
+            raise ToolkitError(f"{plan.family} has no calibration data source for int8")
+        with step("calibration inputs from real data", steps):
+            calib = plan.calibration_feeds()
+    return val_feeds, refs, calib
+
+
+def _to_fp16(src, dst, spec, feeds, calib, threshold) -> dict:
+    return prec.convert_fp16(src, dst, spec, feeds, threshold)
+
+
+def _to_int8(src, dst, spec, feeds, calib, threshold) -> dict:
+    """The TensorRT form: Q/DQ with symmetric int8 activations."""
+    return prec.quantize_int8(src, dst, spec, calib, activations="int8", threshold=threshold)
+
+
+def _to_int8_cpu(src, dst, spec, feeds, calib, threshold) -> dict:
+    """The onnxruntime x86 form: uint8 activations (Q/DQ), or the spec's dynamic / blockwise
+    scheme."""
+    if spec.int8_cpu_scheme != "qdq":
+        return prec.quantize_cpu_int8(src, dst, spec, calib, spec.int8_cpu_scheme,
+                                      threshold=threshold)
+    return prec.quantize_int8(src, dst, spec, calib, activations="uint8", threshold=threshold)
+
+
+# precision → converter(src, dst, spec, validation feeds, calibration feeds, threshold)
+CONVERTERS = {"fp16": _to_fp16, "int8": _to_int8, "int8-cpu": _to_int8_cpu}
+
+
+def _convert(plan: ExportPlan, files: dict[str, Path], where: Path, precision: str, val_feeds,
+             calib, threshold: int, steps: list[dict]) -> dict[str, dict]:
+    """Each graph converted to ``precision`` in place of its fp32 file (fp32: nothing to do);
+    returns the converter's manifest info per graph."""
+    convert = CONVERTERS.get(precision)
+    if convert is None:
+        return {}
+    where.mkdir()
+    info = {}
+    for spec in plan.graphs:
+        dst = where / f"{spec.name}.onnx"
+        with step(f"{spec.name}: {precision} conversion", steps, live=False):
+            info[spec.name] = convert(files[spec.name], dst, spec, val_feeds.get(spec.name, []),
+                                      (calib or {}).get(spec.name, []), threshold)
+        files[spec.name] = dst
+        give_back()  # the converter's copy of the graph, before the next one
+    return info
+
+
+def _validated(plan, final, precision, val_feeds, refs, steps) -> dict:
+    with step("validating against PyTorch on real inputs", steps):
+        report = validate(plan, final, precision, val_feeds, refs)
+    print_validation(report, precision)
+    failed = [f"{g}/{o}" for g, outs in report.items() for o, m in outs.items()
+              if not m["passed"]]
+    if failed:
+        raise ToolkitError(f"validation failed for {', '.join(failed)} at {precision} "
+                           "(see the table above); the artifact was not written")
+    return report
+
+
+def _graph_meta(spec: GraphSpec, f: Path) -> dict:
+    inputs, outputs = graph_io(f)
+    return {
+        "file": f.name,
+        "sha256": sha256_file(f),
+        "bytes": f.stat().st_size,
+        "data_files": [{"file": d.name, "sha256": sha256_file(d), "bytes": d.stat().st_size}
+                       for d in external.data_files(f)],
+        "inputs": inputs,
+        "outputs": outputs,
+        "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                         for k, v in spec.dynamic_axes.items()},
+        "trt_profiles": {k: p.as_dict() for k, p in spec.profiles.items()},
+        "settings": graph_settings(spec),
+        "held_precision": graph_precision(f),
+    }
+
+
+def _write_extra_files(plan: ExportPlan, tmp: Path) -> dict[str, str]:
+    """The plan's extra files (tokenizer, configs) written into the artifact: {name: sha256}."""
+    extra_files = plan.extra_files()
+    for name, content in extra_files.items():
+        dst = tmp / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, (bytes, bytearray)):
+            dst.write_bytes(content)
+        else:
+            shutil.copyfile(content, dst)
+    return {name: sha256_file(tmp / name) for name in sorted(extra_files)}
+
+
+def _manifest(plan, precision, opset, graphs_meta, report, extra, threshold, steps,
+              t_start) -> dict:
+    return {
+        "family": plan.family,
+        "precision": precision,
+        "opset": opset,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": plan.source,
+        "random_init": bool(plan.source.get("random_init")),
+        "export_revision": plan.revision,
+        "model_config": plan.model_config,
+        "graphs": graphs_meta,
+        "parity": {"reference": "PyTorch fp32 on the same real inputs",
+                   "backend": "onnxruntime CPUExecutionProvider", "graphs": report},
+        "extra_files": extra,
+        "external_data_threshold_bytes": int(threshold),
+        "export_steps": steps,
+        "export_seconds": round(time.perf_counter() - t_start, 1),
+        # the process's high-water mark: exact, loading included (what /usr/bin/time -v
+        # reports as maximum resident set size)
+        "export_peak_rss_gb": round(max([high_water_bytes() / 1e9]
+                                        + [s["peak_rss_gb"] for s in steps]), 2),
+        "tools": tool_versions(),
+    }

@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 
 from ..core.errors import ToolkitError
-from ..core.progress import Steps, console
 from ..core.parity import rel_l2
+from ..core.progress import Steps, console
 from . import external
 from .ort import absmax, run_onnx, value_ranges
 from .spec import GraphSpec
@@ -52,14 +52,6 @@ def _inferred(src: Path):
         yield out
     finally:
         out.unlink(missing_ok=True)
-
-
-def intermediate_ranges(path: str | Path, feeds: Sequence[dict]) -> dict[str, float]:
-    """Max |activation| of every float tensor in the graph over ``feeds`` (fp32 run)."""
-    path = Path(path)
-    with _inferred(path) as inferred:
-        model = onnx.load(str(inferred), load_external_data=False)
-    return _ranges(path, model, feeds)
 
 
 def _ranges(path: Path, skeleton, feeds: Sequence[dict]) -> dict[str, float]:
@@ -127,7 +119,8 @@ def _dedupe_casts(model) -> None:
     produced: dict[str, tuple] = {}
     keep = []
     for node in model.graph.node:
-        sig = (node.op_type, tuple(node.input), tuple(a.SerializeToString() for a in node.attribute))
+        sig = (node.op_type, tuple(node.input),
+               tuple(a.SerializeToString() for a in node.attribute))
         if node.op_type == "Cast" and node.output and node.output[0] in produced:
             if produced[node.output[0]] == sig:
                 continue
@@ -331,7 +324,9 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
             if scheme == "blockwise":
                 from onnxruntime.quantization import QuantFormat
                 from onnxruntime.quantization.matmul_nbits_quantizer import (
-                    DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer)
+                    DefaultWeightOnlyQuantConfig,
+                    MatMulNBitsQuantizer,
+                )
 
                 cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
                                                    accuracy_level=4, bits=8,
@@ -432,7 +427,8 @@ def _with_float_layers(q, src_model, float_set: set[str]):
         if n.name not in float_set or n.name not in src_nodes:
             continue
         dq = producers.get(n.input[0])
-        qn = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        qn = (producers.get(dq.input[0])
+              if dq is not None and dq.op_type == "DequantizeLinear" else None)
         if qn is not None and qn.op_type == "QuantizeLinear":
             n.input[0] = qn.input[0]
         w = src_nodes[n.name].input[1]
@@ -466,8 +462,7 @@ def _calibrate(src: Path, spec: GraphSpec, feeds: Sequence[dict], activations: s
     and output of a ``spec.quantize_ops`` node), written as its calibration cache — the same
     numbers its MinMax calibrator computes (symmetric: ±max|x| for int8 activations), measured
     with bounded memory (``ort.value_ranges``)."""
-    from onnxruntime.quantization.calibrate import (CalibrationMethod, TensorsData,
-                                                    save_tensors_data)
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
 
     with _inferred(src) as inferred:
         skeleton = onnx.load(str(inferred), load_external_data=False)
@@ -494,8 +489,7 @@ def _quantize(src: Path, dst: Path, spec: GraphSpec, nodes: Sequence[str], activ
     re-used for another layer selection)."""
     import logging
 
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     root = logging.getLogger()
     level = root.level
@@ -504,7 +498,8 @@ def _quantize(src: Path, dst: Path, spec: GraphSpec, nodes: Sequence[str], activ
         quantize_static(str(src), str(dst), None,
                         use_external_data_format=bool(external.data_files(src)),
                         quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                        activation_type=(QuantType.QUInt8 if activations == "uint8"
+                                         else QuantType.QInt8),
                         weight_type=QuantType.QInt8, per_channel=True,
                         nodes_to_quantize=list(nodes), op_types_to_quantize=list(spec.quantize_ops),
                         calibrate_method=CalibrationMethod.MinMax,

@@ -13,6 +13,7 @@ from typing import Callable, Mapping, Sequence
 
 from ..core.errors import ToolkitError
 from ..core.memory import check_fits
+from ..core.precisions import base_precision
 
 # Relative-L2 / cosine tolerances used when a family declares none. fp32 should be numerically
 # the same graph; fp16 loses ~3 decimal digits; int8 QDQ is a quantised approximation.
@@ -73,17 +74,6 @@ class GraphSpec:
 
 
 Feeds = dict  # {input name: np.ndarray}
-
-# Export precisions. "int8" is the TensorRT form: QDQ with symmetric signed int8 activations
-# (TensorRT 10 requires zero points of 0); onnxruntime runs it too. "int8-cpu" is the
-# onnxruntime-on-x86 form: asymmetric uint8 activations × int8 weights, the pairing onnxruntime's
-# x86 kernels (VNNI) are fastest at — TensorRT cannot build it.
-EXPORT_PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
-
-
-def base_precision(precision: str) -> str:
-    """Tolerance/numerics class of a precision ("int8-cpu" is judged like "int8")."""
-    return "int8" if precision.startswith("int8") else precision
 
 
 def tolerance_for(spec: "GraphSpec", precision: str) -> Mapping[str, float]:

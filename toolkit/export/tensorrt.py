@@ -35,12 +35,18 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..core.errors import MissingDependency, ToolkitError
-from ..core.progress import Steps, console
-from ..core.files import (atomic_dir, atomic_write_bytes, check_replaceable, check_writable,
-                          locked, sha256_file)
 from ..core import hardware
+from ..core.errors import MissingDependency, ToolkitError
+from ..core.files import (
+    atomic_dir,
+    atomic_write_bytes,
+    check_replaceable,
+    check_writable,
+    locked,
+    sha256_file,
+)
 from ..core.memory import available_bytes
+from ..core.progress import Steps, console
 from .manifest import MANIFEST, is_artifact, load_manifest
 
 MIN_TRT_MAJOR = 10

@@ -10,7 +10,6 @@ from .session import ORT_PROVIDERS, OrtSession, Session
 from .tensorrt import TensorRTSession
 
 BACKENDS = ("torch", "ort", "ort-cuda", "ort-trt", "trt")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 
 
 def open_onnx_session(path: str | Path, backend: str, precision: str = "fp32",
@@ -33,9 +32,3 @@ def check_backend(name: str) -> str:
         raise ToolkitError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
     return name
 
-
-def check_precision(name: str) -> str:
-    if name not in PRECISIONS + ("bf16",):
-        raise ToolkitError(f"unknown precision {name!r}; use one of fp32, fp16, int8, int8-cpu "
-                           "(bf16 on torch)")
-    return name

@@ -1,13 +1,10 @@
-"""The graphs a pipeline runs — from an exported artifact, or from a model — as Sessions.
+"""The graphs a pipeline runs, as Sessions: ``open_artifact`` for an exported artifact.
 
-One path for every family:
-
-- ``artifact`` → every graph of the manifest on the chosen backend, each checked against the
-  manifest's recorded inputs and outputs;
-- a model on ``torch`` → the very modules the export plan would export, as ``TorchSession``s;
-- a model on an ONNX backend → the model is exported once (validated, like ``toolkit export``)
-  into the cache (``$TOOLKIT_CACHE`` or ``~/.cache/toolkit``), keyed by its weights, precision
-  and export revision, and reused from there; nothing temporary is left behind.
+Every graph of the manifest is opened on the chosen backend and checked against the
+manifest's recorded inputs and outputs. This module — and everything a pipeline over an
+artifact imports — needs neither PyTorch nor transformers: a deployed artifact runs on
+onnxruntime or TensorRT alone. Graphs of a *model* (its modules on ``torch``, or its cached
+export) are opened by ``runtime/from_model.py``.
 """
 
 from __future__ import annotations
@@ -18,17 +15,14 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from ..core.errors import ToolkitError
-from ..export.artifact import cached_export
+from ..core.precisions import base_precision
 from ..export.manifest import load_manifest
-from ..export.onnx import export_plan
-from ..export.spec import ExportPlan, base_precision
-from ..models.base import LoadedModel
 from .backends import check_backend, open_onnx_session
-from .session import Session, TorchSession, torch_device
+from .session import Session
 
-LoadModel = Callable[..., LoadedModel]
-BuildPlan = Callable[[LoadedModel], ExportPlan]
 Pipeline = TypeVar("Pipeline")
+
+__all__ = ["Graphs", "cache_root", "check_backend", "check_io", "make_pipeline", "open_artifact"]
 
 
 @dataclass
@@ -42,7 +36,7 @@ class Graphs:
     backend: str
     precision: str
     artifact: Path | None = None        # where the graphs came from, if an artifact
-    loaded: LoadedModel | None = None   # the model, if run from one
+    loaded: object | None = None        # the model (a LoadedModel), if run from one
     revision: int | None = None         # the artifact's export revision (its graph contract)
 
     @property
@@ -71,9 +65,15 @@ def check_io(sess: Session, graph: dict, name: str, artifact: Path) -> None:
 
 
 def open_artifact(artifact: str | Path, family: str, backend: str, threads: int | None = None,
-                  verify: bool = True) -> Graphs:
+                  verify: bool = True, expect: tuple[str, ...] | None = None) -> Graphs:
+    """Every graph of ``artifact`` (a ``family`` export) as a Session on ``backend``; ``expect``:
+    the graph names the family's pipeline runs."""
     artifact = Path(artifact)
     manifest = load_manifest(artifact, family=family, verify_hashes=verify)
+    if expect is not None and sorted(manifest["graphs"]) != sorted(expect):
+        raise ToolkitError(f"a {family} artifact holds the graphs {', '.join(expect)}; "
+                           f"{artifact} has {', '.join(sorted(manifest['graphs']))} — re-export "
+                           "it")
     if backend == "torch":
         raise ToolkitError("an artifact holds ONNX graphs, not PyTorch weights; use --backend "
                            "ort (or a GPU backend) with --artifact, or --checkpoint/--preset "
@@ -99,56 +99,6 @@ def open_artifact(artifact: str | Path, family: str, backend: str, threads: int 
     return Graphs(family, sessions, manifest.get("model_config") or {},
                   manifest.get("source") or {}, backend, precision, artifact=artifact,
                   revision=manifest.get("export_revision"))
-
-
-def open_model(loaded: LoadedModel, build_plan: BuildPlan, backend: str, precision: str = "fp32",
-               threads: int | None = None, device: str | None = None,
-               workdir: str | Path | None = None) -> Graphs:
-    """A loaded model's graphs: its modules on ``torch`` (on ``device``, default
-    ``torch_device()``), else its cached export."""
-    plan = build_plan(loaded)
-    if backend == "torch":
-        device = device or torch_device()
-        sessions = {spec.name: TorchSession(spec.module, spec.input_names, spec.output_names,
-                                            precision=precision, device=device, threads=threads,
-                                            input_dtypes=spec.input_dtypes)
-                    for spec in plan.graphs}
-        return Graphs(loaded.family, sessions, plan.model_config, loaded.source, "torch",
-                      precision, loaded=loaded)
-    out = artifact_for(loaded, plan, precision, workdir)
-    graphs = open_artifact(out, loaded.family, backend, threads)
-    graphs.loaded = loaded
-    return graphs
-
-
-def artifact_path(loaded: LoadedModel, precision: str, workdir: str | Path | None = None) -> Path:
-    return Path(workdir or cache_root()) / f"{loaded.family}-{loaded.cache_tag}-{precision}"
-
-
-def artifact_for(loaded: LoadedModel, plan: ExportPlan, precision: str,
-                 workdir: str | Path | None = None, release: bool = False) -> Path:
-    """The validated export of ``loaded`` at ``precision``, made once and reused (``workdir``,
-    default the cache) while the weights, precision and export revision match. ``release``:
-    the PyTorch weights are not needed afterwards (freed mid-export, see ``export_plan``)."""
-    return cached_export(artifact_path(loaded, precision, workdir), loaded.family, loaded.source,
-                         precision, plan.revision,
-                         lambda out: export_plan(plan, precision, out,
-                                                 release=loaded.release if release else None))
-
-
-def open_graphs(family: str, load_model: LoadModel, build_plan: BuildPlan, *, artifact=None,
-                checkpoint=None, preset=None, loaded: LoadedModel | None = None,
-                backend: str = "ort", precision: str = "fp32", seed: int = 0,
-                threads: int | None = None, device: str | None = None) -> Graphs:
-    """An artifact, or a model (``loaded``, or loaded from ``checkpoint``/``preset``/default)."""
-    check_backend(backend)
-    if artifact is not None:
-        if checkpoint is not None or preset is not None or loaded is not None:
-            raise ToolkitError("give either --artifact or --checkpoint/--preset, not both")
-        return open_artifact(artifact, family, backend, threads)
-    if loaded is None:
-        loaded = load_model(checkpoint, preset, seed)
-    return open_model(loaded, build_plan, backend, precision, threads, device)
 
 
 def make_pipeline(graphs: Graphs, build: Callable[[Graphs], Pipeline]) -> Pipeline:

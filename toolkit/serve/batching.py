@@ -73,10 +73,16 @@ class Batcher:
                 raise QueueFull(self._pending, self.retry_after())
             self._pending += 1
         work = Work(payload)
-        # a request that gives up while queued frees its place at once
-        work.future.add_done_callback(lambda f, w=work: self._uncount(w))
+        # a request that gives up while queued frees its place at once; one given up while
+        # its round runs is marked, so the round drops it at the next decoder step
+        work.future.add_done_callback(lambda f, w=work: self._given_up(w))
         self._queue.put(work)
         return work.future
+
+    def _given_up(self, work: Work) -> None:
+        self._uncount(work)
+        if work.future.cancelled() and hasattr(work.payload, "cancelled"):
+            work.payload.cancelled = True
 
     def _uncount(self, work: Work) -> None:
         with self._lock:

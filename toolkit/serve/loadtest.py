@@ -12,12 +12,12 @@ request counter moved by exactly the number sent.
 from __future__ import annotations
 
 import asyncio
-from importlib import resources
 import json
 import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 import httpx

@@ -4,7 +4,8 @@ Each replica is a Ray actor that loads the models once and mounts the same FastA
 ``toolkit serve`` (built in the replica, ``__serve_build_asgi_app__``); requests reach the
 pipeline through Ray's ``@serve.batch`` (``max_batch_size`` = ``--max-batch``,
 ``batch_wait_timeout_s`` = ``--max-wait-ms``), whose batches go into the replica's continuous
-batcher (``RayService``: one worker thread per model, so a session never runs two batches). Ray's proxy spreads requests over ``--replicas`` (or Ray's
+batcher (``RayService``: one worker thread per model, so a session never runs two batches).
+Ray's proxy spreads requests over ``--replicas`` (or Ray's
 autoscaling, ``--autoscaling '{...}'``); ``--max-queue`` is Ray's ``max_queued_requests``.
 On a cluster, ``--ray-address`` joins it and ``--gpus-per-replica`` places replicas on GPUs:
 a fleet grows by adding Ray nodes.
@@ -21,6 +22,7 @@ import signal
 import time
 
 from ..core.errors import MissingDependency, ToolkitError
+from ..core.options import check_number
 from ..core.progress import console
 from .app import create_app
 from .batching import QueueFull
@@ -43,13 +45,10 @@ class RayService(Service):
 
     replica = None                          # set by the deployment
 
-    def submit(self, name: str, job, result):
-        method = (self.replica.transcribe_batch if name == "whisper"
-                  else self.replica.speak_batch)
-
+    def submit(self, model, job, result):
         async def wait():
             try:
-                status, value = await method(job)
+                status, value = await self.replica.submit_batch((model.name, job))
             except asyncio.CancelledError:  # timed out or gone: drop its work from the batcher
                 queued = getattr(job, "queued", None)
                 if queued is not None:
@@ -60,11 +59,14 @@ class RayService(Service):
             return result(value)
         return wait()
 
-    async def run_batch(self, name: str, jobs: list) -> list[tuple]:
-        """One ``@serve.batch`` batch: every job through the batcher; (status, job or error)."""
-        self.metrics.requests_batched.labels(name).observe(len(jobs))
+    async def run_batch(self, items: list[tuple[str, object]]) -> list[tuple]:
+        """One ``@serve.batch`` batch of (model name, job): every job through its model's
+        batcher; (status, job or error) each."""
+        for label in {self.models[name].label for name, _ in items}:
+            self.metrics.requests_batched.labels(label).observe(
+                sum(self.models[n].label == label for n, _ in items))
         futures = []
-        for job in jobs:
+        for name, job in items:
             try:
                 job.queued = self._batchers[name].submit(job)
                 futures.append(asyncio.wrap_future(job.queued))
@@ -100,16 +102,15 @@ def deployment(settings: Settings, api_key: str | None, replicas: int = 1, gpus:
     @serve.ingress()
     class Replica:
         def __init__(self):
-            for source in (settings.whisper, settings.tts):
-                if source is not None:
-                    source.threads = threads   # intra-op threads = the CPUs Ray gave us
+            for source in settings.models:
+                source.threads = threads       # intra-op threads = the CPUs Ray gave us
             self.service = RayService(settings)
             self.service.replica = self
             self.service.start(background=False)
             if self.service.failed:
                 raise RuntimeError(self.service.failed)
-            self.transcribe_batch.set_max_batch_size(settings.max_batch)
-            self.transcribe_batch.set_batch_wait_timeout_s(settings.max_wait_ms / 1e3)
+            self.submit_batch.set_max_batch_size(settings.max_batch)
+            self.submit_batch.set_batch_wait_timeout_s(settings.max_wait_ms / 1e3)
 
         def __serve_build_asgi_app__(self):
             return create_app(self.service, api_key=api_key, manage=False)
@@ -117,12 +118,8 @@ def deployment(settings: Settings, api_key: str | None, replicas: int = 1, gpus:
         # several batches may be in flight: the batcher's one worker thread is what runs the
         # sessions (never two batches on one session), joining them window by window
         @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=64)
-        async def transcribe_batch(self, jobs: list) -> list:
-            return await self.service.run_batch("whisper", jobs)
-
-        @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0, max_concurrent_batches=64)
-        async def speak_batch(self, jobs: list) -> list:
-            return await self.service.run_batch("tts", jobs)
+        async def submit_batch(self, items: list) -> list:
+            return await self.service.run_batch(items)
 
         def check_health(self):
             if not self.service.ready:
@@ -144,10 +141,9 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
     except ImportError:
         raise MissingDependency("--engine ray needs Ray Serve: pip install 'ray[serve]'") from None
     key = api_key_from_env(api_key_env)
-    if replicas < 1:
-        raise ToolkitError(f"--replicas must be at least 1 (got {replicas})")
-    if gpus < 0 or cpus <= 0:
-        raise ToolkitError("--gpus-per-replica must be 0 or more and --cpus-per-replica above 0")
+    check_number("--replicas", replicas, 1, 1024, integer=True)
+    check_number("--gpus-per-replica", gpus, 0, 64)
+    check_number("--cpus-per-replica", cpus, 0.01, 1024)
     scaling = None
     if autoscaling:
         try:
@@ -179,8 +175,9 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
         except RuntimeError as exc:
             raise ToolkitError(f"the Ray Serve deployment failed to start: "
                                f"{str(exc).splitlines()[-1][:300]}") from None
+        routes = sorted({r for source in settings.models for r in source.family.served.routes})
         console.print(f"[green]ready[/] in {time.perf_counter() - t0:.0f} s: POST "
-                      f"http://{host}:{port}/v1/audio/transcriptions (Ctrl-C stops)")
+                      f"http://{host}:{port}{' · '.join(routes)} (Ctrl-C stops)")
         if not is_loopback(host):
             console.print(f"[yellow]note:[/] listening on {host}: other machines can reach this "
                           "server" + ("" if key else " — and no --api-key-env is set"))

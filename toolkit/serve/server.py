@@ -15,10 +15,14 @@ import socket
 import threading
 from pathlib import Path
 
-from ..core.errors import ToolkitError, check_positive
+import uvicorn
+
+from ..core.errors import ToolkitError
+from ..core.options import check_number
 from ..core.progress import console
 from ..export.manifest import load_manifest
 from .app import create_app
+from .connections import HEADER_TIMEOUT_S, header_timeout_protocol
 from .service import Service, Settings
 
 log = logging.getLogger("toolkit.serve")
@@ -35,27 +39,33 @@ def api_key_from_env(var: str | None) -> str | None:
 
 
 def check_settings(settings: Settings, host: str, port: int) -> None:
-    check_positive(max_batch=settings.max_batch, max_queue=settings.max_queue,
-                   beam_size=settings.beam_size, best_of=settings.best_of)
-    if settings.max_wait_ms < 0:
-        raise ToolkitError(f"--max-wait-ms must be 0 or more (got {settings.max_wait_ms:g})")
-    if not 0 < settings.max_upload_mb <= 4096:
-        raise ToolkitError(f"--max-upload-mb must be above 0 and at most 4096 (got "
-                           f"{settings.max_upload_mb:g})")
-    if settings.max_audio_s <= 0:
-        raise ToolkitError(f"--max-audio-s must be above 0 (got {settings.max_audio_s:g})")
-    if settings.timeout_s <= 0:
-        raise ToolkitError(f"--timeout-s must be above 0 (got {settings.timeout_s:g})")
-    if not 0 < port < 65536:
-        raise ToolkitError(f"--port must be from 1 to 65535 (got {port})")
-    for source, family in ((settings.whisper, "whisper"), (settings.tts, "gradtts")):
-        if source is not None and source.artifact:
+    """Every limit finite and in range, every model servable, the port free — before it opens."""
+    for flag, value, low, high in (("--max-batch", settings.max_batch, 1, 1024),
+                                   ("--max-queue", settings.max_queue, 1, 100_000),
+                                   ("--max-wait-ms", settings.max_wait_ms, 0, 60_000),
+                                   ("--max-upload-mb", settings.max_upload_mb, 0.001, 4096),
+                                   ("--max-audio-s", settings.max_audio_s, 1, 86_400),
+                                   ("--max-audio-total-s", settings.max_audio_total_s, 1,
+                                    10 * 86_400),
+                                   ("--timeout-s", settings.timeout_s, 0.1, 86_400),
+                                   ("--port", port, 1, 65535)):
+        check_number(flag, value, low, high, integer=isinstance(value, int))
+    if settings.max_audio_total_s < settings.max_audio_s:
+        raise ToolkitError(f"--max-audio-total-s ({settings.max_audio_total_s:g}) is below "
+                           f"--max-audio-s ({settings.max_audio_s:g}): the longest allowed "
+                           "recording could never be admitted; raise it")
+    if not settings.models:
+        raise ToolkitError("nothing to serve: give a model with --model FAMILY[=SOURCE] (or "
+                           "--artifact/--checkpoint/--preset for Whisper)")
+    for source in settings.models:
+        if source.family.serve is None:
+            raise ToolkitError(f"{source.family.name} has no serving routes; serve one of "
+                               "the families that have")
+        if source.artifact:
             if source.checkpoint or source.preset:
                 raise ToolkitError("give either an artifact or a checkpoint/preset per model, "
                                    "not both")
-            load_manifest(Path(source.artifact), family, verify_hashes=False)   # cheap check
-    if settings.whisper is None and settings.tts is None:
-        raise ToolkitError("nothing to serve: give a Whisper model, a Grad-TTS model, or both")
+            load_manifest(Path(source.artifact), source.family.name, verify_hashes=False)
     check_port(host, port)
 
 
@@ -83,39 +93,25 @@ def is_loopback(host: str) -> bool:
 
 
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
-        api_key_env: str | None = None) -> None:
-    import uvicorn                                # optional: the [serve] extra
-
+        api_key_env: str | None = None, header_timeout_s: float = HEADER_TIMEOUT_S,
+        max_connections: int | None = None) -> None:
     key = api_key_from_env(api_key_env)
     check_settings(settings, host, port)
+    check_number("--header-timeout-s", header_timeout_s, 0.1, 3600)
+    connections = max_connections or settings.max_queue + settings.max_batch + 64
+    check_number("--max-connections", connections, 1, 100_000, integer=True)
     service = Service(settings)
     app = create_app(service, api_key=key)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
-
-    def watch() -> None:              # stop the server when its models cannot load
-        while not (service.ready or service.failed):
-            if server.should_exit:
-                return
-            threading.Event().wait(0.2)
-        if service.failed:
-            server.should_exit = True
-        else:
-            routes = ((["/v1/audio/transcriptions", "/v1/audio/translations"]
-                       if service.whisper else []) + (["/v1/audio/speech"] if service.tts else []))
-            console.print(f"[green]ready[/]: POST http://{host}:{port}{' · '.join(routes)}")
-            for name, pipe in ((service.whisper_name, service.whisper),
-                               (service.tts_name, service.tts)):
-                if pipe is not None and pipe.random_init:
-                    console.print(f"[yellow]note:[/] {name} has random-initialised weights "
-                                  "(a preset): its answers are meaningless (GET /health says "
-                                  "random_init)")
-    threading.Thread(target=watch, daemon=True).start()
-    where = f"http://{host}:{port}"
-    console.print(f"serving {', '.join(n for n in (service.whisper_name, service.tts_name) if n)}"
-                  f" on {where} (batching: up to {settings.max_batch} requests, "
-                  f"{settings.max_wait_ms:g} ms wait; uploads up to {settings.max_upload_mb:g} "
-                  f"MB; {'API key required' if key else 'no API key'}); loading the models…")
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
+        http=header_timeout_protocol(header_timeout_s), timeout_keep_alive=5,
+        limit_concurrency=connections, h11_max_incomplete_event_size=64 * 1024))
+    threading.Thread(target=_watch, args=(service, server, host, port), daemon=True).start()
+    names = ", ".join(service.models)
+    console.print(f"serving {names} on http://{host}:{port} (batching: up to "
+                  f"{settings.max_batch} requests, {settings.max_wait_ms:g} ms wait; uploads up "
+                  f"to {settings.max_upload_mb:g} MB; {'API key required' if key else 'no API key'}"
+                  "); loading the models…")
     if not is_loopback(host):
         console.print(f"[yellow]note:[/] listening on {host}: other machines can reach this "
                       "server" + ("" if key else " — and no --api-key-env is set"))
@@ -123,3 +119,20 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
     server.run()
     if service.failed:
         raise ToolkitError(f"the models failed to load: {service.failed}")
+
+
+def _watch(service: Service, server, host: str, port: int) -> None:
+    """Stop the server when its models cannot load; say where it answers once they have."""
+    while not (service.ready or service.failed):
+        if server.should_exit:
+            return
+        threading.Event().wait(0.2)
+    if service.failed:
+        server.should_exit = True
+        return
+    routes = sorted({r for m in service.models.values() for r in m.routes})
+    console.print(f"[green]ready[/]: POST http://{host}:{port}{' · '.join(routes)}")
+    for m in service.models.values():
+        if m.pipe is not None and m.pipe.random_init:
+            console.print(f"[yellow]note:[/] {m.name} has random-initialised weights (a "
+                          "preset): its answers are meaningless (GET /health says random_init)")

@@ -1,9 +1,10 @@
 """The models behind the HTTP API and how requests reach them.
 
-``Service`` loads the pipelines (in the background: ``/health`` says 503 until they are in),
-checks a request's options against the model before anything is queued, and hands the work
-to ``submit``: a ``Batcher`` per pipeline (one worker thread, continuous batching). In a Ray
-Serve replica (``ray_app.py``) requests reach the same batcher through ``@serve.batch``.
+``Service`` keeps a table of served models (``Settings.models``: one ``ModelSource`` each, of
+any family that has serving routes), loads them in the background (``/health`` says 503 until
+they are in), admits requests, and hands each model's work to its ``Batcher`` (one worker
+thread per model, continuous batching) through ``submit``. In a Ray Serve replica
+(``ray_app.py``) requests reach the same batchers through ``@serve.batch``.
 """
 
 from __future__ import annotations
@@ -13,86 +14,86 @@ import logging
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..core.errors import ToolkitError
-from ..models.gradtts.audio import griffin_lim
-from ..models.gradtts.model import AUDIO
-from ..models.gradtts.sampler import MAX_TEXT_CHARS
-from ..models.gradtts.text import text_to_ids
-from ..models.whisper.audio import N_FRAMES, SAMPLE_RATE, TooLong, load_audio, log_mel_long
-from ..runtime.gradtts import open_pipeline as open_tts
-from ..runtime.whisper import TranscribeOptions
-from ..runtime.whisper import open_pipeline as open_whisper
-from ..runtime.whisper.longform import LongFormJob, advance
 from .batching import Batcher
 from .metrics import Metrics
+from .served import ModelSource, ServedModel, not_served
 
 log = logging.getLogger("toolkit.serve")
 
-ALIASES = {"whisper": ("whisper-1",), "tts": ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")}
+
+class AudioBudget:
+    """Seconds of decoded audio the requests in flight may hold together: a small compressed
+    upload of hours decodes to hundreds of MB, so admission by count alone is not a memory
+    bound. A request reserves as it decodes (``grow``) and gives it back when answered."""
+
+    class Exceeded(ToolkitError):
+        status = 429
+
+    def __init__(self, limit_s: float):
+        self.limit_s = limit_s
+        self.held_s = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> "Reservation":
+        return Reservation(self)
 
 
-@dataclass
-class ModelSource:
-    """Where a model comes from: an artifact, a checkpoint, a preset (or the default)."""
+class Reservation:
+    def __init__(self, budget: AudioBudget):
+        self.budget, self.seconds = budget, 0.0
 
-    artifact: str | None = None
-    checkpoint: str | None = None
-    preset: str | None = None
-    backend: str = "ort"
-    threads: int | None = None       # intra-op threads (default: the machine's)
+    def grow(self, seconds: float) -> None:
+        b = self.budget
+        with b._lock:
+            more = seconds - self.seconds
+            if b.held_s + more > b.limit_s:
+                raise AudioBudget.Exceeded(
+                    f"the server holds {b.held_s / 3600:.1f} h of decoded audio for other "
+                    f"requests (its limit is {b.limit_s / 3600:.1f} h, --max-audio-total-s); "
+                    "retry later")
+            b.held_s += more
+            self.seconds = seconds
 
-    def name(self, default: str) -> str:
-        for v in (self.artifact, self.checkpoint):
-            if v:
-                return Path(v).name
-        return self.preset or default
+    def release(self) -> None:
+        with self.budget._lock:
+            self.budget.held_s -= self.seconds
+            self.seconds = 0.0
 
 
 @dataclass
 class Settings:
-    whisper: ModelSource | None = field(default_factory=ModelSource)
-    tts: ModelSource | None = None
+    models: list[ModelSource] = field(default_factory=list)
     max_batch: int = 8
     max_wait_ms: float = 10.0
     max_queue: int = 128
     max_upload_mb: float = 25.0
     max_audio_s: float = 3 * 3600.0  # longest recording (checked before and while decoding)
+    max_audio_total_s: float = 4 * 3600.0   # decoded audio held by all requests at once
     timeout_s: float = 300.0
-    beam_size: int = 5               # the decoding of `toolkit transcribe` (its defaults)
-    best_of: int = 5
-    tts_steps: int = 10
     upload_root: str | None = None   # where the private upload directory is made
-
-
-class TTSJob:
-    def __init__(self, text: str, length_scale: float, steps: int):
-        self.text, self.length_scale, self.steps = text, length_scale, steps
-        self.done = False
-        self.wav: np.ndarray | None = None
-
-    def run(self, pipe) -> None:
-        syn = pipe.synthesize(self.text, steps=self.steps, length_scale=self.length_scale)
-        if not np.isfinite(syn.mel).all():
-            raise ToolkitError(f"the acoustic model ({pipe.backend} {pipe.precision}) produced "
-                               "NaN or infinite values for this text")
-        self.wav = np.clip(griffin_lim(syn.mel), -1.0, 1.0)
-        self.done = True
+    options: dict = field(default_factory=dict)   # family → its serving options
 
 
 class Service:
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.whisper = None
-        self.tts = None
-        self.whisper_name = settings.whisper.name("tiny.en") if settings.whisper else None
-        self.tts_name = settings.tts.name("gradtts") if settings.tts else None
+        self.models: dict[str, ServedModel] = {}
+        for source in settings.models:
+            model = source.family.served(source, self)
+            if model.name in self.models:
+                raise ToolkitError(f"two served models are named {model.name!r}; give one "
+                                   "another name")
+            self.models[model.name] = model
+        families = [m.family for m in self.models.values()]
+        for m in self.models.values():   # the only model of its family: labelled by the family
+            if families.count(m.family) > 1:
+                m.label = f"{m.family}:{m.name}"
         self.ready = False
         self.failed: str | None = None
         self.timeout_s = settings.timeout_s
@@ -102,6 +103,7 @@ class Service:
         self._loader: threading.Thread | None = None
         self.admitted = 0                # requests past the door: reading, decoding, queued…
         self.max_admitted = settings.max_queue + settings.max_batch
+        self.audio = AudioBudget(settings.max_audio_total_s)
 
     # -- life ------------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -130,35 +132,24 @@ class Service:
             log.exception("the models failed to load")
 
     def load_models(self) -> None:
-        s = self.settings
-        if s.whisper is not None:
-            w = s.whisper
-            self.whisper = open_whisper(artifact=w.artifact, checkpoint=w.checkpoint,
-                                        preset=w.preset, backend=w.backend, threads=w.threads)
-            self.whisper.windows_per_batch(s.beam_size)   # a TensorRT profile check, early
-            self._batchers["whisper"] = self.make_batcher("whisper", self._whisper_round)
-        if s.tts is not None:
-            t = s.tts
-            self.tts = open_tts(artifact=t.artifact, checkpoint=t.checkpoint, preset=t.preset,
-                                backend=t.backend, threads=t.threads)
-            self._batchers["tts"] = self.make_batcher("tts", self._tts_round, max_batch=1)
+        for model in self.models.values():
+            model.load()
+            self._batchers[model.name] = self.make_batcher(model.label, model.run_round,
+                                                           model.max_batch)
 
-    def make_batcher(self, name: str, run_round, max_batch: int | None = None) -> Batcher:
+    def make_batcher(self, label: str, run_round, max_batch: int | None = None) -> Batcher:
         s = self.settings
-        return Batcher(name, run_round, max_batch or s.max_batch, s.max_wait_ms, s.max_queue,
-                       on_round=self.metrics.on_round(name))
+        return Batcher(label, run_round, max_batch or s.max_batch, s.max_wait_ms, s.max_queue,
+                       on_round=self.metrics.on_round(label))
 
     def stop(self) -> None:
         running = False
         for b in self._batchers.values():
-            if b is not None:
-                running |= not b.close()
+            running |= not b.close()
         if not running:       # a round still going holds the sessions: leave them to the exit
-            for pipe in (self.whisper, self.tts):
-                if pipe is not None:
-                    pipe.close()
+            for model in self.models.values():
+                model.close()
         self._batchers = {}
-        self.whisper = self.tts = None
         if self.upload_dir is not None:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
 
@@ -175,98 +166,44 @@ class Service:
         self.admitted -= 1
 
     def retry_after(self) -> int:
-        busy = [b for b in self._batchers.values() if b is not None]
-        return max([b.retry_after() for b in busy] or [1])
+        return max([b.retry_after() for b in self._batchers.values()] or [1])
 
-    # -- what the routes ask -----------------------------------------------------------------
+    # -- the table -----------------------------------------------------------------------------
+    def served(self, family: str) -> list[ServedModel]:
+        return [m for m in self.models.values() if m.family == family]
+
+    def families(self) -> list[type[ServedModel]]:
+        """One ServedModel class per family served (their routes are mounted once)."""
+        classes: dict[str, type[ServedModel]] = {}
+        for m in self.models.values():
+            classes.setdefault(m.family, type(m))
+        return list(classes.values())
+
+    def pick(self, family: str, model: str | None) -> ServedModel:
+        """The model a request names (or the family's first), or a 404 naming what is served."""
+        served = self.served(family)
+        for m in served:
+            if m.answers_to(model):
+                return m
+        raise not_served(family, model, served)
+
     def model_names(self) -> list[str]:
-        names = []
-        if self.whisper_name:
-            names += [self.whisper_name, *ALIASES["whisper"]]
-        if self.tts_name:
-            names += [self.tts_name, *ALIASES["tts"]]
-        return names
+        return [n for m in self.models.values() for n in (m.name, *m.aliases)]
 
     def describe(self) -> dict:
-        out = {}
-        for key, pipe, name in (("whisper", self.whisper, self.whisper_name),
-                                ("tts", self.tts, self.tts_name)):
-            if pipe is not None:
-                out[key] = {"name": name, "backend": pipe.backend, "precision": pipe.precision,
-                            "random_init": bool(pipe.random_init)}
-        return out
-
-    def check_model(self, model: str | None, kind: str) -> None:
-        name = self.whisper_name if kind == "whisper" else self.tts_name
-        if model in (None, "", name) or model in ALIASES[kind]:
-            return
-        err = ToolkitError(f"model {model!r} is not served here; this server serves {name} "
-                           f"(also answers to {', '.join(ALIASES[kind])})")
-        err.status = 404
-        raise err
-
-    def options(self, **fields) -> TranscribeOptions:
-        s = self.settings
-        options = TranscribeOptions(beam_size=s.beam_size, best_of=s.best_of, **fields)
-        options.check()
-        options.language = self.whisper.check_language(options.language, options.task)
-        return options
-
-    def read_audio(self, path: Path) -> np.ndarray:
-        """Decoded like any audio: 415 for what is not audio, 400 for silent or corrupt."""
-        try:
-            return load_audio(path, max_seconds=self.settings.max_audio_s, untrusted=True)
-        except TooLong:
-            err = ToolkitError(f"the uploaded audio is longer than this server's limit of "
-                               f"{self.settings.max_audio_s:g} s (--max-audio-s); split it")
-            err.status = 413
-            raise err from None
-        except ToolkitError as exc:
-            if "cannot decode" in str(exc):     # (the decoder's own words name our path)
-                err = ToolkitError("the uploaded file cannot be decoded as audio; send WAV, "
-                                   "FLAC, MP3, OGG, M4A or another FFmpeg-readable format")
-                err.status = 415
-            else:
-                err = ToolkitError(str(exc).replace(str(path), "the uploaded file"))
-                err.status = 400
-            raise err from None
-
-    def check_text(self, text: str) -> None:
-        if len(text) > MAX_TEXT_CHARS:
-            raise ToolkitError(f"the input has {len(text)} characters; one request takes at "
-                               f"most {MAX_TEXT_CHARS} — split it into sentences")
-        text_to_ids(text)
+        return {m.name: m.describe() for m in self.models.values() if m.pipe is not None}
 
     def update_gauges(self) -> None:
-        for name, b in self._batchers.items():
+        for model in self.models.values():
+            b = self._batchers.get(model.name)
             if b is not None:
-                self.metrics.queue.labels(name).set(b.depth)
+                self.metrics.queue.labels(model.label).set(b.depth)
 
     # -- the work --------------------------------------------------------------------------
-    def whisper_job(self, audio: np.ndarray, options: TranscribeOptions) -> LongFormJob:
-        mel = log_mel_long(audio, self.whisper.n_mels)
-        return LongFormJob.start(self.whisper, mel, mel.shape[1] - N_FRAMES,
-                                 len(audio) / SAMPLE_RATE, replace(options))
-
-    def _whisper_round(self, jobs: list[LongFormJob]) -> None:
-        advance(self.whisper, jobs, self.whisper.batch_capacity(self.settings.beam_size,
-                                                                self.settings.max_batch))
-
-    def _tts_round(self, jobs: list[TTSJob]) -> None:
-        for job in jobs:
-            job.run(self.tts)
-
-    async def transcribe(self, audio: np.ndarray, options: TranscribeOptions):
-        """An awaitable of the ``LongFormResult`` (raises ``QueueFull`` at once)."""
-        job = await asyncio.to_thread(self.whisper_job, audio, options)
-        return self.submit("whisper", job, lambda j: j.result)
-
-    async def speak(self, text: str, length_scale: float):
-        job = TTSJob(text, length_scale, self.settings.tts_steps)
-        return self.submit("tts", job, lambda j: (j.wav, AUDIO["sample_rate"]))
-
-    def submit(self, name: str, job, result: Callable):
-        future = asyncio.wrap_future(self._batchers[name].submit(job))
+    def submit(self, model: ServedModel, job, result: Callable):
+        """An awaitable of ``result(job)`` once the model's batcher has run it (raises
+        ``QueueFull`` at once)."""
+        future = asyncio.wrap_future(self._batchers[model.name].submit(job))
 
         async def wait():
             return result(await future)

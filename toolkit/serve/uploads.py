@@ -74,98 +74,123 @@ def check_length(content_length: str | None, limit: int) -> None:
                                f"files up to {limit / 1e6:.0f} MB (--max-upload-mb)")
 
 
+class _FormReader:
+    """The multipart parser's callbacks: each part's headers and data, within the limits."""
+
+    def __init__(self, upload: Upload, limit: int, directory: Path):
+        self.upload, self.limit, self.directory = upload, limit, directory
+        self.name: str | None = None
+        self.headers: dict[str, bytes] = {}
+        self.field, self.value = b"", b""
+        self.parts = 0
+        self.buf = bytearray()
+        self.out = None
+        self.error: UploadError | None = None
+
+    def callbacks(self) -> dict:
+        return {"on_part_begin": self.part_begin, "on_header_field": self.header_field,
+                "on_header_value": self.header_value, "on_header_end": self.header_end,
+                "on_headers_finished": self.headers_finished, "on_part_data": self.part_data,
+                "on_part_end": self.part_end}
+
+    def fail(self, status: int, message: str) -> None:
+        if self.error is None:
+            self.error = UploadError(status, message)
+
+    def part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            self.fail(400, f"the form has more than {MAX_PARTS} parts; an audio request has a "
+                           "file and a few fields")
+        self.headers, self.name, self.buf = {}, None, bytearray()
+
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.field += data[start:end]
+        self._header_size()
+
+    def header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+        self._header_size()
+
+    def _header_size(self) -> None:
+        if len(self.field) + len(self.value) > MAX_HEADER_BYTES:
+            self.fail(400, f"a multipart header is over {MAX_HEADER_BYTES // 1024} KiB")
+            self.field, self.value = b"", b""
+
+    def header_end(self) -> None:
+        if len(self.headers) >= MAX_HEADERS:
+            self.fail(400, f"a multipart part has more than {MAX_HEADERS} headers")
+        else:
+            self.headers[self.field.decode("latin-1").lower()] = self.value
+        self.field, self.value = b"", b""
+
+    def headers_finished(self) -> None:
+        disposition, params = mp.parse_options_header(self.headers.get("content-disposition",
+                                                                       b""))
+        if disposition != b"form-data" or b"name" not in params:
+            self.fail(400, "a multipart part has no form-data name; let the client library "
+                           "build the form")
+            return
+        self.name = params[b"name"].decode("utf-8", "replace")
+        if self.name == "file":
+            if self.upload.file is not None:
+                self.fail(400, "the form has two 'file' parts; send one audio file per request")
+                return
+            # the client's filename is ignored: the server chooses the name and the place
+            fd, path = tempfile.mkstemp(prefix="upload-", dir=self.directory)
+            self.upload.file = Path(path)
+            self.out = os.fdopen(fd, "wb")
+            self.upload.content_type = self.headers.get("content-type", b"").decode(
+                "latin-1", "replace")
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.error is not None or self.name is None:
+            return
+        if self.name == "file" and self.out is not None:
+            self.upload.file_bytes += end - start
+            if self.upload.file_bytes > self.limit:
+                self.fail(413, f"the audio file is over {self.limit / 1e6:.0f} MB "
+                               "(--max-upload-mb); send a shorter recording or split it")
+                return
+            self.out.write(data[start:end])
+        else:
+            self.buf += data[start:end]
+            if len(self.buf) > MAX_FIELD_BYTES:
+                self.fail(400, f"form field {self.name!r} is over {MAX_FIELD_BYTES // 1024} KiB")
+
+    def part_end(self) -> None:
+        if self.name == "file" and self.out is not None:
+            self.out.close()
+            self.out = None
+        elif self.name is not None and self.error is None:
+            try:
+                value = bytes(self.buf).decode("utf-8")
+                self.upload.fields[self.name] = value
+                self.upload.repeated.setdefault(self.name, []).append(value)
+            except UnicodeDecodeError:
+                self.fail(400, f"form field {self.name!r} is not UTF-8 text")
+
+    def check_complete(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.out is not None:
+            raise UploadError(400, "the multipart body ended inside the file part; the upload "
+                                   "was cut short — send it again")
+        if self.upload.file is None:
+            raise UploadError(400, "the form has no 'file' part; send the audio as "
+                                   "multipart field 'file'")
+        if self.upload.file_bytes == 0:
+            raise UploadError(400, "the uploaded file is empty (0 bytes)")
+
+
 async def receive_upload(chunks: AsyncIterator[bytes], content_type: str | None, limit: int,
                          directory: Path) -> Upload:
     """Parse a multipart body as it streams in. The ``file`` part goes to a new private file
     in ``directory``; on any error the file is removed before the error propagates."""
     boundary = boundary_of(content_type)
     upload = Upload()
-    state = {"name": None, "headers": {}, "field": b"", "value": b"", "parts": 0,
-             "buf": bytearray(), "out": None, "error": None}
-
-    def fail(status: int, message: str) -> None:
-        if state["error"] is None:
-            state["error"] = UploadError(status, message)
-
-    def on_part_begin() -> None:
-        state["parts"] += 1
-        if state["parts"] > MAX_PARTS:
-            fail(400, f"the form has more than {MAX_PARTS} parts; an audio request has a file "
-                      "and a few fields")
-        state["headers"], state["name"], state["buf"] = {}, None, bytearray()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-        header_size()
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-        header_size()
-
-    def header_size() -> None:
-        if len(state["field"]) + len(state["value"]) > MAX_HEADER_BYTES:
-            fail(400, f"a multipart header is over {MAX_HEADER_BYTES // 1024} KiB")
-            state["field"], state["value"] = b"", b""
-
-    def on_header_end() -> None:
-        if len(state["headers"]) >= MAX_HEADERS:
-            fail(400, f"a multipart part has more than {MAX_HEADERS} headers")
-        else:
-            state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
-        state["field"], state["value"] = b"", b""
-
-    def on_headers_finished() -> None:
-        disposition, params = mp.parse_options_header(
-            state["headers"].get("content-disposition", b""))
-        if disposition != b"form-data" or b"name" not in params:
-            fail(400, "a multipart part has no form-data name; let the client library build "
-                      "the form")
-            return
-        name = params[b"name"].decode("utf-8", "replace")
-        state["name"] = name
-        if name == "file":
-            if upload.file is not None:
-                fail(400, "the form has two 'file' parts; send one audio file per request")
-                return
-            # the client's filename is ignored: the server chooses the name and the place
-            fd, path = tempfile.mkstemp(prefix="upload-", dir=directory)
-            upload.file = Path(path)
-            state["out"] = os.fdopen(fd, "wb")
-            upload.content_type = state["headers"].get("content-type", b"").decode(
-                "latin-1", "replace")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["error"] is not None or state["name"] is None:
-            return
-        if state["name"] == "file" and state["out"] is not None:
-            upload.file_bytes += end - start
-            if upload.file_bytes > limit:
-                fail(413, f"the audio file is over {limit / 1e6:.0f} MB (--max-upload-mb); "
-                          "send a shorter recording or split it")
-                return
-            state["out"].write(data[start:end])
-        else:
-            state["buf"] += data[start:end]
-            if len(state["buf"]) > MAX_FIELD_BYTES:
-                fail(400, f"form field {state['name']!r} is over {MAX_FIELD_BYTES // 1024} KiB")
-
-    def on_part_end() -> None:
-        if state["name"] == "file" and state["out"] is not None:
-            state["out"].close()
-            state["out"] = None
-        elif state["name"] is not None and state["error"] is None:
-            try:
-                value = bytes(state["buf"]).decode("utf-8")
-                upload.fields[state["name"]] = value
-                upload.repeated.setdefault(state["name"], []).append(value)
-            except UnicodeDecodeError:
-                fail(400, f"form field {state['name']!r} is not UTF-8 text")
-
-    parser = mp.MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end})
+    reader = _FormReader(upload, limit, directory)
+    parser = mp.MultipartParser(boundary, reader.callbacks())
     try:
         async for chunk in chunks:
             if chunk:
@@ -174,25 +199,16 @@ async def receive_upload(chunks: AsyncIterator[bytes], content_type: str | None,
                 except mp.MultipartParseError as exc:
                     raise UploadError(400, f"malformed multipart body ({exc}); let the client "
                                            "library build the form") from None
-            if state["error"] is not None:
-                raise state["error"]
+            if reader.error is not None:
+                raise reader.error
         try:
             parser.finalize()
         except mp.MultipartParseError as exc:
             raise UploadError(400, f"malformed multipart body ({exc})") from None
-        if state["error"] is not None:
-            raise state["error"]
-        if state["out"] is not None:
-            raise UploadError(400, "the multipart body ended inside the file part; the upload "
-                                   "was cut short — send it again")
-        if upload.file is None:
-            raise UploadError(400, "the form has no 'file' part; send the audio as "
-                                   "multipart field 'file'")
-        if upload.file_bytes == 0:
-            raise UploadError(400, "the uploaded file is empty (0 bytes)")
+        reader.check_complete()
         return upload
     except BaseException:       # includes a client that went away (ClientDisconnect)
-        if state["out"] is not None:
-            state["out"].close()
+        if reader.out is not None:
+            reader.out.close()
         upload.discard()
         raise

@@ -49,12 +49,15 @@ from ..core.errors import ToolkitError, check_positive
 from ..core.files import atomic_dir, atomic_write_bytes, check_writable
 from ..core.progress import Steps, console
 from ..core.threads import default_threads
+from ..export.whisper.plan import build_plan
 from ..models.base import load_tensors
 from ..models.whisper.audio import HOP_LENGTH, N_SAMPLES, load_audio, log_mel
 from ..models.whisper.data import load_labelled_folder
 from ..models.whisper.loading import LoadedWhisper, load_model
-from ..runtime.session import torch_device
-from ..runtime.whisper import open_pipeline
+from ..runtime.from_model import open_model
+from ..runtime.graphs import make_pipeline
+from ..runtime.torch_session import torch_device
+from ..runtime.whisper.pipeline import from_graphs
 
 # Learning rates usual for fine-tuning each size (about 1/40 of Whisper's pre-training rates),
 # keyed by d_model: tiny, base, small, medium, large.
@@ -315,7 +318,7 @@ def train(data, out, checkpoint: str | None = None, preset: str | None = None,
                           "to do")
             return {"step": start, "evals": evals, "out": str(out)}
     out.mkdir(parents=True, exist_ok=True)
-    pipe = open_pipeline(loaded=loaded, backend="torch")
+    pipe = make_pipeline(open_model(loaded, build_plan, "torch"), from_graphs)
     log_path = out / "train_log.jsonl"
     n_params = sum(p.numel() for p in params)
     console.print(f"train whisper from {loaded.weights}: {len(train_ex)} training / "

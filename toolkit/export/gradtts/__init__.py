@@ -1,5 +1,4 @@
-"""Grad-TTS export: text encoder + duration predictor, and one score U-Net evaluation."""
+"""Grad-TTS export: text encoder + duration predictor, and one score U-Net evaluation.
 
-from .plan import EXPORT_REVISION, build_plan
-
-__all__ = ["EXPORT_REVISION", "build_plan"]
+Modules are imported by their own names (the registry names this family's entry points); this
+package imports none of them, so that importing one front end never drags in PyTorch."""

@@ -4,9 +4,6 @@ input shape)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import onnx
 import torch
 
 from ...models.svt.model import SVTBackbone
@@ -35,10 +32,3 @@ def backbone_spec(model: SVTBackbone) -> GraphSpec:
         profiles={"video": Profile([1, c, 2, 96, 96], [1, c, 8, 224, 224],
                                    [4, c, 16, 224, 224])},
         tolerance=TOLERANCE)
-
-
-def onnx_shape_ops(path: str | Path) -> dict:
-    """Counts of the ops through which the graph follows its input shape (Shape→Resize)."""
-    m = onnx.load(str(path), load_external_data=False)
-    ops = [n.op_type for n in m.graph.node]
-    return {op: ops.count(op) for op in ("Shape", "Resize", "Reshape")}

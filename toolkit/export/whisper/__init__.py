@@ -1,5 +1,4 @@
-"""Whisper export: TensorRT-friendly encoder and decoder graphs (no `If`, explicit KV cache)."""
+"""Whisper export: TensorRT-friendly encoder and decoder graphs (no `If`, explicit KV cache).
 
-from .plan import EXPORT_REVISION, build_plan
-
-__all__ = ["EXPORT_REVISION", "build_plan"]
+Modules are imported by their own names (the registry names this family's entry points); this
+package imports none of them, so that importing one front end never drags in PyTorch."""

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NEG = -1e4  # additive mask: exp(-1e4) is 0, and -1e4 is exact in fp16 (-1e9 would be -inf, 0·inf = NaN)
+# additive mask: exp(-1e4) is 0, and -1e4 is exact in fp16 (-1e9 would be -inf, 0·inf = NaN)
+NEG = -1e4
 
 
 def encoder_io(n_layers: int) -> list[str]:

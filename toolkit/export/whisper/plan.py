@@ -14,8 +14,13 @@ from ...models.whisper.data import bundled_dir, default_calibration_files
 from ...models.whisper.loading import LoadedWhisper
 from ..onnx import torch_outputs
 from ..spec import ExportPlan, GraphSpec, Profile
-from .graphs import (WhisperDecoderGraph, WhisperEncoderGraph, decoder_inputs, decoder_outputs,
-                     encoder_io)
+from .graphs import (
+    WhisperDecoderGraph,
+    WhisperEncoderGraph,
+    decoder_inputs,
+    decoder_outputs,
+    encoder_io,
+)
 
 MAX_BATCH = 8   # windows decoded together (TensorRT profile max) for tiny…small
 EXPORT_REVISION = 4  # bump when the graphs change for the same weights (3: int8 layer selection,
@@ -80,7 +85,8 @@ def model_config(loaded: LoadedWhisper) -> dict:
 
 def build_graphs(loaded: LoadedWhisper) -> list[GraphSpec]:
     cfg = loaded.config
-    n, h, dh = cfg.decoder_layers, cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    n, h = cfg.decoder_layers, cfg.decoder_attention_heads
+    dh = cfg.d_model // h
     mels, frames, src = cfg.num_mel_bins, 3000, cfg.max_source_positions
     max_tok = cfg.max_target_positions
     limits = batch_limits(cfg)
@@ -140,9 +146,11 @@ def real_feeds(loaded: LoadedWhisper, audio_files: list[Path], steps: int = 2,
     when they would exceed ``CALIBRATION_CROSS_FP32_MAX`` in all (runtimes cast them back).
     """
     cfg = loaded.config
-    n, h, dh = cfg.decoder_layers, cfg.decoder_attention_heads, cfg.d_model // cfg.decoder_attention_heads
+    n, h = cfg.decoder_layers, cfg.decoder_attention_heads
+    dh = cfg.d_model // h
     enc_spec, dec_spec = build_graphs(loaded)
-    prompt = prompt or loaded.tokenizer.sot_sequence("en" if loaded.tokenizer.multilingual else None)
+    tok = loaded.tokenizer
+    prompt = prompt or tok.sot_sequence("en" if tok.multilingual else None)
     feeds: dict[str, list[dict]] = {"encoder": [], "decoder": []}
     for f in audio_files:
         feats = features_for(load_audio(f), cfg.num_mel_bins)[:1]

@@ -76,7 +76,8 @@ def read_config(path: str | Path) -> dict:
     try:
         meta = json.loads(cfg.read_text())
     except json.JSONDecodeError as exc:
-        raise ToolkitError(f"{cfg} is not valid JSON ({exc.msg}); the checkpoint is corrupt") from None
+        raise ToolkitError(f"{cfg} is not valid JSON ({exc.msg}); the checkpoint is "
+                           "corrupt") from None
     fam = meta.get("family") if isinstance(meta, dict) else None
     if fam != FAMILY or "config" not in meta:
         what = fam or (meta.get("model_type") if isinstance(meta, dict) else None) or "unknown"
@@ -97,7 +98,8 @@ def load_checkpoint(path: str | Path) -> tuple[GradTTS, dict]:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ToolkitError(f"{weights} does not match its config.json "
-                           f"({str(exc).splitlines()[0][:120]}); the checkpoint is corrupt") from None
+                           f"({str(exc).splitlines()[0][:120]}); the checkpoint is "
+                           "corrupt") from None
     return model.eval(), meta
 
 

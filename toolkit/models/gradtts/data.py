@@ -34,7 +34,8 @@ def read_metadata(root: str | Path) -> list[tuple[str, str]]:
     try:
         text = meta.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ToolkitError(f"{meta} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        raise ToolkitError(f"{meta} is not UTF-8 text (byte {exc.start}); save it as "
+                           "UTF-8") from None
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -36,27 +36,3 @@ def maximum_path(log_p: np.ndarray, x_lengths, y_lengths) -> np.ndarray:
         move = active & (idx > 0) & ((idx == j) | (v[rows, prev_idx, j - 1] > v[rows, idx, j - 1]))
         idx = idx - move.astype(np.int64)
     return path
-
-
-def brute_force_path(log_p: np.ndarray) -> tuple[float, np.ndarray]:
-    """Exhaustive search over all monotonic surjective alignments (tests only, tiny sizes)."""
-    tx, ty = log_p.shape
-    best = (-np.inf, None)
-
-    def rec(j, i, acc, assign):
-        nonlocal best
-        if j == ty:
-            if i == tx - 1 and acc > best[0]:
-                best = (acc, list(assign))
-            return
-        for ni in (i, i + 1) if j > 0 else (0,):
-            if ni < tx:
-                assign.append(ni)
-                rec(j + 1, ni, acc + log_p[ni, j], assign)
-                assign.pop()
-
-    rec(0, 0, 0.0, [])
-    path = np.zeros((tx, ty), dtype=np.float32)
-    for j, i in enumerate(best[1]):
-        path[i, j] = 1.0
-    return best[0], path

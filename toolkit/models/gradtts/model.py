@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .constants import fix_len
 from .mas import maximum_path
 from .text import N_VOCAB
 
@@ -66,15 +67,6 @@ PRESETS = {
                           dp_filter=32, dec_dim=16, attn_heads=2, attn_dim_head=8,
                           out_size=64),
 }
-
-AUDIO = {"sample_rate": 22050, "n_fft": 1024, "hop_length": 256, "win_length": 1024,
-         "n_mels": 80, "f_min": 0.0, "f_max": 8000.0}
-
-
-def fix_len(n: int, multiple: int = 4) -> int:
-    """Frames padded up to a multiple of 4: the U-Net halves the frame axis twice."""
-    return int(math.ceil(n / multiple) * multiple)
-
 
 # ----------------------------------------------------------------------------------------
 # Text encoder
@@ -290,7 +282,8 @@ class TimeEmbedding(nn.Module):
         freqs = torch.exp(torch.arange(half) * -(math.log(10000) / (half - 1))) * scale
         # [sin | cos] as one sin: cos(x) = sin(x + π/2)
         self.register_buffer("freqs", torch.cat([freqs, freqs])[:, None].clone(), persistent=False)
-        self.register_buffer("shift", torch.cat([torch.zeros(half), torch.full((half,), math.pi / 2)]),
+        self.register_buffer("shift", torch.cat([torch.zeros(half),
+                                                 torch.full((half,), math.pi / 2)]),
                              persistent=False)
         self.mlp = nn.Sequential(nn.Linear(dim, dim * 4), Mish(), nn.Linear(dim * 4, dim))
 
@@ -374,11 +367,9 @@ class GradTTS(nn.Module):
         self.decoder = ScoreUNet(config)
 
     # diffusion schedule ------------------------------------------------------------------
-    def beta(self, t):
-        return self.config.beta_min + (self.config.beta_max - self.config.beta_min) * t
-
     def beta_integral(self, t):
-        return self.config.beta_min * t + 0.5 * (self.config.beta_max - self.config.beta_min) * t * t
+        c = self.config
+        return c.beta_min * t + 0.5 * (c.beta_max - c.beta_min) * t * t
 
     # training ----------------------------------------------------------------------------
     def compute_loss(self, ids, x_lengths, mel, y_lengths, generator=None):
@@ -415,8 +406,10 @@ class GradTTS(nn.Module):
             y_max = seg
         starts = [int(torch.randint(0, max(1, int(yl) - seg + 1), (1,), generator=generator))
                   if int(yl) > seg else 0 for yl in y_lengths]
-        sl = lambda a: torch.stack([a[i, :, s:s + seg] for i, s in enumerate(starts)])
-        x0, mu_s, m_s = sl(mel), sl(mu_y), sl(y_mask)
+        def segment(a):
+            return torch.stack([a[i, :, s:s + seg] for i, s in enumerate(starts)])
+
+        x0, mu_s, m_s = segment(mel), segment(mu_y), segment(y_mask)
         diff_loss = self.diffusion_loss(x0, m_s, mu_s, generator=generator)
         return dur_loss, prior_loss, diff_loss
 
@@ -447,7 +440,3 @@ def build_model(config: GradTTSConfig, seed: int = 0, random_gates: bool = False
     nn.init.constant_(model.encoder.dp.proj.bias, math.log(3.0))
     torch.random.set_rng_state(g)
     return model.eval()
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -22,10 +22,11 @@ from typing import Callable
 import numpy as np
 
 from ...core.errors import ToolkitError
-from .model import AUDIO, fix_len
+from .constants import AUDIO, fix_len
 from .text import text_to_ids
 
-MAX_TEXT_CHARS = 2000   # ~2.5 min of speech in one utterance; the U-Net profile stops at 2048 frames
+# ~2.5 min of speech in one utterance; the U-Net profile stops at 2048 frames
+MAX_TEXT_CHARS = 2000
 Encode = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 Score = Callable[[dict], np.ndarray]
 
@@ -55,8 +56,8 @@ def pad_frames(a: np.ndarray, target: int) -> np.ndarray:
     return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, target - a.shape[-1])])
 
 
-def ode_sample(score: Score, mu_y: np.ndarray, mask: np.ndarray, noise: np.ndarray, steps: int,
-               temperature: float, beta_min: float, beta_max: float,
+def ode_sample(score: Score, mu_y: np.ndarray, mask: np.ndarray, noise: np.ndarray,  # noqa: PLR0913 (the paper's sampler, its knobs as given)
+               steps: int, temperature: float, beta_min: float, beta_max: float,
                step_times: list | None = None, trajectory: list | None = None) -> np.ndarray:
     """Euler on the probability-flow ODE. Arrays (B, n_feats, F) / mask (B, 1, F), F % 4 == 0."""
     steps = check_steps(steps)
@@ -120,7 +121,7 @@ def encode_text(encode: Encode, config: dict, text: str, length_scale: float = 1
     return ids, mu, durations, enc_ms
 
 
-def synthesize(encode: Encode, score: Score, config: dict, text: str, steps: int = 10,
+def synthesize(encode: Encode, score: Score, config: dict, text: str, steps: int = 10,  # noqa: PLR0913 (the sampler's knobs, shared by export and runtime)
                temperature: float = 1.5, length_scale: float = 1.0, seed: int = 0,
                noise: np.ndarray | None = None, durations=None,
                trajectory: list | None = None) -> Synthesis:

@@ -1,6 +1,4 @@
-"""SVT (self-supervised video transformer): TimeSformer backbone, video decoding, training."""
+"""SVT (self-supervised video transformer): TimeSformer backbone, video decoding, training.
 
-from .checkpoint import load_model
-from .train import TrainOptions, train
-
-__all__ = ["load_model", "TrainOptions", "train"]
+Modules are imported by their own names (the registry names this family's entry points); this
+package imports none of them, so that importing one front end never drags in PyTorch."""

@@ -221,8 +221,5 @@ def gmac_per_clip(cfg: SVTConfig, frames: int, size: int) -> float:
     return (patch + cfg.depth * (temporal + spatial + mlp)) / 1e9
 
 
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
 
 __all__ = ["SVTConfig", "SVTBackbone", "PRESETS", "preset_config", "gmac_per_clip"]

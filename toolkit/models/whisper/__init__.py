@@ -1,6 +1,5 @@
 """Whisper: Hugging Face / CTranslate2 checkpoints, seeded presets, the default trained model,
-the offline tokenizer, audio features."""
+the offline tokenizer, audio features.
 
-from .loading import load_model, parameter_count
-
-__all__ = ["load_model", "parameter_count"]
+Modules are imported by their own names (the registry names this family's entry points); this
+package imports none of them, so that importing one front end never drags in PyTorch."""

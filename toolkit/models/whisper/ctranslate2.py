@@ -227,10 +227,11 @@ def whisper_config(ct2: CT2Model):
 
     emb = need("decoder/embeddings/weight")
     conv1 = need("encoder/conv1/weight")
-    enc_layers = sum(1 for k in v if k.startswith("encoder/layer_") and k.endswith("linear_0/weight")
-                     and "/self_attention/" in k)
-    dec_layers = sum(1 for k in v if k.startswith("decoder/layer_") and k.endswith("linear_0/weight")
-                     and "/self_attention/" in k)
+    def layers(side: str) -> int:
+        return sum(1 for k in v if k.startswith(f"{side}/layer_")
+                   and k.endswith("linear_0/weight") and "/self_attention/" in k)
+
+    enc_layers, dec_layers = layers("encoder"), layers("decoder")
     d_model = emb.shape[1]
     enc_heads = _scalar(v, "encoder/num_heads", d_model // 64)
     dec_heads = _scalar(v, "decoder/num_heads", d_model // 64)

@@ -185,9 +185,6 @@ def load_model(checkpoint: str | None = None, preset: str | None = None,
 
 
 def _load(checkpoint: str | None, preset: str | None, seed: int) -> LoadedWhisper:
-    import torch
-    from transformers import WhisperForConditionalGeneration
-
     if checkpoint and preset:
         raise ToolkitError("give either --checkpoint or --preset, not both")
     if not checkpoint and not preset:
@@ -198,18 +195,31 @@ def _load(checkpoint: str | None, preset: str | None, seed: int) -> LoadedWhispe
                                     f"form from {DEFAULT_MODEL_PACKAGE} {DEFAULT_MODEL_VERSION})")
         return loaded
     if not checkpoint:
-        config = preset_config(preset)
-        tok = builtin_tokenizer(config.vocab_size)
-        config.suppress_tokens = tok.non_speech_tokens
-        config.begin_suppress_tokens = [tok.encode(" ")[0], tok.eot]
-        torch.manual_seed(seed)
-        model = WhisperForConditionalGeneration(config).eval()
-        model.generation_config = _generation_config(tok, config.max_target_positions)
-        gen = GenerationSettings(tok.non_speech_tokens, [tok.encode(" ")[0], tok.eot],
-                                 config.max_target_positions)
-        source = {"preset": preset, "seed": seed, "random_init": True,
-                  "weights": "random initialisation (seeded) — not a trained model"}
-        return _loaded(model, tok, gen, source)
+        return _load_preset(preset, seed)
+    return _load_hf(checkpoint)
+
+
+def _load_preset(preset: str, seed: int) -> LoadedWhisper:
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    config = preset_config(preset)
+    tok = builtin_tokenizer(config.vocab_size)
+    config.suppress_tokens = tok.non_speech_tokens
+    config.begin_suppress_tokens = [tok.encode(" ")[0], tok.eot]
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = _generation_config(tok, config.max_target_positions)
+    gen = GenerationSettings(tok.non_speech_tokens, [tok.encode(" ")[0], tok.eot],
+                             config.max_target_positions)
+    source = {"preset": preset, "seed": seed, "random_init": True,
+              "weights": "random initialisation (seeded) — not a trained model"}
+    return _loaded(model, tok, gen, source)
+
+
+def _load_hf(checkpoint: str) -> LoadedWhisper:
+    """A Hugging Face Whisper directory (or hub id) — or a CTranslate2 one."""
+    from transformers import WhisperForConditionalGeneration
 
     path = Path(checkpoint).expanduser()
     if path.is_dir() and is_ct2_dir(path):
@@ -222,7 +232,8 @@ def _load(checkpoint: str | None, preset: str | None, seed: int) -> LoadedWhispe
         try:
             model_type = json.loads(config_file.read_text()).get("model_type")
         except json.JSONDecodeError:
-            raise ToolkitError(f"{config_file} is not valid JSON; the checkpoint is corrupt") from None
+            raise ToolkitError(f"{config_file} is not valid JSON; the checkpoint is "
+                               "corrupt") from None
         if model_type != "whisper":
             raise ToolkitError(f"checkpoint {path} is a {model_type!r} model, not Whisper; give a "
                                "Whisper checkpoint (config.json model_type 'whisper')")
@@ -254,7 +265,8 @@ def _load(checkpoint: str | None, preset: str | None, seed: int) -> LoadedWhispe
     gc = model.generation_config
     suppress = list(getattr(gc, "suppress_tokens", None) or config.suppress_tokens or [])
     begin = list(getattr(gc, "begin_suppress_tokens", None) or config.begin_suppress_tokens or [])
-    if getattr(gc, "lang_to_id", None) is None or getattr(gc, "no_timestamps_token_id", None) is None:
+    if (getattr(gc, "lang_to_id", None) is None
+            or getattr(gc, "no_timestamps_token_id", None) is None):
         model.generation_config = _generation_config(tok, config.max_target_positions)
         model.generation_config.suppress_tokens = suppress
         model.generation_config.begin_suppress_tokens = begin

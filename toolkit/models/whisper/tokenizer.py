@@ -8,6 +8,7 @@ Vocabulary sizes: 51 864 (English-only: gpt2 ranks), 51 865 (multilingual, 99 la
 from __future__ import annotations
 
 import base64
+import json
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -146,24 +147,68 @@ def builtin_tokenizer(vocab_size: int) -> WhisperTokenizer:
 
 
 def hf_tokenizer(path: str | Path, vocab_size: int) -> WhisperTokenizer | None:
-    """The checkpoint's own tokenizer, or None when the directory has no tokenizer files."""
+    """The checkpoint's own tokenizer, or None when the directory has no tokenizer files.
+
+    ``tokenizer.json`` (what every export writes) is read with the ``tokenizers`` library alone
+    — no transformers, so an artifact runs without it; a checkpoint with only the slow files
+    (``vocab.json`` + ``merges.txt``) goes through transformers."""
     path = Path(path)
-    if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+    if (path / "tokenizer.json").is_file():
+        return _fast_tokenizer(path, vocab_size)
+    if not (path / "vocab.json").is_file():
         return None
     from transformers import WhisperTokenizerFast
 
     tok = WhisperTokenizerFast.from_pretrained(str(path))
-    num_languages = sum(1 for c in LANGUAGE_CODES if tok.convert_tokens_to_ids(f"<|{c}|>")
-                        not in (None, tok.unk_token_id))  # unk is <|endoftext|>: never a language
+    return _tokenizer(lambda t: tok.encode(t, add_special_tokens=False),
+                      lambda ids: tok.decode(ids, skip_special_tokens=True),
+                      tok.convert_tokens_to_ids, tok.unk_token_id, tok.unk_token, vocab_size,
+                      f"checkpoint ({path})")
+
+
+def _fast_tokenizer(path: Path, vocab_size: int) -> WhisperTokenizer:
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    except Exception as exc:  # noqa: BLE001 - the Rust library raises its own Exception type
+        raise ToolkitError(f"{path / 'tokenizer.json'} is not a tokenizer file "
+                           f"({str(exc).splitlines()[0][:120]}); re-export the artifact or fix "
+                           "the checkpoint") from None
+    config = {}
+    if (path / "tokenizer_config.json").is_file():
+        config = json.loads((path / "tokenizer_config.json").read_text())
+    unk = config.get("unk_token") if isinstance(config.get("unk_token"), str) else None
+    clean = bool(config.get("clean_up_tokenization_spaces"))
+
+    def decode(ids):
+        text = tok.decode(ids, skip_special_tokens=True)
+        return _clean_up(text) if clean else text
+
+    return _tokenizer(lambda t: tok.encode(t, add_special_tokens=False).ids, decode,
+                      tok.token_to_id, tok.token_to_id(unk) if unk else None, unk, vocab_size,
+                      f"checkpoint ({path})")
+
+
+def _clean_up(text: str) -> str:
+    """Hugging Face's ``clean_up_tokenization`` (for tokenizers configured with it)."""
+    for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+                 (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(a, b)
+    return text
+
+
+def _tokenizer(encode, decode, convert, unk_id, unk_token, vocab_size: int,
+               source: str) -> WhisperTokenizer:
+    num_languages = sum(1 for c in LANGUAGE_CODES if convert(f"<|{c}|>")
+                        not in (None, unk_id))  # unk is <|endoftext|>: never a language
 
     def to_id(token: str) -> int:
-        i = tok.convert_tokens_to_ids(token)
-        if i is None or (i == tok.unk_token_id and token != tok.unk_token):
+        i = convert(token)
+        if i is None or (i == unk_id and token != unk_token):
             raise ToolkitError(f"the checkpoint's tokenizer has no special token {token}; "
                                "it is not a Whisper tokenizer")
         return int(i)
 
-    return WhisperTokenizer(encode=lambda t: tok.encode(t, add_special_tokens=False),
-                            decode_text=lambda ids: tok.decode(ids, skip_special_tokens=True),
-                            token_to_id=to_id, vocab_size=vocab_size,
-                            num_languages=num_languages, source=f"checkpoint ({path})")
+    return WhisperTokenizer(encode=encode, decode_text=decode, token_to_id=to_id,
+                            vocab_size=vocab_size, num_languages=num_languages, source=source)

@@ -1,6 +1,4 @@
-"""Grad-TTS runtime: the sampler over encoder and U-Net Sessions, and `toolkit synthesize`."""
+"""Grad-TTS runtime: the sampler over encoder and U-Net Sessions, and `toolkit synthesize`.
 
-from .pipeline import GradTTSPipeline, open_pipeline
-from .synthesize import synthesize_to_files
-
-__all__ = ["GradTTSPipeline", "open_pipeline", "synthesize_to_files"]
+Modules are imported by their own names (the registry names this family's entry points); this
+package imports none of them, so that importing one front end never drags in PyTorch."""

@@ -6,16 +6,11 @@ unet session:     x_t, mask, mu (B, 80|1, F), t (B,) → score (B, 80, F); F a m
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ...core.errors import ToolkitError
-from ...export.gradtts import build_plan
-from ...models.base import LoadedModel
-from ...models.gradtts.checkpoint import load_model
+from ...core import schema
 from ...models.gradtts.sampler import Synthesis, encode_text, synthesize
-from ..graphs import Graphs, make_pipeline, open_graphs
+from ..graphs import Graphs
 from ..session import Session
 
 
@@ -56,21 +51,11 @@ class GradTTSPipeline:
 
 
 def from_graphs(graphs: Graphs) -> GradTTSPipeline:
-    if set(graphs.sessions) != {"encoder", "unet"}:
-        raise ToolkitError(f"a Grad-TTS artifact holds encoder and unet graphs; "
-                           f"{graphs.artifact or 'the model'} has {sorted(graphs.sessions)} — "
-                           "re-export it")
+    where = f"model_config of {graphs.artifact or 'the model'}"
+    cfg = graphs.model_config
+    schema.field(cfg, "add_blank", bool, where, required=False)
+    schema.field(cfg, "beta_min", (int, float), where, 0, 100, required=False)
+    schema.field(cfg, "beta_max", (int, float), where, 0, 1000, required=False)
     return GradTTSPipeline(graphs.sessions["encoder"], graphs.sessions["unet"],
                            graphs.model_config, graphs.backend, graphs.precision,
                            graphs.random_init, graphs.source)
-
-
-def open_pipeline(artifact: str | Path | None = None, checkpoint=None, preset=None,
-                  loaded: LoadedModel | None = None, backend: str = "torch",
-                  precision: str = "fp32", seed: int = 0,
-                  threads: int | None = None, device: str = "cpu") -> GradTTSPipeline:
-    """An artifact (ONNX backends), or a checkpoint/preset on any backend."""
-    return make_pipeline(open_graphs("gradtts", load_model, build_plan, artifact=artifact,
-                                     checkpoint=checkpoint, preset=preset, loaded=loaded,
-                                     backend=backend, precision=precision, seed=seed,
-                                     threads=threads, device=device), from_graphs)

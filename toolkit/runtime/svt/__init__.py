@@ -1,5 +1,4 @@
-"""SVT runtime: clip embedding (and slow-fast inference) over the backbone Session."""
+"""SVT runtime: clip embedding (and slow-fast inference) over the backbone Session.
 
-from .pipeline import EmbedPipeline, open_pipeline
-
-__all__ = ["EmbedPipeline", "open_pipeline"]
+Modules are imported by their own names (the registry names this family's entry points); this
+package imports none of them, so that importing one front end never drags in PyTorch."""

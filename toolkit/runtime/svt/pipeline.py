@@ -16,13 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ...core import schema
 from ...core.errors import ToolkitError, check_positive
-from ...export.svt import build_plan
-from ...export.svt.graphs import GRAPH, INPUTS, OUTPUTS
-from ...models.base import LoadedModel
-from ...models.svt.checkpoint import load_model
 from ...models.svt.video import check_size, clip_from_frames, decode_frames, sample_indices
-from ..graphs import Graphs, make_pipeline, open_graphs
+from ..graphs import Graphs
 from ..session import Session
 
 
@@ -50,7 +47,8 @@ class EmbedPipeline:
         """``[3,T,S,S]`` or ``[B,3,T,S,S]`` normalised clip(s) → CLS ``[D]`` / ``[B, D]``."""
         batched = clip.ndim == 5
         x = clip if batched else clip[None]
-        out = self.session.run({INPUTS[0]: np.ascontiguousarray(x, dtype=np.float32)})[OUTPUTS[0]]
+        out = self.session.run({self.session.input_names[0]: np.ascontiguousarray(
+            x, dtype=np.float32)})[self.session.output_names[0]]
         if not np.isfinite(out).all():
             raise ToolkitError(f"the backbone ({self.backend} {self.precision}) produced NaN or "
                                "infinite embeddings; try an fp32 artifact or the torch backend")
@@ -89,19 +87,9 @@ class EmbedPipeline:
 
 
 def from_graphs(graphs: Graphs) -> EmbedPipeline:
-    sess = graphs.sessions.get(GRAPH)
-    if sess is None:
-        raise ToolkitError(f"{graphs.artifact or 'the model'} has no {GRAPH!r} graph; re-export it")
-    patch = int(graphs.model_config["svt"]["patch_size"])
+    (sess,) = graphs.sessions.values()      # the backbone (the registry checked the names)
+    where = f"model_config of {graphs.artifact or 'the model'}"
+    patch = schema.field(schema.field(graphs.model_config, "svt", dict, where), "patch_size",
+                         int, f"{where} svt", 1, 256)
     return EmbedPipeline(sess, patch, graphs.random_init, graphs.backend, graphs.precision,
                          graphs.source)
-
-
-def open_pipeline(artifact=None, checkpoint=None, preset=None, loaded: LoadedModel | None = None,
-                  backend: str = "torch", precision: str = "fp32", seed: int = 0,
-                  threads: int | None = None, device: str = "cpu") -> EmbedPipeline:
-    """An artifact (ONNX backends), or a checkpoint/preset (default ``vit-base``) on any backend."""
-    return make_pipeline(open_graphs("svt", load_model, build_plan, artifact=artifact,
-                                     checkpoint=checkpoint, preset=preset, loaded=loaded,
-                                     backend=backend, precision=precision, seed=seed,
-                                     threads=threads, device=device), from_graphs)

@@ -28,44 +28,86 @@ from typing import Callable
 
 import numpy as np
 
-from ...core.errors import ToolkitError
+from ...core.errors import Cancelled, ToolkitError
+from ...core.options import check_fields, check_number, option
 from ...models.whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, log_mel_long
 from .decoding import SECONDS_PER_TIMESTAMP
 from .search import SearchOptions
 
 FRAMES_PER_TIMESTAMP = 2      # one timestamp step = two mel frames (the encoder's stride)
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_BEAMS = 64                # beams (and samples) per window: 64 × windows decoder rows at most
+MAX_NEW_TOKENS = 448          # Whisper's positions: no window decodes more
+
+
+def fallback_temperatures(start: float = 0.0, increment: float = 0.2) -> tuple[float, ...]:
+    """openai-whisper's CLI: ``start``, then steps of ``increment`` up to 1.0 (0 = no fallback)."""
+    check_number("--temperature", start, 0, 5)
+    check_number("--temperature-increment-on-fallback", increment, 0, 1)
+    if increment == 0:
+        return (start,)
+    if increment < 0.01:
+        raise ToolkitError(f"--temperature-increment-on-fallback must be 0 (no fallback) or at "
+                           f"least 0.01 (got {increment:g})")
+    temps, t = [], start
+    while t <= 1.0 + 1e-9:
+        temps.append(round(t, 6))
+        t += increment
+    return tuple(temps) or (start,)
 
 
 @dataclass
 class TranscribeOptions:
-    language: str | None = None
-    task: str = "transcribe"
-    beam_size: int = 5
-    best_of: int = 5
-    patience: float = 1.0
-    length_penalty: float | None = None
-    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-    condition_on_previous_text: bool = True
-    prompt_reset_on_temperature: float = 0.5
-    initial_prompt: str | None = None
-    without_timestamps: bool = False
-    max_initial_timestamp: float = 1.0
-    max_new_tokens: int = 224
-    seed: int = 0
+    """How a recording is decoded (``toolkit transcribe``'s options and the server's)."""
+
+    language: str | None = option(None, "Language code, e.g. en, ko (default: detected; "
+                                        "English-only models: en).")
+    task: str = option("transcribe", "transcribe, or translate (to English).",
+                       choices=("transcribe", "translate"))
+    beam_size: int = option(5, "Beams at temperature 0 (1 = greedy).", min=1, max=MAX_BEAMS)
+    best_of: int = option(5, "Samples per window at temperature > 0.", min=1, max=MAX_BEAMS)
+    patience: float = option(1.0, "Beam search patience (finished candidates = beam size × "
+                                  "patience).", min=0.1, max=10)
+    length_penalty: float | None = option(None, "0..1: rank by log-prob / ((5+len)/6)^α "
+                                                "(default: / len).", min=0, max=1)
+    temperature: float = option(0.0, "First decoding temperature.", min=0, max=5)
+    temperature_increment_on_fallback: float = option(
+        0.2, "Step of the temperature when a window fails the thresholds below (0: no "
+             "fallback).", min=0, max=1)
+    compression_ratio_threshold: float | None = option(
+        2.4, "A window whose text compresses better than this failed (repetition).", min=0,
+        max=100)
+    logprob_threshold: float | None = option(
+        -1.0, "A window whose average log-probability is below this failed.", min=-100, max=0)
+    no_speech_threshold: float | None = option(
+        0.6, "A window with <|nospeech|> probability above this, and not confident, is "
+             "silence.", min=0, max=1)
+    condition_on_previous_text: bool = option(True, "Prompt each window with the text before "
+                                                    "it.", negatable=True)
+    prompt_reset_on_temperature: float = option(0.5, cli=False)
+    initial_prompt: str | None = option(None, "Text to prompt the first window with "
+                                              "(spelling, names).")
+    without_timestamps: bool = option(False, "Decode without timestamp tokens (one segment "
+                                             "per window).")
+    max_initial_timestamp: float = option(1.0, cli=False)
+    max_new_tokens: int = option(224, "Most tokens decoded per 30-s window.", min=1,
+                                 max=MAX_NEW_TOKENS)
+    seed: int = option(0, "Seed of fallback sampling (and of preset weights).", min=0,
+                       max=2**32 - 1)
+    # the fallback schedule; default: ``temperature`` then steps of the increment up to 1.0
+    temperatures: tuple[float, ...] | None = option(None, cli=False)
+
+    def __post_init__(self) -> None:
+        if self.temperatures is None:
+            self.temperatures = fallback_temperatures(self.temperature,
+                                                      self.temperature_increment_on_fallback)
 
     def check(self) -> None:
+        check_fields(self)
         SearchOptions(beam_size=self.beam_size, best_of=self.best_of,
                       patience=self.patience, length_penalty=self.length_penalty).check()
-        if not self.temperatures or any(t < 0 for t in self.temperatures):
-            raise ToolkitError(f"temperatures must be 0 or more (got {list(self.temperatures)})")
-        if self.max_new_tokens < 1:
-            raise ToolkitError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
-        if self.task not in ("transcribe", "translate"):
-            raise ToolkitError(f"--task must be transcribe or translate (got {self.task!r})")
+        if not self.temperatures or any(not 0 <= t <= 5 for t in self.temperatures):
+            raise ToolkitError(f"temperatures must be from 0 to 5 (got {list(self.temperatures)})")
 
 
 @dataclass
@@ -147,6 +189,7 @@ class LongFormJob:
     all_tokens: list[int] = field(default_factory=list)
     prompt_reset: int = 0
     seek: int = 0
+    cancelled: bool = False         # set when its request is given up: stops at the next step
 
     @classmethod
     def start(cls, pipe, mel: np.ndarray, content: int, duration: float,
@@ -169,7 +212,7 @@ class LongFormJob:
 
     @property
     def done(self) -> bool:
-        return self.seek >= self.content
+        return self.cancelled or self.seek >= self.content
 
     def window(self, n_mels: int) -> tuple[np.ndarray, int]:
         """The next 30-s window [n_mels, 3000] (zero-padded after the content) and its frames."""
@@ -184,9 +227,10 @@ class LongFormJob:
         prev = self.all_tokens[self.prompt_reset:]
         prefix = [tok.sot_prev] + prev[-(pipe.max_length // 2 - 1):] if prev else []
         language = self.result.language
-        return prefix + tok.sot_sequence(language if tok.multilingual else None,
-                                         self.options.task,
-                                         timestamps=not self.options.without_timestamps), len(prefix)
+        prompt = prefix + tok.sot_sequence(language if tok.multilingual else None,
+                                           self.options.task,
+                                           timestamps=not self.options.without_timestamps)
+        return prompt, len(prefix)
 
     def finish_window(self, pipe, size: int, hyp, temperature: float, ratio: float) -> None:
         """Keep the window's complete segments and seek past them."""
@@ -196,7 +240,8 @@ class LongFormJob:
         silent = False
         if options.no_speech_threshold is not None and hyp.no_speech_prob is not None:
             silent = hyp.no_speech_prob > options.no_speech_threshold
-            if options.logprob_threshold is not None and hyp.avg_logprob > options.logprob_threshold:
+            if (options.logprob_threshold is not None
+                    and hyp.avg_logprob > options.logprob_threshold):
                 silent = False
         if silent:
             self.seek += size
@@ -265,22 +310,37 @@ def _advance_chunk(pipe, chunk: list[LongFormJob]) -> None:
                if o.temperatures[0] == 0 and o.patience >= 1 else ("alone", r))
         groups.setdefault(key, []).append(r)
     for rows in groups.values():
-        job = chunk[rows[0]]
-        prompt, sot_index = prompts[rows[0]]
-        sub = cross if len(rows) == len(chunk) else pipe.take(cross, np.array(rows))
-        first = _search(pipe, sub, prompt, sot_index, job, job.options.temperatures[0])
-        for k, r in enumerate(rows):
-            job = chunk[r]
-            job.result.step_ms += first.step_ms
-            # the window's own cross K/V, copied out of the batch only if it falls back
-            own = ((lambda: sub) if len(rows) == 1
-                   else (lambda k=k: pipe.take(sub, np.array([k]))))
+        try:
+            _decode_group(pipe, [chunk[r] for r in rows], [sizes[r] for r in rows],
+                          cross if len(rows) == len(chunk) else pipe.take(cross, np.array(rows)),
+                          *prompts[rows[0]])
+        except Cancelled:       # every job of the group was given up: the others go on
+            pass
+
+
+def _decode_group(pipe, jobs: list[LongFormJob], sizes: list[int], cross, prompt,
+                  sot_index) -> None:
+    """One window of each job (same prompt and options) searched together, then each one's
+    temperature fallback alone. A job given up meanwhile stops at the next decoder step."""
+    first = _search(pipe, cross, prompt, sot_index, jobs[0], jobs[0].options.temperatures[0],
+                    stop=lambda: all(j.cancelled for j in jobs))
+    for k, job in enumerate(jobs):
+        if job.cancelled:
+            continue
+        job.result.step_ms += first.step_ms
+        # the window's own cross K/V, copied out of the batch only if it falls back
+        own = ((lambda: cross) if len(jobs) == 1
+               else (lambda k=k: pipe.take(cross, np.array([k]))))
+        try:
             hyp, temperature, ratio = _decode_with_fallback(
                 pipe, own, prompt, sot_index, job, first.hypotheses[k])
-            job.finish_window(pipe, sizes[r], hyp, temperature, ratio)
+        except Cancelled:
+            continue
+        job.finish_window(pipe, sizes[k], hyp, temperature, ratio)
 
 
-def _search(pipe, cross, prompt, sot_index, job: LongFormJob, temperature: float):
+def _search(pipe, cross, prompt, sot_index, job: LongFormJob, temperature: float,
+            stop: Callable[[], bool] | None = None):
     o = job.options
     limit = min(o.max_new_tokens, pipe.max_length - len(prompt))
     search = SearchOptions(beam_size=o.beam_size if temperature == 0 else 1,
@@ -289,7 +349,7 @@ def _search(pipe, cross, prompt, sot_index, job: LongFormJob, temperature: float
                            length_penalty=o.length_penalty)
     return pipe.search(cross, prompt, search, limit, sot_index=sot_index, rng=job.rng,
                        timestamps=not o.without_timestamps, max_initial=job.max_initial,
-                       suppress_special=True)
+                       suppress_special=True, stop=stop or (lambda: job.cancelled))
 
 
 def _decode_with_fallback(pipe, own: Callable[[], dict], prompt, sot_index,
@@ -351,14 +411,3 @@ def _split_segments(tokens: list[int], timestamp_begin: int, size: int,
     return [(tokens, 0, end)], size
 
 
-def fallback_temperatures(start: float = 0.0, increment: float = 0.2) -> tuple[float, ...]:
-    """openai-whisper's CLI: ``start``, then steps of ``increment`` up to 1.0 (0 = no fallback)."""
-    if start < 0:
-        raise ToolkitError(f"--temperature must be 0 or more (got {start})")
-    if increment <= 0:
-        return (start,)
-    temps, t = [], start
-    while t <= 1.0 + 1e-9:
-        temps.append(round(t, 6))
-        t += increment
-    return tuple(temps) or (start,)

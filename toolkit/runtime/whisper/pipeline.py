@@ -13,21 +13,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from ...core import schema
 from ...core.errors import ToolkitError
 from ...core.progress import Steps
 from ...export.manifest import inside
-from ...export.whisper import build_plan
 from ...models.whisper.audio import SAMPLE_RATE, check_features, features_for, load_audio
-from ...models.whisper.loading import LoadedWhisper, load_model
 from ...models.whisper.tokenizer import builtin_tokenizer, hf_tokenizer
-from ..graphs import Graphs, make_pipeline, open_graphs
+from ..graphs import Graphs
 from ..session import Session
 from .decoding import TimestampRules, apply_filters, logit_filters
 from .longform import LongFormResult, TranscribeOptions, transcribe_long, transcribe_mel
-from .search import SearchOptions, SearchResult, Searcher
+from .search import Searcher, SearchOptions, SearchResult
 
 WINDOWS_PER_BATCH = 8   # 30-s windows encoded and decoded together (TensorRT profile max too)
 BEAM_ROWS_REVISION = 4  # the export revision from which decoder rows (windows × beams) share
@@ -132,10 +132,11 @@ class WhisperPipeline:
         tok = self.tokenizer
         return [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.sot_lm, tok.no_speech]
 
-    def search(self, cross: dict, prompt: list[int], options: SearchOptions, limit: int,
+    def search(self, cross: dict, prompt: list[int], options: SearchOptions, limit: int,  # noqa: PLR0913
                sot_index: int | None = None, rng: np.random.Generator | None = None,
                timestamps: bool = False, max_initial: int | None = 50,
-               suppress_special: bool = False) -> SearchResult:
+               suppress_special: bool = False,
+               stop: Callable[[], bool] | None = None) -> SearchResult:
         """Decode a batch of windows sharing ``prompt`` (greedy, sampling or beam search).
         ``suppress_special``: never sample task, start or no-speech tokens (openai-whisper's
         rule; the short-form bench path keeps Hugging Face ``generate``'s rules instead)."""
@@ -147,11 +148,11 @@ class WhisperPipeline:
                                 extra_suppress=self.special_suppress()
                                 if timestamps or suppress_special else ())
         searcher = Searcher(self.step, self.take, self.empty_cache, tok.eot, tok.no_speech,
-                            filters, backend=f"{self.backend} {self.precision}")
+                            filters, backend=f"{self.backend} {self.precision}", stop=stop)
         return searcher.run(cross, prompt, options, limit, sot_index=sot_index, rng=rng)
 
-    def greedy(self, cross: dict, prompt: list[int], max_new_tokens: int,
-               force_length: bool = False, beam_size: int = 1) -> DecodeResult:
+    def decode_windows(self, cross: dict, prompt: list[int], max_new_tokens: int,
+                       force_length: bool = False, beam_size: int = 1) -> DecodeResult:
         """Decoding (greedy, or beam search with ``beam_size`` > 1) of a batch of windows
         sharing ``prompt``, without timestamps.
 
@@ -247,7 +248,7 @@ class WhisperPipeline:
                     language = max(set(langs), key=langs.count)
                 prompt = tok.sot_sequence(language if tok.multilingual else None, task)
                 result.language = language
-            res = self.greedy(cross, prompt, max_new_tokens, force_length=force_length,
+            res = self.decode_windows(cross, prompt, max_new_tokens, force_length=force_length,
                               beam_size=beam_size)
             result.tokens += res.tokens
             result.steps += res.steps
@@ -277,6 +278,13 @@ class WhisperPipeline:
             raise ToolkitError("this is an English-only model (.en): it cannot --task "
                                "translate; use a multilingual checkpoint")
         return "en"
+
+    def new_tokens_cap(self, options: TranscribeOptions) -> int:
+        """The most tokens one 30-s window can decode: the model's positions less the prompt."""
+        tok = self.tokenizer
+        prompt = tok.sot_sequence(options.language if tok.multilingual else None, options.task,
+                                  timestamps=not options.without_timestamps)
+        return self.max_length - len(prompt)
 
     def transcribe_audio(self, audio: np.ndarray, options: TranscribeOptions | None = None,
                          progress: bool = False) -> LongFormResult:
@@ -377,33 +385,48 @@ def tokenizer_from_manifest(artifact: Path, config: dict):
     return builtin_tokenizer(config["vocab_size"])
 
 
+def check_config(cfg: dict, graphs: Graphs) -> None:
+    """The model_config a pipeline is built from (a manifest someone may have edited): types,
+    ranges, and agreement with the graphs' own input and output shapes."""
+    where = f"model_config of {graphs.artifact or 'the model'}"
+    n = schema.field(cfg, "decoder_layers", int, where, 1, 128)
+    heads = schema.field(cfg, "decoder_attention_heads", int, where, 1, 128)
+    head_dim = schema.field(cfg, "head_dim", int, where, 1, 1024)
+    mels = schema.field(cfg, "num_mel_bins", int, where, choices=(80, 128))
+    vocab = schema.field(cfg, "vocab_size", int, where, 1, 1_000_000)
+    schema.field(cfg, "max_target_positions", int, where, 1, 100_000)
+    gen = schema.field(cfg, "generation", dict, where)
+    schema.int_list(gen, "suppress_tokens", f"{where} generation", vocab)
+    schema.int_list(gen, "begin_suppress_tokens", f"{where} generation", vocab)
+    schema.field(gen, "max_length", int, f"{where} generation", 2, 100_000, required=False)
+    enc, dec = graphs.sessions["encoder"], graphs.sessions["decoder"]
+    shapes = {t.name: t.shape for t in enc.inputs + dec.inputs + dec.outputs}
+    fix = "the manifest does not match the graphs — re-export the artifact"
+    feats = shapes.get("input_features") or []
+    if len(feats) == 3 and isinstance(feats[1], int) and feats[1] != mels:
+        raise ToolkitError(f"{where} says {mels} mel bins, the encoder graph takes {feats[1]}; "
+                           f"{fix}")
+    layers = sum(1 for name in shapes if name.startswith("present_key_"))
+    if dec.outputs and layers != n:
+        raise ToolkitError(f"{where} says {n} decoder layers, the decoder graph has {layers}; "
+                           f"{fix}")
+    past = shapes.get("past_key_0") or []
+    if len(past) == 4 and [past[1], past[3]] != [heads, head_dim] and all(
+            isinstance(d, int) for d in (past[1], past[3])):
+        raise ToolkitError(f"{where} says {heads} heads of {head_dim}, the decoder graph's cache "
+                           f"has {past[1]} of {past[3]}; {fix}")
+
+
 def from_graphs(graphs: Graphs) -> WhisperPipeline:
     cfg = graphs.model_config
     where = graphs.artifact or "the model"
-    for key in ("decoder_layers", "num_mel_bins", "generation", "vocab_size"):
-        if key not in cfg:
-            raise ToolkitError(f"model_config of {where} has no {key}; it does not match this "
-                               "toolkit's Whisper runtime — re-export it")
+    check_config(cfg, graphs)
     if graphs.artifact is not None and (graphs.revision or 0) < BEAM_ROWS_REVISION:
         raise ToolkitError(f"{where} was exported by an older toolkit (export revision "
                            f"{graphs.revision}): its decoder takes cross-attention K/V per decoder "
                            "row, this runtime passes them once per window — re-export it with "
                            "`toolkit export whisper`")
-    if set(graphs.sessions) != {"encoder", "decoder"}:
-        raise ToolkitError(f"a Whisper artifact holds encoder and decoder graphs; {where} has "
-                           f"{sorted(graphs.sessions)} — re-export it")
     tokenizer = (graphs.loaded.tokenizer if graphs.loaded is not None
                  else tokenizer_from_manifest(graphs.artifact, cfg))
     return WhisperPipeline(graphs.sessions["encoder"], graphs.sessions["decoder"], cfg, tokenizer,
                            graphs.random_init, graphs.source, graphs.backend, graphs.precision)
-
-
-def open_pipeline(artifact: str | Path | None = None, checkpoint: str | None = None,
-                  preset: str | None = None, loaded: LoadedWhisper | None = None,
-                  backend: str = "ort", precision: str = "fp32", seed: int = 0,
-                  threads: int | None = None) -> WhisperPipeline:
-    """An artifact, or a model (the default model when nothing is given) on any backend."""
-    return make_pipeline(open_graphs("whisper", load_model, build_plan, artifact=artifact,
-                                     checkpoint=checkpoint, preset=preset, loaded=loaded,
-                                     backend=backend, precision=precision, seed=seed,
-                                     threads=threads), from_graphs)

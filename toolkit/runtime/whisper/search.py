@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ...core.errors import ToolkitError
+from ...core.errors import Cancelled, ToolkitError
 from .decoding import LogitFilter, apply_filters, log_softmax, log_softmax_at, logsumexp
 
 
@@ -86,8 +86,10 @@ class Searcher:
     """
 
     def __init__(self, step: Callable, take: Callable, empty_cache: Callable, eot: int,
-                 no_speech: int | None, filters: Sequence[LogitFilter], backend: str = ""):
+                 no_speech: int | None, filters: Sequence[LogitFilter], backend: str = "",
+                 stop: Callable[[], bool] | None = None):
         self.step = step
+        self.stop = stop            # polled before every decoder call: True ends the search
         self.take = take
         self.empty_cache = empty_cache
         self.eot = eot
@@ -97,6 +99,8 @@ class Searcher:
         self.step_ms: list[float] = []
 
     def _timed_step(self, ids, past, cross):
+        if self.stop is not None and self.stop():
+            raise Cancelled("the search was stopped (its request timed out or went away)")
         t0 = time.perf_counter()
         out = self.step(ids, past, cross)
         self.step_ms.append((time.perf_counter() - t0) * 1e3)
@@ -213,63 +217,91 @@ class Searcher:
             if np.isnan(top_lp).any() or np.isposinf(top_lp).any():
                 raise self._nan(i)
             top, top_lp = top.tolist(), top_lp.tolist()
-            new_rows, parents, new_sums = [], [], []
+            step = _BeamStep()
             for a in range(n):
-                cands: dict[tuple, float] = {}
-                parent: dict[tuple, int] = {}
-                for r in range(a * beam, (a + 1) * beam):
-                    if not np.isfinite(sums[r]):
-                        continue
-                    prefix = tuple(tokens[r].tolist())
-                    for t, lp in zip(top[r], top_lp[r]):
-                        if lp == -np.inf:
-                            continue
-                        seq = prefix + (t,)
-                        cands[seq] = sums[r] + lp
-                        parent[seq] = r
-                kept = 0
-                fresh: dict[tuple, float] = {}
-                for seq in sorted(cands, key=cands.get, reverse=True):
-                    if seq[-1] == eot:
-                        fresh[seq] = cands[seq]
-                    else:
-                        new_rows.append(seq)
-                        parents.append(parent[seq])
-                        new_sums.append(cands[seq])
-                        kept += 1
-                        if kept == beam:
-                            break
-                filler = len(new_rows) - kept   # fewer live candidates than beams: fill
-                for _ in range(beam - kept):    # with rows that can never win (sum -inf)
-                    new_rows.append(new_rows[filler] if kept
-                                    else tuple(tokens[a * beam].tolist()) + (eot,))
-                    parents.append(parents[filler] if kept else a * beam)
-                    new_sums.append(-np.inf)
+                cands, parent = _candidates(range(a * beam, (a + 1) * beam), tokens, sums, top,
+                                            top_lp)
+                fresh = step.keep(cands, parent, beam, eot, tuple(tokens[a * beam].tolist()),
+                                  a * beam)
                 for seq in sorted(fresh, key=fresh.get, reverse=True):
                     if len(finals[a]) >= max_finals:
                         break
                     finals[a][seq] = fresh[seq]
-            tokens = np.array(new_rows, np.int64)
-            sums = np.array(new_sums, np.float64)
-            order = np.array(parents)
+            tokens = np.array(step.rows, np.int64)
+            sums = np.array(step.sums, np.float64)
+            order = np.array(step.parents)
             if not np.array_equal(order, np.arange(len(order))):
                 past = self.take(past, order)
             if all(len(f) >= max_finals for f in finals):
                 break
-        hyps = []
-        for a in range(n):
-            pool = dict(finals[a])
-            if len(pool) < beam:  # out of steps: the live beams count too
-                for r in np.argsort(-sums[a * beam:(a + 1) * beam]):
-                    seq = tuple(tokens[a * beam + r].tolist())
-                    if np.isfinite(sums[a * beam + r]):
-                        pool.setdefault(seq, float(sums[a * beam + r]))
-                    if len(pool) >= beam:
-                        break
-            best = max(pool, key=lambda s: rank_score(pool[s], len(_strip(s, eot)),
-                                                      options.length_penalty))
-            hyps.append(Hypothesis(_strip(best, eot), pool[best]))
-        return hyps
+        return [self._best(finals[a], tokens[a * beam:(a + 1) * beam],
+                           sums[a * beam:(a + 1) * beam], beam, options.length_penalty)
+                for a in range(n)]
+
+    def _best(self, finals: dict, tokens, sums, beam: int, length_penalty) -> Hypothesis:
+        """The best-ranked of an audio's finished candidates (and, out of steps, its live
+        beams)."""
+        pool = dict(finals)
+        if len(pool) < beam:  # out of steps: the live beams count too
+            for r in np.argsort(-sums):
+                seq = tuple(tokens[r].tolist())
+                if np.isfinite(sums[r]):
+                    pool.setdefault(seq, float(sums[r]))
+                if len(pool) >= beam:
+                    break
+        best = max(pool, key=lambda s: rank_score(pool[s], len(_strip(s, self.eot)),
+                                                  length_penalty))
+        return Hypothesis(_strip(best, self.eot), pool[best])
+
+
+def _candidates(rows, tokens, sums, top, top_lp) -> tuple[dict, dict]:
+    """Every extension of an audio's live beams by one of their top tokens: ({sequence: summed
+    log-probability}, {sequence: the row it extends})."""
+    cands: dict[tuple, float] = {}
+    parent: dict[tuple, int] = {}
+    for r in rows:
+        if not np.isfinite(sums[r]):
+            continue
+        prefix = tuple(tokens[r].tolist())
+        for t, lp in zip(top[r], top_lp[r]):
+            if lp == -np.inf:
+                continue
+            seq = prefix + (t,)
+            cands[seq] = sums[r] + lp
+            parent[seq] = r
+    return cands, parent
+
+
+@dataclass
+class _BeamStep:
+    """The rows of the next step, audio by audio."""
+
+    rows: list = field(default_factory=list)
+    parents: list = field(default_factory=list)
+    sums: list = field(default_factory=list)
+
+    def keep(self, cands: dict, parent: dict, beam: int, eot: int, first: tuple,
+             first_row: int) -> dict:
+        """The ``beam`` best live candidates become rows (filled with rows that can never win
+        when fewer are left); returns the candidates that ended (eot)."""
+        kept = 0
+        fresh: dict[tuple, float] = {}
+        for seq in sorted(cands, key=cands.get, reverse=True):
+            if seq[-1] == eot:
+                fresh[seq] = cands[seq]
+            else:
+                self.rows.append(seq)
+                self.parents.append(parent[seq])
+                self.sums.append(cands[seq])
+                kept += 1
+                if kept == beam:
+                    break
+        filler = len(self.rows) - kept   # fewer live candidates than beams: fill
+        for _ in range(beam - kept):     # with rows that can never win (sum -inf)
+            self.rows.append(self.rows[filler] if kept else first + (eot,))
+            self.parents.append(self.parents[filler] if kept else first_row)
+            self.sums.append(-np.inf)
+        return fresh
 
 
 def _strip(seq: tuple, eot: int) -> list[int]:

@@ -3,7 +3,9 @@
 Each writer turns a transcription result (``WhisperPipeline.transcribe``'s dict: ``text``,
 ``segments`` with ``start``/``end`` in seconds) into text; ``write_outputs`` writes the chosen
 formats beside each other, each file atomically (a temporary sibling renamed into place), so an
-interrupted run never leaves half a subtitle file.
+interrupted run never leaves half a subtitle file. As openai-whisper's CLI does, an existing
+regular file of the same name is replaced; a symbolic link, directory or device there is refused
+before anything is decoded, and so is a name longer than the file system allows.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from pathlib import Path
 
 from ...core.errors import ToolkitError
-from ...core.files import atomic_write_bytes, check_writable
+from ...core.files import atomic_write_bytes, check_output_file, check_writable
 
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 
@@ -86,9 +88,7 @@ def plan_outputs(audio: list[Path], out_dir: Path, formats: list[str]) -> dict[P
     for path in audio:
         files = [out_dir / f"{Path(path).stem}.{fmt}" for fmt in formats]
         for f in files:
-            if f.is_dir():
-                raise ToolkitError(f"{f} is a directory; the transcript of {path} would be "
-                                   "written there — choose another --output-dir")
+            check_output_file(f, "--output-dir")   # a regular file is replaced, nothing else
             if f in seen:
                 raise ToolkitError(f"{path} and {seen[f]} would both write {f}; transcribe them "
                                    "into different --output-dir folders")

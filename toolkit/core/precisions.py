@@ -1,0 +1,36 @@
+"""The precisions an artifact can hold, named once for every layer.
+
+``int8`` is the TensorRT form: Q/DQ with symmetric signed int8 activations (TensorRT requires
+zero points of 0); onnxruntime runs it too. ``int8-cpu`` is the onnxruntime-on-x86 form:
+asymmetric uint8 activations × int8 weights, the pairing onnxruntime's x86 kernels (VNNI) are
+fastest at — TensorRT cannot build it. ``bf16`` exists on the torch backend only.
+"""
+
+from __future__ import annotations
+
+from .errors import ToolkitError
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+
+
+def base_precision(precision: str) -> str:
+    """Tolerance/numerics class of a precision ("int8-cpu" is judged like "int8")."""
+    return "int8" if precision.startswith("int8") else precision
+
+
+def check_precision(name: str) -> str:
+    if name not in PRECISIONS + ("bf16",):
+        raise ToolkitError(f"unknown precision {name!r}; use one of {', '.join(PRECISIONS)} "
+                           "(bf16 on torch)")
+    return name
+
+
+def precision_from_flags(fp16: bool, int8: bool, int8_target: str = "trt") -> str:
+    """``--fp16`` / ``--int8 [--int8-target trt|cpu]`` → the precision's name."""
+    if fp16 and int8:
+        raise ToolkitError("choose one of --fp16 and --int8")
+    if int8_target not in ("trt", "cpu"):
+        raise ToolkitError(f"--int8-target must be trt or cpu, not {int8_target!r}")
+    if int8:
+        return "int8-cpu" if int8_target == "cpu" else "int8"
+    return "fp16" if fp16 else "fp32"

@@ -1,0 +1,1 @@
+"""One module per served family: its ServedModel and its HTTP routes."""
