@@ -1,6 +1,8 @@
-"""TensorRTSession through the TensorRT 10 double + a fake CUDA device; ORT GPU helpers on CPU."""
+"""TensorRTSession through the TensorRT 10 and 11 doubles + a fake CUDA device; ORT GPU helpers
+on the CPU."""
 
 import shutil
+import sys
 
 import numpy as np
 import onnx
@@ -13,7 +15,7 @@ from support.zoo import toy_plan as _plan
 from toolkit.core.errors import ToolkitError
 from toolkit.export.manifest import load_manifest
 from toolkit.export.onnx import export_plan
-from toolkit.export.tensorrt import build_artifact
+from toolkit.export.tensorrt import build_artifact, network_flags
 from toolkit.runtime.backends import open_onnx_session
 from toolkit.runtime.gpu import ort_provider_options
 from toolkit.runtime.session import OrtSession
@@ -28,10 +30,10 @@ def toy_fp32(tmp_path_factory):
     return d
 
 
-@pytest.fixture
-def built(toy_fp32, tmp_path, monkeypatch):
+@pytest.fixture(params=trt_double.LABELS)
+def built(toy_fp32, tmp_path, monkeypatch, request):
     monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
-    trt_double.install(monkeypatch)
+    trt_double.install(monkeypatch, request.param)
     d = tmp_path / "art"
     shutil.copytree(toy_fp32, d)
     build_artifact(d)
@@ -46,6 +48,11 @@ def _open(d, precision="fp32", **kw):
 
 def test_session_matches_torch_and_reuses_buffers(built):
     sess = _open(built)
+    reads = [d for what, d in trt_double.CALLS if what == "deserialize"]
+    if sys.modules["tensorrt"]._major >= 11:  # streamed through IStreamReaderV2 on 11 (10.7+)
+        assert reads[-1]["stream_reader_v2_reads"] >= 2
+    else:                                     # 10.3 has no IStreamReaderV2: the file's bytes
+        assert reads[-1] == {"bytes": (built / load_manifest(built)["graphs"]["toy"]["engines"][0]["file"]).stat().st_size}
     assert isinstance(sess, TensorRTSession) and sess.input_names == ["x"] and sess.output_names == ["y"]
     dev = trt_double.DEVICE
     x = np.random.default_rng(0).standard_normal((2, 7, 16)).astype(np.float32)
@@ -77,6 +84,7 @@ def test_session_matches_torch_and_reuses_buffers(built):
 
 
 def test_engine_for_other_gpu_or_trt_version_is_refused(built, monkeypatch):
+    trt = sys.modules["tensorrt"]
     monkeypatch.setattr("toolkit.core.hardware.gpu_identity",
                         lambda device=0: {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
     with pytest.raises(ToolkitError) as exc:
@@ -85,8 +93,11 @@ def test_engine_for_other_gpu_or_trt_version_is_refused(built, monkeypatch):
     assert "NVIDIA Jetson AGX Orin" in msg and "9.0" in msg and f"toolkit build {built}" in msg
     monkeypatch.setattr("toolkit.core.hardware.gpu_identity",
                         lambda device=0: {"name": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7"})
-    monkeypatch.setattr(trt_double, "__version__", "10.7.0")
-    with pytest.raises(ToolkitError, match=r"TensorRT 10.3.0, but .* TensorRT 10.7.0; .*rebuild"):
+    built_with = trt.__version__
+    other = trt_double.TRT11 if trt._major == 10 else trt_double.TRT10
+    trt_double.install(monkeypatch, other)   # the other major on the same Orin
+    with pytest.raises(ToolkitError, match=rf"TensorRT {built_with}, but .* TensorRT "
+                                           rf"{trt_double.VERSION[other]}; .*rebuild"):
         _open(built)
 
 
@@ -109,10 +120,10 @@ def _kv_graph(path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
 
 
-def _kv_session(tmp_path, monkeypatch, **kw):
-    trt = trt_double.install(monkeypatch)
+def _kv_session(tmp_path, monkeypatch, version=trt_double.TRT10, **kw):
+    trt = trt_double.install(monkeypatch, version)
     _kv_graph(tmp_path / "kv.onnx")
-    network = trt.Builder(trt.Logger()).create_network(0)
+    network = trt.Builder(trt.Logger()).create_network(network_flags(trt))
     trt.OnnxParser(network, trt.Logger()).parse_from_file(str(tmp_path / "kv.onnx"))
     builder = trt.Builder(trt.Logger())
     config = builder.create_builder_config()
@@ -123,8 +134,9 @@ def _kv_session(tmp_path, monkeypatch, **kw):
     return TensorRTSession(tmp_path / "kv.plan", **kw)
 
 
-def test_run_device_keeps_kv_cache_on_device(tmp_path, monkeypatch):
-    sess = _kv_session(tmp_path, monkeypatch)
+@pytest.mark.parametrize("version", trt_double.LABELS)
+def test_run_device_keeps_kv_cache_on_device(tmp_path, monkeypatch, version):
+    sess = _kv_session(tmp_path, monkeypatch, version)
     dev = trt_double.DEVICE
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((1, 1, 4)).astype(np.float32) for _ in range(12)]
@@ -147,8 +159,9 @@ def test_run_device_keeps_kv_cache_on_device(tmp_path, monkeypatch):
     sess.close()
 
 
-def test_cuda_graph_replays_fixed_shape_steps(tmp_path, monkeypatch):
-    sess = _kv_session(tmp_path, monkeypatch, cuda_graph=True)
+@pytest.mark.parametrize("version", trt_double.LABELS)
+def test_cuda_graph_replays_fixed_shape_steps(tmp_path, monkeypatch, version):
+    sess = _kv_session(tmp_path, monkeypatch, version, cuda_graph=True)
     dev = trt_double.DEVICE
     past = np.ones((1, 3, 4), np.float32)
     results = []
@@ -165,19 +178,27 @@ def test_cuda_graph_replays_fixed_shape_steps(tmp_path, monkeypatch):
     assert dev.graphs_captured == 1  # a new shape first runs normally
 
 
-def test_ort_trt_provider_options_from_manifest(toy_fp32, tmp_path):
+@pytest.mark.parametrize("major", [10, 11])
+def test_ort_trt_provider_options_from_manifest(toy_fp32, tmp_path, major):
     g = load_manifest(toy_fp32)["graphs"]["toy"]
-    opts = ort_provider_options("ort-trt", g, "fp16", tmp_path / "c")
-    t = opts["TensorrtExecutionProvider"]
-    assert t["trt_profile_min_shapes"] == "x:1x1x16"
-    assert t["trt_profile_opt_shapes"] == "x:1x5x16"
-    assert t["trt_profile_max_shapes"] == "x:4x64x16"
-    assert t["trt_fp16_enable"] == "True" and t["trt_int8_enable"] == "False"
-    assert t["trt_engine_cache_enable"] == "True" and t["trt_engine_cache_path"] == str(tmp_path / "c")
-    assert t["trt_timing_cache_enable"] == "True"
-    assert "CUDAExecutionProvider" in opts
-    assert ort_provider_options("ort-trt", g, "int8", tmp_path)["TensorrtExecutionProvider"][
-        "trt_int8_enable"] == "True"
+    for precision in ("fp32", "fp16", "int8"):
+        opts = ort_provider_options("ort-trt", g, precision, tmp_path / "c", trt_major=major)
+        t = opts["TensorrtExecutionProvider"]
+        assert t["trt_profile_min_shapes"] == "x:1x1x16"
+        assert t["trt_profile_opt_shapes"] == "x:1x5x16"
+        assert t["trt_profile_max_shapes"] == "x:4x64x16"
+        # strongly typed on both: the graph's types decide; TensorRT 11 ignores these anyway
+        assert "trt_fp16_enable" not in t and "trt_int8_enable" not in t
+        assert t["trt_engine_cache_enable"] == "True" and t["trt_engine_cache_path"] == str(tmp_path / "c")
+        assert t["trt_timing_cache_enable"] == "True"
+        assert "CUDAExecutionProvider" in opts
+    if major == 10:   # the weakly typed builder flags, TensorRT 10 only
+        t = ort_provider_options("ort-trt", g, "fp16", tmp_path, trt_major=10,
+                                 weakly_typed=True)["TensorrtExecutionProvider"]
+        assert t["trt_fp16_enable"] == "True" and t["trt_int8_enable"] == "False"
+    else:
+        with pytest.raises(ToolkitError, match="need TensorRT 10"):
+            ort_provider_options("ort-trt", g, "fp16", tmp_path, trt_major=11, weakly_typed=True)
     assert list(ort_provider_options("ort-cuda", g, "fp32")) == ["CUDAExecutionProvider"]
     with pytest.raises(ToolkitError):
         ort_provider_options("ort", g, "fp32")

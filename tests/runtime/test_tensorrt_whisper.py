@@ -1,16 +1,19 @@
-"""The Whisper decode loop on the trt backend (TensorRT double + fake CUDA device): tokens equal
-onnxruntime's, the KV cache never leaves the device, device figures reach the bench records."""
+"""The Whisper decode loop on the trt backend (TensorRT 10 and 11 doubles + fake CUDA device):
+tokens equal onnxruntime's, the KV cache never leaves the device, device figures reach the bench
+records; `toolkit build` + `toolkit transcribe --backend trt` end to end at every precision."""
 
 import json
 import shutil
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from support import trt_double
 from support.zoo import export as export_model
 from support.zoo import save_small_checkpoint
 from toolkit import registry
+from toolkit.cli import app
 from toolkit.core.errors import ToolkitError
 from toolkit.export.tensorrt import build_artifact
 from toolkit.models.whisper.loading import load_model as load_whisper
@@ -35,15 +38,61 @@ def exported(ckpt, tmp_path_factory):
     return work, lw.cache_tag
 
 
-@pytest.fixture
-def built(exported, tmp_path, monkeypatch):
+@pytest.fixture(params=trt_double.LABELS)
+def built(exported, tmp_path, monkeypatch, request):
     monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
-    trt_double.install(monkeypatch)
+    trt_double.install(monkeypatch, request.param)
     work, tag = exported
     dst = tmp_path / "work"
     shutil.copytree(work, dst)
     build_artifact(dst / f"whisper-{tag}-fp32")
     return dst, tag
+
+
+@pytest.fixture(scope="module")
+def three_exports(ckpt, tmp_path_factory):
+    """The small checkpoint exported at fp32, fp16 (fp32 islands as Casts) and int8 (QDQ)."""
+    lw = load_whisper(str(ckpt), None, 0)
+    base = tmp_path_factory.mktemp("three")
+    for precision in ("fp32", "fp16", "int8"):
+        export_model(lw, precision, base / precision)
+    return base
+
+
+@pytest.mark.parametrize("version", trt_double.LABELS)
+def test_cli_build_and_transcribe_every_precision(three_exports, tmp_path, monkeypatch,
+                                                   shared_data, version):
+    """`toolkit build` of the fp32, fp16 and int8 artifacts (engines, manifest, trtexec lines of
+    that TensorRT) and `toolkit transcribe --backend trt` through the double's runtime."""
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    trt = trt_double.install(monkeypatch, version)
+    runner = CliRunner()
+    known = set(trt_double.API["versions"][version]["trtexec_options"])
+    for precision in ("fp32", "fp16", "int8"):
+        art = tmp_path / precision
+        shutil.copytree(three_exports / precision, art)
+        r = runner.invoke(app, ["build", str(art)])
+        assert r.exit_code == 0, r.output
+        manifest = json.loads((art / "manifest.json").read_text())
+        for name in ("encoder", "decoder"):
+            (e,) = manifest["graphs"][name]["engines"]
+            assert e["key"]["precision"] == precision and e["key"]["tensorrt"] == trt.__version__
+            plan = json.loads((art / e["file"]).read_bytes()[8:])
+            assert plan["strongly_typed"] and plan["runs"] == precision
+            opts = {a.split("=")[0] for a in e["trtexec"].split() if a.startswith("--")}
+            assert opts <= known and ("--stronglyTyped" in opts) == (trt._major == 10)
+        builds = [d for w, d in trt_double.CALLS if w == "build_serialized_network"]
+        assert builds and all(b["flags"] == [] and b["strongly_typed"] for b in builds)
+        trt_double.CALLS.clear()
+        runs_before = trt_double.DEVICE.mallocs
+        r = runner.invoke(app, ["transcribe", str(shared_data / "audio" / "jfk.flac"),
+                                "--artifact", str(art), "--backend", "trt", "--language", "en",
+                                "--max-new-tokens", "4", "--beam-size", "1", "--json"])
+        assert r.exit_code == 0, r.output
+        rec = json.loads(r.stdout.strip().splitlines()[-1])
+        assert rec["backend"] == "trt" and 1 <= len(rec["tokens"]) <= 4
+        enqueued = [d for w, d in trt_double.CALLS if w == "execute_async_v3"]
+        assert len(enqueued) >= 2 and trt_double.DEVICE.mallocs > runs_before
 
 
 def _features(seed=0):

@@ -21,10 +21,14 @@ from .options import number
 def build(
     artifact_dir: Annotated[Path, typer.Argument(help="Exported artifact directory "
                                                       "(manifest.json + graphs).")],
-    fp16: Annotated[bool, typer.Option("--fp16", help="fp16 engine (LayerNorm/Softmax and "
-                                                      "their inputs pinned fp32).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help=(
+        "fp16 engine: from the fp16 export (strongly typed; its fp32 islands kept); from an "
+        "fp32 export only with --weakly-typed."))] = False,
     int8: Annotated[bool, typer.Option("--int8", help="int8 engine from the int8 QDQ export "
                                                       "(explicit quantization).")] = False,
+    weakly_typed: Annotated[bool, typer.Option("--weakly-typed", help=(
+        "TensorRT 10 only: builder precision flags (--fp16 on an fp32 export, LayerNorm/Softmax "
+        "and their inputs pinned fp32) instead of the graph's own types."))] = False,
     workspace: Annotated[Optional[int], number(
         "--workspace", "Builder workspace limit, MiB (default: 2048 on a discrete GPU; on a "
         "Jetson, a quarter of the memory left after the graph's weights, 256-2048).", 16,
@@ -42,11 +46,11 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached engine "
                                                         "matches.")] = False,
 ):
-    """Build TensorRT engines for every graph of an artifact (needs tensorrt + a GPU)."""
+    """Build TensorRT 10/11 engines for every graph of an artifact (needs tensorrt + a GPU)."""
     overrides = builder.parse_profile_overrides(profile)  # bad syntax fails before anything
     builder.build_artifact(artifact_dir, fp16=fp16, int8=int8, workspace_mb=workspace,
                            timing_cache=timing_cache, out=out_dir, profile_overrides=overrides,
-                           force=force)
+                           force=force, weakly_typed=weakly_typed)
 
 
 @one_line_errors

@@ -1,4 +1,12 @@
-"""Native TensorRT 10 engines behind the ``Session`` interface (backend ``trt``).
+"""Native TensorRT 10 and 11 engines behind the ``Session`` interface (backend ``trt``).
+
+Only calls present in both majors' Python bindings are used, or one is picked per version:
+``Runtime.deserialize_cuda_engine`` reads the engine through an ``IStreamReaderV2`` where the
+bindings have one (TensorRT >= 10.7 and 11; in chunks, so a multi-GB engine is never held whole
+in host memory — shared with the GPU on a Jetson) and from bytes on 10.3 (whose v1
+``IStreamReader`` TensorRT 11 removed); activation memory is ``device_memory_size_v2`` (10.1+
+and 11; 11 removed ``device_memory_size``); ``create_execution_context()`` with its default
+(static) allocation strategy, the one signature both have.
 
 - The engine is found through the artifact manifest's ``engines`` entry for the graph and
   precision (built by ``toolkit build``). An engine built for another GPU / compute capability
@@ -47,20 +55,25 @@ ALIGN = 256
 # CUDA runtime layer (cuda-python); replaced by a test double in the unit tests
 # --------------------------------------------------------------------------------------------
 
+
 class CudaRuntime:
     """The few CUDA runtime calls the session needs, via cuda-python."""
 
     def __init__(self):
         self.rt = hardware.cuda_runtime()
         if self.rt is None:
-            raise MissingDependency("the trt backend needs cuda-python for device memory and "
-                                    "streams: pip install cuda-python (see docs/tensorrt.md)")
+            raise MissingDependency(
+                "the trt backend needs cuda-python for device memory and "
+                "streams: pip install cuda-python (see docs/tensorrt.md)"
+            )
 
     def _check(self, result, what: str):
         err = result[0] if isinstance(result, tuple) else result
         if int(err) != 0:
-            raise ToolkitError(f"CUDA {what} failed with error {int(err)} ({err}); check the "
-                               "GPU with `toolkit doctor` / nvidia-smi (tegrastats on Jetson)")
+            raise ToolkitError(
+                f"CUDA {what} failed with error {int(err)} ({err}); check the "
+                "GPU with `toolkit doctor` / nvidia-smi (tegrastats on Jetson)"
+            )
         if isinstance(result, tuple):
             return result[1] if len(result) == 2 else result[1:]
         return None
@@ -81,19 +94,36 @@ class CudaRuntime:
         self._check(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
 
     def htod(self, dst: int, src: np.ndarray, stream: int) -> None:
-        self._check(self.rt.cudaMemcpyAsync(dst, src.ctypes.data, src.nbytes,
-                                            self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream),
-                    "cudaMemcpyAsync HtoD")
+        self._check(
+            self.rt.cudaMemcpyAsync(
+                dst,
+                src.ctypes.data,
+                src.nbytes,
+                self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                stream,
+            ),
+            "cudaMemcpyAsync HtoD",
+        )
 
     def dtoh(self, dst: np.ndarray, src: int, stream: int) -> None:
-        self._check(self.rt.cudaMemcpyAsync(dst.ctypes.data, src, dst.nbytes,
-                                            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
-                    "cudaMemcpyAsync DtoH")
+        self._check(
+            self.rt.cudaMemcpyAsync(
+                dst.ctypes.data,
+                src,
+                dst.nbytes,
+                self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                stream,
+            ),
+            "cudaMemcpyAsync DtoH",
+        )
 
     def graph_capture_begin(self, stream: int) -> None:
-        self._check(self.rt.cudaStreamBeginCapture(
-            stream, self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
-            "cudaStreamBeginCapture")
+        self._check(
+            self.rt.cudaStreamBeginCapture(
+                stream, self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            ),
+            "cudaStreamBeginCapture",
+        )
 
     def graph_capture_end(self, stream: int):
         graph = self._check(self.rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
@@ -157,9 +187,38 @@ def _rebuild_hint(artifact_dir: Path, precision: str) -> str:
     return f"toolkit build {artifact_dir}{flag}"
 
 
+READ_CHUNK = 64 << 20  # bytes per IStreamReaderV2.read: bounds the host copy of an engine
+
+
+def deserialize(trt, runtime, path: Path):
+    """``runtime.deserialize_cuda_engine`` of the engine file at ``path``.
+
+    TensorRT >= 10.7 and 11 (``IStreamReaderV2`` in the bindings): streamed from the file in
+    ``READ_CHUNK`` pieces. TensorRT 10.3 (JetPack 6): the file's bytes (its v1 reader also
+    hands TensorRT whole buffers, and 11 removed it)."""
+    reader_base = getattr(trt, "IStreamReaderV2", None)
+    if reader_base is None:
+        return runtime.deserialize_cuda_engine(path.read_bytes())
+
+    class _FileReader(reader_base):
+        def __init__(self, f):
+            reader_base.__init__(self)
+            self._file = f
+
+        def read(self, size, stream):
+            return self._file.read(min(int(size), READ_CHUNK))
+
+        def seek(self, offset, where):
+            self._file.seek(int(offset), int(where))  # SeekPosition SET/CUR/END = 0/1/2
+            return True
+
+    with open(path, "rb") as f:
+        return runtime.deserialize_cuda_engine(_FileReader(f))
+
+
 def _activation_bytes(engine) -> int:
-    """Device memory an execution context allocates for activations (TensorRT >= 10.1 names
-    it ``device_memory_size_v2``; 10.0 only has ``device_memory_size``)."""
+    """Device memory an execution context allocates for activations: ``device_memory_size_v2``
+    (TensorRT >= 10.1 and 11, which removed the old name); 10.0 only has ``device_memory_size``."""
     for attr in ("device_memory_size_v2", "device_memory_size"):
         try:
             return int(getattr(engine, attr))
@@ -172,19 +231,25 @@ def _current_gpu() -> dict:
     return hardware.gpu_identity()  # looked up at call time (tests substitute a GPU)
 
 
-def select_engine(artifact_dir: Path, manifest_graph: Mapping, precision: str, trt_version: str,
-                  gpu: Mapping) -> dict:
+def select_engine(
+    artifact_dir: Path, manifest_graph: Mapping, precision: str, trt_version: str, gpu: Mapping
+) -> dict:
     """The manifest engine entry usable on this GPU + TensorRT, or a ToolkitError saying why."""
 
     hint = _rebuild_hint(artifact_dir, precision)
     cands = find_engine(manifest_graph, precision)
     if not cands:
-        raise ToolkitError(f"artifact {artifact_dir} has no {precision} TensorRT engine for this "
-                           f"graph; build it on this machine with `{hint}`")
+        raise ToolkitError(
+            f"artifact {artifact_dir} has no {precision} TensorRT engine for this "
+            f"graph; build it on this machine with `{hint}`"
+        )
     for e in reversed(cands):
         k = e["key"]
-        if (k.get("gpu") == gpu["name"] and k.get("compute_capability") == gpu["compute_capability"]
-                and k.get("tensorrt") == str(trt_version)):
+        if (
+            k.get("gpu") == gpu["name"]
+            and k.get("compute_capability") == gpu["compute_capability"]
+            and k.get("tensorrt") == str(trt_version)
+        ):
             return e
     k = cands[-1]["key"]
     raise ToolkitError(
@@ -192,34 +257,64 @@ def select_engine(artifact_dir: Path, manifest_graph: Mapping, precision: str, t
         f"{k.get('compute_capability')}) with TensorRT {k.get('tensorrt')}, but this machine has "
         f"{gpu['name']} (compute capability {gpu['compute_capability']}) with TensorRT "
         f"{trt_version}; TensorRT engines only run where they were built — rebuild here with "
-        f"`{hint}`")
+        f"`{hint}`"
+    )
 
 
 class TensorRTSession(Session):
-    """Runs a serialized TensorRT 10 engine; same ``run`` contract as the other backends."""
+    """Runs a serialized TensorRT 10/11 engine; same ``run`` contract as the other backends."""
 
     backend = "trt"
 
-    def __init__(self, engine_path: str | Path, precision: str = "fp32",
-                 cuda: CudaRuntime | None = None, cuda_graph: bool = False,
-                 profiles: Mapping[str, Mapping] | None = None):
+    def __init__(
+        self,
+        engine_path: str | Path,
+        precision: str = "fp32",
+        cuda: CudaRuntime | None = None,
+        cuda_graph: bool = False,
+        profiles: Mapping[str, Mapping] | None = None,
+    ):
 
         trt = require_tensorrt(Path(engine_path).parent)
         self._trt = trt
         self.precision = precision
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
-            raise ToolkitError(f"TensorRT engine {self.engine_path} does not exist; build it with "
-                               f"`toolkit build {self.engine_path.parent}`")
+            raise ToolkitError(
+                f"TensorRT engine {self.engine_path} does not exist; build it with "
+                f"`toolkit build {self.engine_path.parent}`"
+            )
         self._cuda = cuda if cuda is not None else CudaRuntime()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        self.engine = deserialize(trt, self._runtime, self.engine_path)
         if self.engine is None:
-            raise ToolkitError(f"TensorRT {trt.__version__} cannot deserialize "
-                               f"{self.engine_path.name} (built by another TensorRT version or "
-                               f"corrupt); rebuild it with `toolkit build {self.engine_path.parent}`")
+            raise ToolkitError(
+                f"TensorRT {trt.__version__} cannot deserialize "
+                f"{self.engine_path.name} (built by another TensorRT version or "
+                f"corrupt); rebuild it with `toolkit build {self.engine_path.parent}`"
+            )
         self.context = self.engine.create_execution_context()
+        self._bind_io(trt)
+        self._profiles = dict(profiles or {})
+        self._stream = self._cuda.stream_create()
+        self._in_bufs: dict[str, _Buffer] = {}
+        self._out_bufs: dict[str, list[_Buffer]] = {}
+        self._out_slot = 0
+        self.allocations = 0  # device allocations made (buffer growth is visible here)
+        # device figures (device_stats): CUDA events around each enqueue, resolved lazily
+        self._events: list = []  # free event pool
+        self._pending: list = []  # (start, end) pairs not yet read
+        self._dev_ms, self._dev_runs = 0.0, 0
+        self._live_bytes = 0  # this session's I/O buffers now
+        self._peak_bytes = 0  # ... and their peak since reset_device_stats()
+        self._activation_bytes = _activation_bytes(self.engine)
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple, object] = {}
+        self._seen: set[tuple] = set()
+
+    def _bind_io(self, trt) -> None:
+        """Inputs/outputs of the engine by name, their NumPy dtypes and profile limits."""
         self._in: list[TensorInfo] = []
         self._out: list[TensorInfo] = []
         self._np_dtype: dict[str, np.dtype] = {}
@@ -237,42 +332,39 @@ class TensorRTSession(Session):
                     self._limits[name] = (tuple(mn), tuple(mx))
             else:
                 self._out.append(info)
-        self._profiles = dict(profiles or {})
-        self._stream = self._cuda.stream_create()
-        self._in_bufs: dict[str, _Buffer] = {}
-        self._out_bufs: dict[str, list[_Buffer]] = {}
-        self._out_slot = 0
-        self.allocations = 0          # device allocations made (buffer growth is visible here)
-        # device figures (device_stats): CUDA events around each enqueue, resolved lazily
-        self._events: list = []       # free event pool
-        self._pending: list = []      # (start, end) pairs not yet read
-        self._dev_ms, self._dev_runs = 0.0, 0
-        self._live_bytes = 0          # this session's I/O buffers now
-        self._peak_bytes = 0          # ... and their peak since reset_device_stats()
-        self._activation_bytes = _activation_bytes(self.engine)
-        self.cuda_graph = cuda_graph
-        self._graphs: dict[tuple, object] = {}
-        self._seen: set[tuple] = set()
 
     # ---------------------------------------------------------------- construction helpers
     @classmethod
-    def from_artifact_graph(cls, path: str | Path, manifest_graph: Mapping, precision: str,
-                            cuda: CudaRuntime | None = None, cuda_graph: bool = False
-                            ) -> "TensorRTSession":
+    def from_artifact_graph(
+        cls,
+        path: str | Path,
+        manifest_graph: Mapping,
+        precision: str,
+        cuda: CudaRuntime | None = None,
+        cuda_graph: bool = False,
+    ) -> "TensorRTSession":
         """Open the engine built for graph file ``path`` (an .onnx in an artifact)."""
 
         path = Path(path)
         artifact_dir = path.parent
         trt = require_tensorrt(artifact_dir)
-        entry = select_engine(artifact_dir, manifest_graph, precision, str(trt.__version__),
-                              _current_gpu())
+        entry = select_engine(
+            artifact_dir, manifest_graph, precision, str(trt.__version__), _current_gpu()
+        )
         engine = inside(artifact_dir, entry.get("file"), "engine file")
         if engine.is_file() and sha256_file(engine) != entry.get("sha256"):
-            raise ToolkitError(f"engine {engine.name} does not match the sha256 in its manifest "
-                               f"(modified or corrupt); rebuild it with "
-                               f"`{_rebuild_hint(artifact_dir, precision)}`")
-        return cls(engine, precision=precision, cuda=cuda,
-                   cuda_graph=cuda_graph, profiles=entry.get("profiles"))
+            raise ToolkitError(
+                f"engine {engine.name} does not match the sha256 in its manifest "
+                f"(modified or corrupt); rebuild it with "
+                f"`{_rebuild_hint(artifact_dir, precision)}`"
+            )
+        return cls(
+            engine,
+            precision=precision,
+            cuda=cuda,
+            cuda_graph=cuda_graph,
+            profiles=entry.get("profiles"),
+        )
 
     # ---------------------------------------------------------------- Session interface
     def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -283,6 +375,16 @@ class TensorRTSession(Session):
 
     def _run_device_impl(self, feeds: Mapping[str, object]) -> dict[str, DeviceTensor]:
         """Outputs left on the device. Inputs: NumPy arrays or ``DeviceTensor``s."""
+        in_ptrs = self._bind_inputs(feeds)
+        slot = self._out_slot
+        result = self._bind_outputs(slot, in_ptrs)
+        if not self.cuda_graph:
+            self._out_slot = 1 - slot
+        self._enqueue(feeds, result)
+        return result
+
+    def _bind_inputs(self, feeds: Mapping[str, object]) -> set:
+        """Shapes and addresses of every input (host arrays copied in); the pointers read."""
         ctx = self.context
         in_ptrs = set()
         for info in self._in:
@@ -290,8 +392,9 @@ class TensorRTSession(Session):
             want = self._np_dtype[info.name]
             if isinstance(v, DeviceTensor):
                 if np.dtype(v.dtype) != want:
-                    raise ToolkitError(f"device input {info.name} is {np.dtype(v.dtype)}, the "
-                                       f"engine takes {want}")
+                    raise ToolkitError(
+                        f"device input {info.name} is {np.dtype(v.dtype)}, the engine takes {want}"
+                    )
                 shape, ptr = tuple(v.shape), v.ptr
                 self._check_shape(info.name, shape)
                 in_ptrs.add(ptr)
@@ -305,13 +408,19 @@ class TensorRTSession(Session):
             if not ctx.set_input_shape(info.name, shape):
                 raise ToolkitError(f"TensorRT rejected shape {shape} for input {info.name}")
             ctx.set_tensor_address(info.name, ptr)
+        return in_ptrs
+
+    def _bind_outputs(self, slot: int, in_ptrs: set) -> dict[str, DeviceTensor]:
+        """An output buffer per output (double-buffered, never one an input is read from)."""
+        ctx = self.context
         result: dict[str, DeviceTensor] = {}
-        slot = self._out_slot
         for info in self._out:
             shape = tuple(ctx.get_tensor_shape(info.name))
             if any(d < 0 for d in shape):
-                raise ToolkitError(f"output {info.name} has a data-dependent shape {shape}; the "
-                                   "trt backend needs shapes known from the inputs")
+                raise ToolkitError(
+                    f"output {info.name} has a data-dependent shape {shape}; the "
+                    "trt backend needs shapes known from the inputs"
+                )
             nbytes = int(np.prod(shape, dtype=np.int64)) * self._np_dtype[info.name].itemsize
             slots = self._out_bufs.setdefault(info.name, [None, None])
             use = slot
@@ -320,9 +429,6 @@ class TensorRTSession(Session):
             buf = self._ensure_slot(slots, use, nbytes)
             ctx.set_tensor_address(info.name, buf.ptr)
             result[info.name] = DeviceTensor(buf.ptr, shape, self._np_dtype[info.name], self)
-        if not self.cuda_graph:
-            self._out_slot = 1 - slot
-        self._enqueue(feeds, result)
         return result
 
     def to_host(self, value) -> np.ndarray:
@@ -336,9 +442,12 @@ class TensorRTSession(Session):
         (``engine.device_memory_size_v2``). Engine weights and the CUDA context are not
         counted (compare with cudaMemGetInfo / tegrastats for the whole process)."""
         self._collect()
-        return {"device_ms": self._dev_ms, "device_runs": self._dev_runs,
-                "device_peak_mb": (self._peak_bytes + self._activation_bytes) / 2**20,
-                "device_memory": "session I/O buffers + TensorRT activation memory"}
+        return {
+            "device_ms": self._dev_ms,
+            "device_runs": self._dev_runs,
+            "device_peak_mb": (self._peak_bytes + self._activation_bytes) / 2**20,
+            "device_memory": "session I/O buffers + TensorRT activation memory",
+        }
 
     def reset_device_stats(self) -> None:
         self._collect()
@@ -354,7 +463,9 @@ class TensorRTSession(Session):
         for g in self._graphs.values():
             self._cuda.graph_destroy(g)
         self._graphs.clear()
-        for buf in list(self._in_bufs.values()) + [b for s in self._out_bufs.values() for b in s if b]:
+        for buf in list(self._in_bufs.values()) + [
+            b for s in self._out_bufs.values() for b in s if b
+        ]:
             self._free(buf)
         self._in_bufs.clear()
         self._out_bufs.clear()
@@ -365,15 +476,21 @@ class TensorRTSession(Session):
     # ---------------------------------------------------------------- internals
     def _check_shape(self, name: str, shape: tuple) -> None:
         info = next(t for t in self._in if t.name == name)
-        if len(shape) != len(info.shape) or any(d >= 0 and d != s for d, s in zip(info.shape, shape)):
-            raise ToolkitError(f"input {name} has shape {tuple(shape)}; the engine takes "
-                               f"{tuple(info.shape)} (-1 = dynamic)")
+        if len(shape) != len(info.shape) or any(
+            d >= 0 and d != s for d, s in zip(info.shape, shape)
+        ):
+            raise ToolkitError(
+                f"input {name} has shape {tuple(shape)}; the engine takes "
+                f"{tuple(info.shape)} (-1 = dynamic)"
+            )
         if name in self._limits:
             mn, mx = self._limits[name]
             if any(s < a or s > b for s, a, b in zip(shape, mn, mx)):
-                raise ToolkitError(f"input {name} shape {tuple(shape)} is outside the engine's "
-                                   f"profile {mn}..{mx}; rebuild with a wider range, e.g. "
-                                   f"`toolkit build DIR --profile AXIS=min:opt:max`")
+                raise ToolkitError(
+                    f"input {name} shape {tuple(shape)} is outside the engine's "
+                    f"profile {mn}..{mx}; rebuild with a wider range, e.g. "
+                    f"`toolkit build DIR --profile AXIS=min:opt:max`"
+                )
 
     def _max_bytes(self, name: str, itemsize: int) -> int | None:
         if name in self._limits:
@@ -449,10 +566,21 @@ class TensorRTSession(Session):
             if not ctx.execute_async_v3(self._stream):
                 raise ToolkitError("TensorRT execution failed (execute_async_v3 returned False)")
             return
-        sig = tuple((t.name, tuple(np.shape(feeds[t.name]) if not isinstance(feeds[t.name], DeviceTensor)
-                                   else feeds[t.name].shape)) for t in self._in) + \
-            tuple((n, d.ptr) for n, d in result.items()) + \
-            tuple((n, b.ptr) for n, b in self._in_bufs.items())
+        sig = (
+            tuple(
+                (
+                    t.name,
+                    tuple(
+                        np.shape(feeds[t.name])
+                        if not isinstance(feeds[t.name], DeviceTensor)
+                        else feeds[t.name].shape
+                    ),
+                )
+                for t in self._in
+            )
+            + tuple((n, d.ptr) for n, d in result.items())
+            + tuple((n, b.ptr) for n, b in self._in_bufs.items())
+        )
         graph = self._graphs.get(sig)
         if graph is not None:
             self._cuda.graph_launch(graph, self._stream)
