@@ -1,17 +1,15 @@
 """A benchmark case whose process dies is reported, and the bench goes on with the others."""
 
+import dataclasses
 import json
 import signal
 
 import pytest
 
-import dataclasses
-
 from toolkit import registry
 from toolkit.bench.harness import BenchOptions, run_bench
 from toolkit.bench.isolate import CaseFailed, run_isolated
 from toolkit.core.errors import ToolkitError
-
 
 # the SVT family with a bench spec whose cases kill their own process (tests/support/dying.py)
 DYING_SVT = dataclasses.replace(registry.get("svt"), bench="support.dying:DYING_SVT")

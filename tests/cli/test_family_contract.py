@@ -142,7 +142,7 @@ def test_one_harness_one_schema_one_table(name, tmp_path, capsys):
     assert out.with_suffix(".csv").is_file()
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out
-    assert f"{name}-{fam.test_preset} bench (random init)" in text
+    assert f"{name}-{fam.test_preset} (random init) bench" in text
     header = next(line for line in text.splitlines()
                   if line.startswith("┃") and "backend" in line)
     cells = [c.strip() for c in header.strip("┃│ ").replace("┃", "|").replace("│", "|").split("|")]

@@ -83,7 +83,7 @@ def test_manifest_refusals(tmp_path):
 def test_unwritable_output(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(ToolkitError, match="is a file"):
+    with pytest.raises(ToolkitError, match="is a regular file, not a directory"):
         export_plan(_plan(), "fp32", f)
 
 

@@ -51,3 +51,29 @@ def test_empty_folder_and_bad_size(tmp_path):
         list_videos(tmp_path)
     with pytest.raises(ToolkitError, match="multiple of the 16-px patch"):
         load_clip(tmp_path / "x.mp4", 8, 100)
+
+
+def _torch_resize_crop(frame, size):
+    """The reference the SVT weights were trained with: torch's antialiased bilinear resize."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = frame.shape[:2]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    y0, x0 = (nh - size) // 2, (nw - size) // 2
+    return t[0, :, y0:y0 + size, x0:x0 + size].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("shape,size", [((360, 640, 3), 224), ((480, 270, 3), 32),
+                                        ((100, 120, 3), 224), ((33, 47, 3), 16)])
+def test_numpy_resize_matches_torch_antialias(shape, size):
+    """The NumPy resize (no PyTorch at run time) is torch's antialiased bilinear, down and up."""
+    from toolkit.models.svt.video import resize_crop
+
+    frame = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    ours, ref = resize_crop(frame, size), _torch_resize_crop(frame, size)
+    assert ours.shape == ref.shape == (size, size, 3)
+    assert np.abs(ours - ref).max() < 0.01  # of 255: float32 rounding only

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import uvicorn
+from test_app import FakeService, fake_settings, one_line, post, wav_bytes
 
+from support.zoo import tiny
 from toolkit import registry
 from toolkit.core.errors import Cancelled, ToolkitError
 from toolkit.models.whisper.audio import SAMPLE_RATE, load_audio, log_mel_long
@@ -21,9 +23,6 @@ from toolkit.serve.app import create_app
 from toolkit.serve.connections import header_timeout_protocol
 from toolkit.serve.server import check_settings
 from toolkit.serve.service import AudioBudget
-
-from support.zoo import tiny
-from test_app import FakeService, fake_settings, one_line, post, wav_bytes
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import sys
 
 import typer
 
-from . import common  # noqa: F401  (its commands register on import)
 from ..core.errors import ToolkitError
+from . import common  # noqa: F401  (its commands register on import)
 from .base import app, err, error_line
 from .lazy import click_exceptions
 

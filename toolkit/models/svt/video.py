@@ -122,12 +122,25 @@ def sample_indices(n_available: int, n_frames: int, start: float = 0.0,
     return np.clip(np.floor(idx).astype(np.int64), 0, n_available - 1)
 
 
+def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` weights of a bilinear (triangle) filter that widens with the downscale
+    factor: the antialiased resize of PIL and of ``torch.nn.functional.interpolate(...,
+    antialias=True)`` (align_corners=False), which the SVT weights were trained with."""
+    scale = n_in / n_out
+    width = max(scale, 1.0)
+    centers = (np.arange(n_out, dtype=np.float64) + 0.5) * scale
+    lo = np.clip((centers - width + 0.5).astype(np.int64), 0, n_in)
+    hi = np.clip((centers + width + 0.5).astype(np.int64), 0, n_in)
+    j = np.arange(n_in, dtype=np.float64)[None, :]
+    w = np.clip(1.0 - np.abs((j - centers[:, None] + 0.5) / width), 0.0, None)
+    w *= (j >= lo[:, None]) & (j < hi[:, None])
+    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def resize_crop(frame: np.ndarray, size: int, crop: tuple[float, float, float] | None = None):
     """Short side → ``size`` then center crop ``size``×``size``. ``crop=(scale, cx, cy)`` first
-    takes a square of ``scale``× the short side centred at relative (cx, cy) (augmentation)."""
-    import torch
-    import torch.nn.functional as F
-
+    takes a square of ``scale``× the short side centred at relative (cx, cy) (augmentation).
+    NumPy only, so that embedding from an artifact needs no PyTorch."""
     h, w = frame.shape[:2]
     if crop is not None:
         scale, cx, cy = crop
@@ -136,12 +149,13 @@ def resize_crop(frame: np.ndarray, size: int, crop: tuple[float, float, float] |
         y0 = int(np.clip(cy * h - side / 2, 0, h - side))
         frame = frame[y0:y0 + side, x0:x0 + side]
         h, w = frame.shape[:2]
-    t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
     s = size / min(h, w)
     nh, nw = max(size, round(h * s)), max(size, round(w * s))
-    t = F.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
     y0, x0 = (nh - size) // 2, (nw - size) // 2
-    return t[0, :, y0:y0 + size, x0:x0 + size].permute(1, 2, 0).numpy()
+    rows = _resize_weights(h, nh)[y0:y0 + size]  # only the kept rows and columns are computed
+    cols = _resize_weights(w, nw)[x0:x0 + size]
+    image = np.asarray(frame, dtype=np.float32)
+    return np.einsum("yh,hwc,xw->yxc", rows, image, cols, optimize=True)
 
 
 def normalise(frames_hwc: np.ndarray) -> np.ndarray:
