@@ -99,3 +99,22 @@ def test_a_model_run_without_torch_says_what_to_install(blocked, tmp_path, share
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert "toolkit[export]" in r.stderr
+
+
+def test_the_default_model_transcribes_from_its_cached_export_without_torch(blocked, tmp_path,
+                                                                            shared_data):
+    """`toolkit transcribe FILE` (no model option): the first run says it exports the default
+    model into the cache, once; a later run finds that export without loading the model and
+    runs with torch and transformers unimportable."""
+    env = {**os.environ, "TOOLKIT_CACHE": str(tmp_path / "cache")}
+    jfk = shared_data / "audio" / "jfk.flac"
+    first = _run(["transcribe", jfk, "--json"], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "first run: exporting the default whisper model (tiny.en, fp32)" in \
+        " ".join(first.stderr.split())
+    again = _run(["transcribe", jfk, "--json"], {**blocked, "TOOLKIT_CACHE": env["TOOLKIT_CACHE"]},
+                 tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "first run" not in again.stderr
+    text = [json.loads(r.stdout.strip().splitlines()[-1])["text"] for r in (first, again)]
+    assert text[0] == text[1] and text[1].startswith("And so, my fellow Americans")

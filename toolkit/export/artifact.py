@@ -13,10 +13,12 @@ from ..core.progress import console
 from .manifest import load_manifest
 
 
-def is_current(out: str | Path, family: str, source: dict, precision: str, revision: int) -> bool:
-    """Whether ``out`` already holds the export ``cached_export`` would make."""
+def is_current(out: str | Path, family: str, source: dict, precision: str, revision: int,
+               verify: bool = True) -> bool:
+    """Whether ``out`` already holds the export ``cached_export`` would make (``verify``: the
+    files' hashes too; without, the caller opens it with ``open_artifact``, which checks them)."""
     try:
-        m = load_manifest(out, family=family)
+        m = load_manifest(out, family=family, verify_hashes=verify)
     except ToolkitError:
         return False
     return (m.get("source") == source and m.get("precision") == precision

@@ -18,6 +18,7 @@ holding more than one tensor in memory.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -202,16 +203,15 @@ def data_files(path: Path) -> list[Path]:
 _LOCATION_KEY = b"\n\x08location"  # how a serialised external-data entry's key starts
 
 
-def _may_refer_outside(path: Path, chunk: int = 1 << 24) -> bool:
+def _may_refer_outside(path: Path) -> bool:
     """Whether the graph file can hold an external-data reference at all: a serialised one
-    carries the key "location" (a byte scan, cheap beside parsing a large inline graph)."""
-    tail = b""
+    carries the key "location" (a byte scan of a read-only mapping, cheap beside parsing a
+    large inline graph)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            if _LOCATION_KEY in tail + block:
-                return True
-            tail = block[-len(_LOCATION_KEY):]
-    return False
+        if os.fstat(f.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return view.find(_LOCATION_KEY) >= 0
 
 
 def check_locations(path: Path, allowed: dict[str, int]) -> None:

@@ -224,6 +224,8 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
         conv_info = _convert(plan, files, work / precision, precision, val_feeds, calib,
                              external_threshold, steps)
         del calib
+        if precision == "fp32":
+            conv_info = _tie_embeddings(files, steps)
         final = {name: tmp / f"{name}.onnx" for name in files}
         for name, path in files.items():
             external.move(path, final[name])
@@ -313,6 +315,18 @@ def _convert(plan: ExportPlan, files: dict[str, Path], where: Path, precision: s
                                       (calib or {}).get(spec.name, []), threshold)
         files[spec.name] = dst
         give_back()  # the converter's copy of the graph, before the next one
+    return info
+
+
+def _tie_embeddings(files: dict[str, Path], steps: list[dict]) -> dict[str, dict]:
+    """fp32 graphs: one copy of a tied token embedding (``precision.tie_transposed_embedding``;
+    validation below checks the result like any conversion)."""
+    info = {}
+    with step("sharing tied embedding weights", steps):
+        for name, path in files.items():
+            tied = prec.tie_transposed_embedding(path)
+            if tied:
+                info[name] = {"tied_embedding": tied}
     return info
 
 

@@ -335,6 +335,7 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
                                          accuracy_level=4, algo_config=cfg)
                 q.process()
                 del model
+                tied = share_tied_embedding(q.model.model)
                 q.model.save_model_to_file(str(dst), big)
                 op, how = "MatMulNBits", (f"MatMulNBits: 8-bit symmetric weights in blocks of "
                                           f"{block_size}, accuracy_level 4 (activations "
@@ -342,6 +343,7 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
             elif scheme == "dynamic":
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+                tied = None
                 quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"],
                                  nodes_to_quantize=nodes, per_channel=True, reduce_range=True,
                                  weight_type=QuantType.QInt8, use_external_data_format=big)
@@ -365,7 +367,117 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
             "int8_error_rel_l2": err, "calibration_inputs": 0, "int8_scheme": scheme,
             "int8_activations": "dynamic (per call)" if scheme == "dynamic" else
                                 "dynamic per block (kernel)",
+            "tied_embedding": tied,
             "quantization": how + " — onnxruntime CPU form, not buildable by TensorRT"}
+
+
+def _attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _same_matrix(table: np.ndarray, blocks: np.ndarray, scales: np.ndarray) -> bool:
+    """Whether 8-bit symmetric ``blocks`` [V, K/bs, bs] with ``scales`` are ``table`` [V, K]
+    quantized: every weight within one step of its dequantized value (half a step when
+    rounded, one when a block's positive maximum is clipped to 127 of a ±128 scale)."""
+    v, k = table.shape
+    step = scales.reshape(v, -1, 1)
+    deq = (blocks.astype(np.float32) - 128.0) * step
+    limit = np.broadcast_to(np.abs(step), blocks.shape).reshape(v, k)  # (scales can be < 0)
+    return bool(np.all(np.abs(deq.reshape(v, k) - table) <= limit * (1 + 1e-5) + 1e-7))
+
+
+def share_tied_embedding(model: onnx.ModelProto) -> str | None:
+    """Where a Gather looks rows up in an fp32 table that a MatMulNBits node holds as 8-bit
+    blocks (a decoder's tied token embedding: the lookup and the output projection are one
+    matrix), make it read the blocks (GatherBlockQuantized, the same dequantization as the
+    projection) and drop the fp32 copy — 80 of the 112 MB of tiny.en's int8 decoder. The
+    lookup is then int8 like the projection it is tied to. Returns the Gather's name."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    blockwise = [n for n in graph.node if n.op_type == "MatMulNBits" and n.input[1] in inits
+                 and n.input[2] in inits and (len(n.input) < 4 or not n.input[3])
+                 and _attrs(n).get("bits") == 8]
+    for pos, g in enumerate(graph.node):
+        if g.op_type != "Gather" or g.input[0] not in inits or _attrs(g).get("axis", 0) != 0:
+            continue
+        table = numpy_helper.to_array(inits[g.input[0]])
+        if table.dtype != np.float32 or table.ndim != 2:
+            continue
+        for m in blockwise:
+            a = _attrs(m)
+            if (a.get("N"), a.get("K")) != table.shape:
+                continue
+            blocks = numpy_helper.to_array(inits[m.input[1]])
+            scales = numpy_helper.to_array(inits[m.input[2]])
+            if blocks.ndim != 3 or not _same_matrix(table, blocks, scales):
+                continue
+            name, n_blocks = g.name or g.output[0], blocks.shape[1]
+            scales3 = numpy_helper.from_array(scales.reshape(table.shape[0], n_blocks, 1),
+                                              f"{m.input[2]}_gather")
+            width = numpy_helper.from_array(np.array([table.shape[1]], np.int64),
+                                            f"{name}_width")
+            rows, ids_shape, shape = (f"{name}_blocks", f"{name}_ids_shape", f"{name}_shape")
+            new = [helper.make_node("GatherBlockQuantized", [m.input[1], g.input[1],
+                                                             scales3.name], [rows],
+                                    name=f"{name}_Q8", domain="com.microsoft", gather_axis=0,
+                                    quantize_axis=2, block_size=int(a["block_size"]), bits=8),
+                   helper.make_node("Shape", [g.input[1]], [ids_shape], name=f"{name}_Shape"),
+                   helper.make_node("Concat", [ids_shape, width.name], [shape], axis=0,
+                                    name=f"{name}_Concat"),
+                   helper.make_node("Reshape", [rows, shape], [g.output[0]],
+                                    name=f"{name}_Reshape")]
+            del graph.node[pos]
+            for i, node in enumerate(new):
+                graph.node.insert(pos + i, node)
+            graph.initializer.extend([scales3, width])
+            if not any(g.input[0] in n.input for n in graph.node):
+                graph.initializer.remove(inits[g.input[0]])
+            return name
+    return None
+
+
+def tie_transposed_embedding(path: Path) -> str | None:
+    """Where a Gather looks rows up in an fp32 table whose exact transpose a MatMul holds as
+    its weight (a decoder's tied token embedding and output projection, which the ONNX export
+    writes as two initializers), make it gather columns of the MatMul's weight and transpose
+    them — the same numbers, one copy: 80 of the 193 MB of tiny.en's fp32 decoder, and about
+    as much resident memory. Graphs with external data are left alone (their exports stay in
+    bounded memory). Rewrites ``path``; returns the Gather's name."""
+    from onnx import helper, numpy_helper
+
+    if external.data_files(path):
+        return None
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.input, *graph.value_info]}
+    for pos, g in enumerate(graph.node):
+        if g.op_type != "Gather" or g.input[0] not in inits or _attrs(g).get("axis", 0) != 0 \
+                or g.input[1] not in ranks:
+            continue
+        table = numpy_helper.to_array(inits[g.input[0]])
+        if table.dtype != np.float32 or table.ndim != 2:
+            continue
+        for m in graph.node:
+            w = inits.get(m.input[1]) if m.op_type == "MatMul" and len(m.input) > 1 else None
+            if w is None or list(w.dims) != [table.shape[1], table.shape[0]] \
+                    or not np.array_equal(numpy_helper.to_array(w), table.T):
+                continue
+            name, rank = g.name or g.output[0], ranks[g.input[1]]
+            new = [helper.make_node("Gather", [m.input[1], g.input[1]], [f"{name}_columns"],
+                                    axis=1, name=f"{name}_columns"),
+                   helper.make_node("Transpose", [f"{name}_columns"], [g.output[0]],
+                                    perm=[*range(1, rank + 1), 0], name=f"{name}_rows")]
+            del graph.node[pos]
+            for i, node in enumerate(new):
+                graph.node.insert(pos + i, node)
+            if not any(g.input[0] in n.input for n in graph.node):
+                graph.initializer.remove(inits[g.input[0]])
+            onnx.save(model, str(path))
+            return name
+    return None
 
 
 MAX_REFINE_TRIES = 48

