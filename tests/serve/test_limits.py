@@ -21,7 +21,7 @@ from toolkit.models.whisper.audio import SAMPLE_RATE, load_audio, log_mel_long
 from toolkit.runtime.whisper.longform import LongFormJob, TranscribeOptions, advance
 from toolkit.serve.app import create_app
 from toolkit.serve.connections import header_timeout_protocol
-from toolkit.serve.server import check_settings
+from toolkit.serve.server import check_settings, server_config
 from toolkit.serve.service import AudioBudget
 
 
@@ -166,6 +166,43 @@ def test_slow_headers_are_cut_off(tmp_path):
             assert ok.recv(100).startswith(b"HTTP/1.1 200")
     finally:
         for c in conns:
+            c.close()
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_connections_past_the_cap_get_503(tmp_path):
+    """--max-connections: past the cap (here 3 connections stalled in their headers) a new
+    request is answered 503 at once instead of queueing without bound."""
+    service = FakeService(fake_settings(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(server_config(create_app(service), "127.0.0.1", port, 5.0, 3))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    stalled = []
+    try:
+        for _ in range(200):
+            if service.ready and server.started:
+                break
+            time.sleep(0.05)
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            stalled.append(c)
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert extra.recv(100).startswith(b"HTTP/1.1 503")
+        for c in stalled:
+            c.close()
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as ok:  # room again
+            ok.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert ok.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        for c in stalled:
             c.close()
         server.should_exit = True
         thread.join(10)

@@ -92,6 +92,17 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def server_config(app, host: str, port: int, header_timeout_s: float,
+                  connections: int) -> uvicorn.Config:
+    """uvicorn's settings for ``toolkit serve``: headers within ``header_timeout_s``, idle
+    keep-alive closed after 5 s, at most ``connections`` connections and requests in progress
+    (503 past it), headers at most 64 KiB."""
+    return uvicorn.Config(app, host=host, port=port, log_level="warning",
+                          timeout_graceful_shutdown=5,
+                          http=header_timeout_protocol(header_timeout_s), timeout_keep_alive=5,
+                          limit_concurrency=connections, h11_max_incomplete_event_size=64 * 1024)
+
+
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
         api_key_env: str | None = None, header_timeout_s: float = HEADER_TIMEOUT_S,
         max_connections: int | None = None) -> None:
@@ -101,11 +112,8 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
     connections = max_connections or settings.max_queue + settings.max_batch + 64
     check_number("--max-connections", connections, 1, 100_000, integer=True)
     service = Service(settings)
-    app = create_app(service, api_key=key)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
-        http=header_timeout_protocol(header_timeout_s), timeout_keep_alive=5,
-        limit_concurrency=connections, h11_max_incomplete_event_size=64 * 1024))
+    server = uvicorn.Server(server_config(create_app(service, api_key=key), host, port,
+                                          header_timeout_s, connections))
     threading.Thread(target=_watch, args=(service, server, host, port), daemon=True).start()
     names = ", ".join(service.models)
     console.print(f"serving {names} on http://{host}:{port} (batching: up to "

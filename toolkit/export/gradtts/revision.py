@@ -1,3 +1,5 @@
-"""The gradtts export's revision, importable without PyTorch."""
+"""The Grad-TTS export's revision, importable without PyTorch (a cached export is matched
+against it before any weight is loaded). Bump it when the graphs change for the same weights;
+what each revision changed is listed in docs/architecture.md ("Export revisions")."""
 
-EXPORT_REVISION = 2  # 2: relative-position clamp in float (TensorRT has no int64 Clip)
+EXPORT_REVISION = 2

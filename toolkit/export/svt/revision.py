@@ -1,3 +1,5 @@
-"""The svt export's revision, importable without PyTorch."""
+"""The SVT export's revision, importable without PyTorch (a cached export is matched
+against it before any weight is loaded). Bump it when the graphs change for the same weights;
+what each revision changed is listed in docs/architecture.md ("Export revisions")."""
 
-EXPORT_REVISION = 3  # 3: bilinear (TensorRT-parsable) spatial position resize
+EXPORT_REVISION = 3

@@ -46,13 +46,9 @@ def batch_limits(cfg) -> dict:
 
     Chosen so that an engine's weights plus its largest bindings (fp32 cross K/V per window,
     past + present K/V per row at 447 tokens, one layer's fp16 activations) fit a Jetson Orin,
-    whose memory the GPU shares with the CPU and the OS (docs/large-models.md):
-      tiny…small      8 windows, 8 rows  ≤ 2.6 GB at fp16: any Orin
-      medium          4 windows, 8 rows    4.6 GB fp16, 3.8 GB int8: Orin Nano/NX 8 GB and up
-      large-v2/v3     2 windows, 5 rows    5.8 GB fp16 (Orin NX 16 GB, AGX Orin), 4.3 GB int8
-                                           (8 GB boards, tight); beam 5 = one window a time
-      large-v3-turbo  2 windows, 8 rows    2.3 GB fp16: its 4-layer decoder's cache is small
-    Past length always spans the whole 448-token context (Whisper's own limit)."""
+    whose memory the GPU shares with the CPU and the OS — the sizes per model and board are in
+    docs/large-models.md. Past length always spans the whole 448-token context (Whisper's own
+    limit)."""
     if cfg.d_model <= 768:
         return {"windows": MAX_BATCH, "rows": MAX_BATCH}
     if cfg.d_model <= 1024:

@@ -210,8 +210,8 @@ class WhisperPipeline:
     def encoder_windows(self, requested: int) -> int:
         """Windows per encoder call when a batch encodes ``requested`` together: all of them
         on a GPU; one at a time on a CPU, where the encoder is compute-bound (a batch saves
-        nothing: 186 vs 198 ms a window for tiny.en at 1 and 8 on a 2-core Xeon) and a batch
-        of 8 only multiplies the working set (0.6 GB of attention for tiny)."""
+        nothing, measured in the README's serving results) and a batch only multiplies the
+        working set."""
         return 1 if self.encodes_on_cpu else max(1, requested)
 
     def batch_capacity(self, beam_size: int, requested: int) -> int:
