@@ -330,5 +330,7 @@ def parameter_count(checkpoint: str | None = None, preset: str | None = None) ->
                                                  decoder_layers=dec))
         attn = 4 * (d * d + d)
         layer = attn + 2 * d * ffn + ffn + d + 4 * d
-        return v * d + v + enc * layer + dec * (layer + attn + 2 * d)
+        # shared embedding (tied to the output), the two sinusoid tables HF keeps as
+        # parameters (max_position_embeddings 512 each), the layers
+        return v * d + 2 * 512 * d + enc * layer + dec * (layer + attn + 2 * d)
     return None
