@@ -212,12 +212,13 @@ class BergamotModel(nn.Module):
             k, v = memory.cross[i]
             x, cell = layer(x, cells[i][:, None, :], k, v, bias)
             new_cells.append(cell[:, 0])
-        h = x[:, 0]
+        return self.project(x[:, 0], vocab), (torch.stack(new_cells), step + 1)
+
+    def project(self, h: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """The tied output layer, over every row of the embedding or the shortlisted ones."""
         if vocab is None:
-            logits = h @ self.embed.weight.T + self.output_bias
-        else:
-            logits = h @ self.embed.weight[vocab].T + self.output_bias[vocab]
-        return logits, (torch.stack(new_cells), step + 1)
+            return h @ self.embed.weight.T + self.output_bias
+        return h @ self.embed.weight[vocab].T + self.output_bias[vocab]
 
     @staticmethod
     def reorder(state, memory: Memory, index: torch.Tensor):
