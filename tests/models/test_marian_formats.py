@@ -41,10 +41,16 @@ def test_package_has_both_directions():
     assert set(_pairs()) == {("en", "pt"), ("pt", "en")}
 
 
-def test_binary_round_trip_is_byte_exact(model_file, items):
-    assert formats.write_binary(items) == model_file.read_bytes()
+@pytest.mark.parametrize("pair", [("en", "pt"), ("pt", "en")])
+def test_binary_round_trip_is_byte_exact(pair):
+    path = next(_pairs()[pair].glob("model.*.bin"))
+    items = formats.read_binary(path)
+    assert formats.write_binary(items) == path.read_bytes()
     assert len(items) == 195
     assert list(items)[-1] == "special:model.yml"
+    lex = formats.read_shortlist(next(_pairs()[pair].glob("lex.*.s2t.bin")), source_vocab=32000,
+                                 target_vocab=32000)
+    assert len(lex.offsets) == 32001 and (lex.first, lex.best) == (50, 50)
 
 
 def test_stored_config_describes_the_tiny_student(items):
@@ -140,3 +146,13 @@ def test_sentencepiece_round_trip(enpt, shared_data):
                for t in plain)
     assert sum(vocab.decode(vocab.encode(t)) == t for t in plain) == 1314
     assert not any(vocab.unk_id in vocab.encode(t) for t in plain)
+
+
+def test_readers_need_no_torch():
+    """The runtime (no PyTorch) reads vocabularies and shortlists with these modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom toolkit.models.marian import formats, vocab\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
