@@ -90,6 +90,7 @@ class Attention(nn.Module):
     def __init__(self, d: int, heads: int):
         super().__init__()
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(d // heads)     # a constant, not traced from a shape
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,7 @@ class Attention(nn.Module):
 
     def forward(self, x, k, v, bias):
         q = self.split(self.q(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        scores = q @ k.transpose(-1, -2) * self.scale + bias
         out = torch.softmax(scores, dim=-1) @ v
         b, h, t, dh = out.shape
         return self.o(out.transpose(1, 2).reshape(b, t, h * dh))
