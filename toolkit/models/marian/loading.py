@@ -60,7 +60,7 @@ class LoadedMarian(LoadedModel):
         lists = self.shortlist if shortlist else None
         if shortlist and lists is None:
             raise ToolkitError(f"{self.name} has no lexical shortlist")
-        ids = [self.vocab.encode(t) for t in texts]
+        ids = [self.encode_checked(t) for t in texts]
         out: list[list[int]] = [None] * len(ids)  # type: ignore[list-item]
         eos = self.vocab.eos_id
         if beam_size > 1:
@@ -75,6 +75,23 @@ class LoadedMarian(LoadedModel):
                                                        pad_id=self.pad_id)):
                     out[i] = hyp
         return [self.vocab.decode(o) for o in out]
+
+    @property
+    def max_source_tokens(self) -> int | None:
+        """The longest source (in pieces, with </s>) the model can take: a Hugging Face
+        checkpoint's position table; None for Bergamot (sinusoids have no end; Firefox splits
+        text into sentences before translating)."""
+        if self.kind == "hf":
+            return int(self.model.config.max_position_embeddings)
+        return None
+
+    def encode_checked(self, text: str) -> list[int]:
+        ids = self.vocab.encode(text)
+        limit = self.max_source_tokens
+        if limit is not None and len(ids) > limit:
+            raise ToolkitError(f"the text is {len(ids)} tokens long; {self.name} takes at most "
+                               f"{limit} — split it into sentences")
+        return ids
 
     @property
     def pad_id(self) -> int:
@@ -315,8 +332,8 @@ def _load_preset(name: str, seed: int) -> LoadedMarian:
 
 
 def parameter_count(checkpoint: str | None = None, preset: str | None = None) -> int | None:
-    """Parameters ``load_model`` would load, from the preset table or the model's headers
-    (no weights read); None when it cannot be told."""
+    """Parameters ``load_model`` would load — from the preset table, a Marian file's headers or
+    a Hugging Face config.json — without building the model; None when it cannot be told."""
     from .bergamot import BergamotConfig
     from .bergamot import parameter_count as bergamot_count
 
@@ -328,9 +345,30 @@ def parameter_count(checkpoint: str | None = None, preset: str | None = None) ->
             return bergamot_count(BergamotConfig(vocab_size=v, d_model=d, heads=heads,
                                                  ffn_dim=ffn, encoder_layers=enc,
                                                  decoder_layers=dec))
-        attn = 4 * (d * d + d)
-        layer = attn + 2 * d * ffn + ffn + d + 4 * d
-        # shared embedding (tied to the output), the two sinusoid tables HF keeps as
-        # parameters (max_position_embeddings 512 each), the layers
-        return v * d + 2 * 512 * d + enc * layer + dec * (layer + attn + 2 * d)
-    return None
+        return _hf_count(d, enc, dec, ffn, v, 512)
+    try:
+        if not checkpoint or checkpoint.startswith(PACKAGE_PREFIX):
+            src, _, tgt = (checkpoint or "")[len(PACKAGE_PREFIX):].partition("-")
+            path = package_pairs()[(src, tgt) if checkpoint else DEFAULT_PAIR]
+        else:
+            path = Path(checkpoint).expanduser()
+        if (path / "config.json").is_file():
+            c = json.loads((path / "config.json").read_text())
+            return _hf_count(c["d_model"], c["encoder_layers"], c["decoder_layers"],
+                             c["encoder_ffn_dim"], c["vocab_size"],
+                             c.get("max_position_embeddings", 512))
+        from . import formats
+
+        items = formats.read_binary(next(path.glob("model*.bin")))
+        return sum(it.elements for name, it in items.items()
+                   if name != formats.CONFIG_NAME and not name.endswith("_QuantMultA"))
+    except (OSError, KeyError, ValueError, TypeError, StopIteration, ToolkitError):
+        return None  # the loader says what is wrong with it
+
+
+def _hf_count(d: int, enc: int, dec: int, ffn: int, v: int, positions: int) -> int:
+    """MarianMTModel's parameters: the shared embedding (tied to the output), the two sinusoid
+    tables transformers keeps as parameters, the layers (final_logits_bias is a buffer)."""
+    attn = 4 * (d * d + d)
+    layer = attn + 2 * d * ffn + ffn + d + 4 * d
+    return v * d + 2 * positions * d + enc * layer + dec * (layer + attn + 2 * d)
