@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core.errors import MissingDependency, ToolkitError
+from ...core.errors import MissingDependency, ToolkitError, check_positive
 from ...core.files import sha256_file
 from ..base import LoadedModel
 
@@ -57,6 +57,7 @@ class LoadedMarian(LoadedModel):
         one sentence at a time); ``shortlist`` restricts the output to the lexical shortlist."""
         from . import search
 
+        check_positive(beam_size=beam_size, batch_size=batch_size)
         lists = self.shortlist if shortlist else None
         if shortlist and lists is None:
             raise ToolkitError(f"{self.name} has no lexical shortlist")
