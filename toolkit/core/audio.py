@@ -145,9 +145,7 @@ def _soundfile_blocks(path: Path, rate: int, max_seconds: float | None
             block = f.read(BLOCK_SECONDS * f.samplerate, dtype="float32", always_2d=True)
             if not len(block):
                 break
-            mono = block.mean(axis=1)
-            _check_finite(path, mono)
-            yield resampler.feed(mono)
+            yield resampler.feed(block.mean(axis=1))
         yield resampler.finish()
 
 
@@ -195,18 +193,54 @@ def _check_finite(path: Path, x: np.ndarray) -> None:
                            "(a float WAV written from a failed computation?)")
 
 
-def _collect(blocks: Iterator[np.ndarray], rate: int,
-             watch: Callable[[float], None] | None) -> np.ndarray:
-    """The blocks joined; ``watch(seconds decoded so far)`` after each (it may raise to stop:
-    a budget exceeded, a client gone)."""
-    chunks, n = [], 0
+class _Samples:
+    """The decoded samples, written into one array as they arrive: sized up front when the
+    container says how long it is (no list of blocks to join, which held two copies of an
+    hour of audio at the end), doubled when it says nothing or too little."""
+
+    def __init__(self, expected: int = 0):
+        self.data = np.empty(max(int(expected), 1 << 16), np.float32)
+        self.n = 0
+
+    def add(self, block: np.ndarray) -> None:
+        end = self.n + block.size
+        if end > len(self.data):
+            grown = np.empty(max(2 * len(self.data), end), np.float32)
+            grown[:self.n] = self.data[:self.n]
+            self.data = grown
+        self.data[self.n:end] = block
+        self.n = end
+
+    def result(self) -> np.ndarray:
+        if self.n >= 0.9 * len(self.data):
+            return self.data[:self.n]
+        return self.data[:self.n].copy()       # (do not keep a much larger buffer alive)
+
+
+def _collect(path: Path, blocks: Iterator[np.ndarray], rate: int,
+             watch: Callable[[float], None] | None, expected: int = 0) -> np.ndarray:
+    """The blocks in one array (``expected``: the samples the container announces), each
+    checked finite as it comes; ``watch(seconds decoded so far)`` after each block (it may
+    raise to stop: a budget exceeded, a client gone)."""
+    out = _Samples(expected)
     for b in blocks:
         if b.size:
-            chunks.append(b)
-            n += b.size
+            _check_finite(path, b)
+            out.add(b)
         if watch is not None:
-            watch(n / rate)
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+            watch(out.n / rate)
+    return out.result()
+
+
+def _announced(path: Path, rate: int) -> int:
+    """Samples at ``rate`` the file says it holds (0 if it does not say): a size hint only."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        return int(info.frames * rate / info.samplerate) + 1 if info.samplerate else 0
+    except Exception:  # noqa: BLE001 - only a hint
+        return 0
 
 
 def load_audio(path: str | Path, rate: int, max_seconds: float | None = None,
@@ -225,12 +259,13 @@ def load_audio(path: str | Path, rate: int, max_seconds: float | None = None,
     try:
         if not _libsndfile_format(path):   # MP3, M4A, video…: FFmpeg (libsndfile's mpg123
             raise ValueError("not a libsndfile container")   # would print notes on stderr)
-        audio = _collect(_soundfile_blocks(path, rate, max_seconds), rate, watch)
+        audio = _collect(path, _soundfile_blocks(path, rate, max_seconds), rate, watch,
+                         _announced(path, rate))
     except ToolkitError:
         raise
     except Exception:  # noqa: BLE001 - libsndfile does not know every container; try FFmpeg
         try:
-            audio = _collect(_av_blocks(path, rate, max_seconds, untrusted), rate, watch)
+            audio = _collect(path, _av_blocks(path, rate, max_seconds, untrusted), rate, watch)
         except ToolkitError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -240,8 +275,7 @@ def load_audio(path: str | Path, rate: int, max_seconds: float | None = None,
                                ) from None
     if audio.size == 0:
         raise ToolkitError(f"audio file {path} contains no samples")
-    _check_finite(path, audio)
-    peak = float(np.max(np.abs(audio)))
+    peak = max(float(audio.max()), -float(audio.min()))   # (no |audio| copy of an hour)
     if check_silence and peak < SILENCE_PEAK:
         raise ToolkitError(f"audio file {path} is silent (peak {peak:.1e} < {SILENCE_PEAK:g}); "
                            "there is nothing to transcribe")

