@@ -28,7 +28,8 @@ JFK = ROOT.parent / "shared" / "data" / "audio" / "jfk.flac"
 
 
 def make_file(path: Path, hours: float, rate: int = 48000) -> None:
-    speech, sr = sf.read(JFK, dtype="float32")
+    speech, sr = sf.read(JFK, dtype="float32", always_2d=True)
+    speech = speech.mean(axis=1)
     speech = np.interp(np.arange(0, len(speech), sr / rate), np.arange(len(speech)), speech)
     total, block = int(hours * 3600 * rate), rate * 60
     with sf.SoundFile(path, "w", samplerate=rate, channels=1, format="FLAC") as f:
@@ -86,8 +87,20 @@ def main() -> None:
                 except httpx.HTTPError as exc:
                     return type(exc).__name__, time.perf_counter() - t0, ""
 
+            samples, done = [], False
+
+            def sample():                       # the server's RSS over time: when is the peak
+                t0 = time.perf_counter()
+                while not done:
+                    samples.append((time.perf_counter() - t0, status(server.pid)["VmRSS"]))
+                    time.sleep(0.5)
+
+            sampler = cf.ThreadPoolExecutor(1)
+            sampler.submit(sample)
             with cf.ThreadPoolExecutor(a.clients) as pool:
                 results = list(pool.map(post, range(a.clients)))
+            done = True
+            sampler.shutdown()
             end = status(server.pid)
         finally:
             server.terminate()
@@ -95,7 +108,12 @@ def main() -> None:
     print("answers:", dict(Counter(r[0] for r in results)))
     for code, text in {r[0]: r[2] for r in results}.items():
         print(f"  {code}: {text!r}")
-    print(f"slowest answer {max(r[1] for r in results):.0f} s")
+    print(f"slowest answer {max(r[1] for r in results):.0f} s; the 429s within "
+          f"{max((r[1] for r in results if r[0] == 429), default=0):.0f} s")
+    t_peak, peak = max(samples, key=lambda x: x[1])
+    at = [next((m for t, m in samples if t >= x), 0) for x in (30, 60, 120, 240)]
+    print(f"RSS peak {peak} MB at {t_peak:.0f} s; RSS at 30/60/120/240 s: "
+          + ", ".join(f"{m} MB" for m in at))
     print(f"server peak RSS (VmHWM) {end['VmHWM']} MB; RSS at the end {end['VmRSS']} MB; "
           f"at start-up {start['VmRSS']} MB")
 

@@ -223,12 +223,19 @@ def _collect(path: Path, blocks: Iterator[np.ndarray], rate: int,
     checked finite as it comes; ``watch(seconds decoded so far)`` after each block (it may
     raise to stop: a budget exceeded, a client gone)."""
     out = _Samples(expected)
-    for b in blocks:
-        if b.size:
-            _check_finite(path, b)
-            out.add(b)
-        if watch is not None:
-            watch(out.n / rate)
+    try:
+        for b in blocks:
+            if b.size:
+                _check_finite(path, b)
+                out.add(b)
+            if watch is not None:
+                watch(out.n / rate)
+    except BaseException:
+        # the exception's traceback keeps this frame (and ``out``) alive for as long as the
+        # exception lives — in a server, until the error response is sent and a collection
+        # runs: drop the samples now, so a refused request gives its memory back at once
+        out.data = None
+        raise
     return out.result()
 
 
