@@ -21,8 +21,7 @@ from toolkit.runtime.whisper.longform import TranscribeOptions
 from toolkit.runtime.whisper.vad import (
     FRAME,
     MODEL_FILE,
-    Chunk,
-    chunks,
+    SpeechMap,
     speech_probabilities,
     speech_spans,
 )
@@ -57,31 +56,30 @@ def test_hysteresis_keeps_speech_between_the_two_thresholds():
     assert abs(a / SR - 2) < 0.04 and abs(b / SR - 7) < 0.04
 
 
-def test_close_spans_meet_half_way_and_no_span_passes_30_s():
+def test_close_spans_meet_half_way():
     probs = _probs([(1, 0.9), (0.5, 0.0), (1, 0.9)])
     spans = speech_spans(probs, len(probs) * FRAME, 0.5, min_silence_ms=100, speech_pad_ms=400)
     assert len(spans) == 2 and spans[0][1] == spans[1][0]       # touching, not overlapping
-    # 70 s of unbroken speech, with a dip at 40 s: pieces of at most 30 s once padded
-    probs = _probs([(40, 0.9), (0.1, 0.6), (30, 0.9)])
-    spans = speech_spans(probs, len(probs) * FRAME, 0.5, speech_pad_ms=400)
-    assert len(spans) >= 3 and all(b - a <= 30 * SR for a, b in spans)
-    assert spans[0][0] == 0 and spans[-1][1] == len(probs) * FRAME
-    assert all(x[1] == y[0] for x, y in zip(spans, spans[1:]))   # nothing of it is lost
+    assert spans[0][0] == 0 and spans[-1][1] == len(probs) * FRAME   # clipped to the file
 
 
-def test_chunks_group_spans_within_30_s_and_map_times_back():
-    spans = [(1 * SR, 11 * SR), (20 * SR, 25 * SR), (25 * SR, 31 * SR), (40 * SR, 45 * SR),
-             (60 * SR, 70 * SR)]
-    got = chunks(spans)
-    # 1 … 31 s is 30 s: one window; touching spans are one piece; 40 … 70 s is 30 s again
-    assert [c.pieces for c in got] == [[(SR, 11 * SR), (20 * SR, 31 * SR)],
-                                       [(40 * SR, 45 * SR), (60 * SR, 70 * SR)]]
-    c = got[0]
-    assert c.samples == 30 * SR and c.speech_samples == 21 * SR
-    assert c.original(0.0) == 1.0 and c.original(12.5) == 13.5 and c.original(31.0) == 31.0
-    x = np.arange(1.0, 13.0)
-    # the audio between the spans is silenced, the spans' own is kept
-    assert Chunk([(1, 3), (5, 7)]).audio(x).tolist() == [2, 3, 0, 0, 6, 7]
+def test_joined_speech_maps_times_back():
+    speech = SpeechMap()
+    for a, b in [(1 * SR, 11 * SR), (20 * SR, 25 * SR), (25 * SR, 31 * SR), (60 * SR, 70 * SR)]:
+        speech.add(a, b)
+    # touching spans are one piece
+    assert speech.pieces == [(SR, 11 * SR), (20 * SR, 31 * SR), (60 * SR, 70 * SR)]
+    assert speech.speech_s == 31.0
+    assert speech.original(0.0) == 1.0 and speech.original(5.0) == 6.0
+    assert speech.original(10.0) == 20.0               # a start on a border: the next piece
+    assert speech.original(10.0, end=True) == 11.0     # an end on a border: the piece before
+    assert speech.original(25.0) == 64.0 and speech.original(40.0) == 70.0   # clipped
+    x = np.arange(12.0)
+    assert SpeechMap([(1, 3), (5, 7)]).audio(x).tolist() == [1, 2, 5, 6]
+    # a segment inside a piece maps as it is; one over a join keeps the piece it overlaps most
+    assert speech.span(2.0, 8.0) == (3.0, 9.0)
+    assert speech.span(8.0, 13.0) == (20.0, 23.0)      # 2 s in the first piece, 3 in the second
+    assert speech.span(4.0, 11.0) == (5.0, 11.0)       # 6 s in the first piece, 1 in the second
 
 
 def test_the_model_is_silero_vad_6_2_3():
@@ -178,7 +176,7 @@ def test_transcribe_vad_filter_writes_json_and_subtitles(shared_data, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads((tmp_path / "jfk.json").read_text())
     assert scores([out["text"]], [JFK])["wer"] == 0.0
-    assert out["vad"]["chunks"] == 1 and out["segments"][0]["start"] >= 0
+    assert len(out["vad"]["spans"]) == 1 and out["segments"][0]["start"] >= 0
     assert " --> " in (tmp_path / "jfk.srt").read_text()
 
 

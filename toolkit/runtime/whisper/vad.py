@@ -11,22 +11,24 @@ never said. With the filter:
 2. **Speech spans** (faster-whisper's options): a span starts at a frame at or above
    ``vad_threshold`` (0.5) and ends where the probability stays below ``vad_threshold − 0.15``
    for ``min_silence_ms`` (2000); each span is widened by ``speech_pad_ms`` on both sides (two
-   spans closer than twice that meet half-way). A span too long to fit a 30-s window once
-   padded is cut at its least speech-like frame in the second half of the allowed length.
+   spans closer than twice that meet half-way).
    The padding defaults to 1000 ms, not faster-whisper's 400: after 20–30 s of music or noise
-   this Silero model crossed 0.5 only 0.7–1.4 s into the speech ("Printing" of an LJ clip and
-   "And so" of jfk.flac were lost on the test recording: CER 3.50 % with 400 ms, 0.39 % with
-   1000 ms, 2.33 % without the filter); in a chunk the extra padding costs no window.
-3. **Chunks**: consecutive spans are grouped, in order, into chunks whose first start and
-   last end are at most 30 s apart — one window each — and everything in a chunk between its
-   spans is silenced (zeros), so Whisper sees only speech and the chunk's times are the
-   file's plus the chunk's offset. (Joining the spans' audio end to end instead, as
-   faster-whisper's sequential VAD path does, packs more speech into a window, but on the
-   test recording tiny.en then dropped the words after each join — "Printing," and a whole
-   11-s clip — and started segments in the padding before a join.)
-4. Each chunk is transcribed by the long-form loop (``longform.py``: timestamps, fallback,
-   the previous text as prompt — carried from chunk to chunk), and every time is shifted back
-   by the chunk's offset.
+   this Silero model crossed 0.5 only 0.7–1.4 s into the speech, and with 400 ms the first
+   words after the music and the tones were lost on the test recording (CER 3.50 % with
+   400 ms, 0.19 % with 1000 ms, 2.33 % without the filter; the same two windows decoded).
+3. **Joined**: the spans' audio is joined end to end (the non-speech between them left out)
+   and transcribed by the long-form loop (``longform.py``: 30-s windows by seeking,
+   timestamps, fallback, the previous text as prompt) — faster-whisper's sequential VAD path
+   does the same. Every time is mapped back to the recording piece by piece; a segment that
+   runs over a join keeps the piece it overlaps most (its times never cover left-out audio).
+
+   Tried first, and dropped: 30-s chunks decoded as separate jobs. Spans joined within a
+   chunk and decoded chunk by chunk lost a whole 11-s clip after a join (the chunk's window
+   ended on a timestamp, which consumes it); chunks kept contiguous in time (the audio
+   between their spans silenced) needed 4 windows on the test recording where the joined
+   stream needs 2 (1.19× the speed without the filter instead of 1.56×), at CER 0.39 %
+   against 0.19 %. Separate chunks are what batched decoding (``--batch-size``, not done)
+   would need; the joined stream is decoded one window after the other.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from typing import Callable
 import numpy as np
 
 from ...core.errors import ToolkitError
-from ...models.whisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_long
+from ...models.whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, log_mel_long
 from ..session import OrtSession
-from .longform import LongFormJob, LongFormResult, TranscribeOptions, advance
+from .longform import LongFormResult, TranscribeOptions, transcribe_mel
 
 MODEL_FILE = "silero_vad_16k_sequence.onnx"
 FRAME = 512                 # samples per speech probability (32 ms at 16 kHz)
@@ -85,10 +87,10 @@ def speech_probabilities(audio: np.ndarray) -> np.ndarray:
 
 
 def speech_spans(probs: np.ndarray, n_samples: int, threshold: float = 0.5,
-                 min_silence_ms: int = 2000, speech_pad_ms: int = 1000,
-                 max_samples: int = N_SAMPLES) -> list[tuple[int, int]]:
-    """Speech as sample ranges [start, end) of the recording, padded, each at most
-    ``max_samples`` long, in order and not overlapping."""
+                 min_silence_ms: int = 2000, speech_pad_ms: int = 1000
+                 ) -> list[tuple[int, int]]:
+    """Speech as sample ranges [start, end) of the recording, padded, in order and not
+    overlapping."""
     low = max(threshold - NEG_OFFSET, 0.01)
     min_silence = round(min_silence_ms * SAMPLE_RATE / 1000 / FRAME)
     pad = round(speech_pad_ms * SAMPLE_RATE / 1000)
@@ -109,24 +111,9 @@ def speech_spans(probs: np.ndarray, n_samples: int, threshold: float = 0.5,
             start, quiet_from = None, None
     if start is not None:
         raw.append((start, len(probs) if quiet_from is None else quiet_from))
-    longest = max(1, (max_samples - 2 * pad) // FRAME)
-    frames = [piece for a, b in raw for piece in _cut(probs, a, b, longest)]
-    spans = [(a * FRAME, min(b * FRAME, n_samples)) for a, b in frames]
+    spans = [(a * FRAME, min(b * FRAME, n_samples)) for a, b in raw]
     spans = [(a, b) for a, b in spans if b > a]
     return _padded(spans, pad, n_samples)
-
-
-def _cut(probs: np.ndarray, a: int, b: int, longest: int) -> list[tuple[int, int]]:
-    """Frames [a, b) in pieces of at most ``longest``, each cut at the least speech-like frame
-    of the second half of the allowed length."""
-    pieces = []
-    while b - a > longest:
-        lo, hi = a + longest // 2, a + longest
-        cut = lo + int(np.argmin(probs[lo:hi]))
-        pieces.append((a, cut))
-        a = cut
-    pieces.append((a, b))
-    return pieces
 
 
 def _padded(spans: list[tuple[int, int]], pad: int, n: int) -> list[tuple[int, int]]:
@@ -147,30 +134,21 @@ def _padded(spans: list[tuple[int, int]], pad: int, n: int) -> list[tuple[int, i
 
 
 @dataclass
-class Chunk:
-    """Stretches of speech (sample ranges of the recording, in order) that fit one window:
-    the audio from the first one's start to the last one's end, at most 30 s, with everything
-    between them silenced. ``original`` maps a time in the chunk back to the recording."""
+class SpeechMap:
+    """What the filter kept: the stretches of speech (sample ranges of the recording, in
+    order), joined end to end into the audio that is decoded; ``original`` maps a time in that
+    audio back to the recording. ``vad_ms``: the time the VAD took."""
 
     pieces: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def start(self) -> int:
-        return self.pieces[0][0]
+    vad_ms: float = 0.0
 
     @property
     def samples(self) -> int:
-        return self.pieces[-1][1] - self.pieces[0][0]
-
-    @property
-    def speech_samples(self) -> int:
         return sum(b - a for a, b in self.pieces)
 
-    def audio(self, audio: np.ndarray) -> np.ndarray:
-        out = np.zeros(self.samples, np.float32)
-        for a, b in self.pieces:
-            out[a - self.start:b - self.start] = audio[a:b]
-        return out
+    @property
+    def speech_s(self) -> float:
+        return self.samples / SAMPLE_RATE
 
     def add(self, a: int, b: int) -> None:
         if self.pieces and self.pieces[-1][1] == a:     # touching: one piece
@@ -178,52 +156,58 @@ class Chunk:
         else:
             self.pieces.append((a, b))
 
-    def original(self, t: float) -> float:
-        """Seconds in the chunk → seconds in the recording (clipped to the chunk)."""
-        return (self.start + min(max(t * SAMPLE_RATE, 0.0), self.samples)) / SAMPLE_RATE
+    def audio(self, audio: np.ndarray) -> np.ndarray:
+        if not self.pieces:
+            return np.zeros(0, np.float32)
+        return np.concatenate([audio[a:b] for a, b in self.pieces]).astype(np.float32)
 
+    def original(self, t: float, end: bool = False) -> float:
+        """Seconds in the joined speech → seconds in the recording. A time on the border of
+        two pieces is the end of the first when ``end``, else the start of the second; times
+        past the end are clipped to it."""
+        sample = t * SAMPLE_RATE
+        done = 0
+        for k, (a, b) in enumerate(self.pieces):
+            length = b - a
+            if (sample < done + length or (end and sample <= done + length)
+                    or k == len(self.pieces) - 1):
+                return (a + min(max(sample - done, 0.0), length)) / SAMPLE_RATE
+            done += length
+        return 0.0
 
-def chunks(spans: list[tuple[int, int]], max_samples: int = N_SAMPLES) -> list[Chunk]:
-    """Consecutive spans grouped into chunks whose first start and last end are at most
-    ``max_samples`` apart (one window each)."""
-    out: list[Chunk] = []
-    for a, b in spans:
-        if not out or b - out[-1].start > max_samples:
-            out.append(Chunk())
-        out[-1].add(a, b)
-    return out
-
-
-@dataclass
-class SpeechMap:
-    """What the filter kept: the chunks, the seconds of speech in them, the seconds decoded
-    (the chunks' lengths) and the time the VAD took."""
-
-    chunks: list[Chunk]
-    vad_ms: float
-
-    @property
-    def speech_s(self) -> float:
-        return sum(c.speech_samples for c in self.chunks) / SAMPLE_RATE
-
-    @property
-    def decoded_s(self) -> float:
-        return sum(c.samples for c in self.chunks) / SAMPLE_RATE
+    def span(self, start: float, end: float) -> tuple[float, float]:
+        """A segment's times (seconds in the joined speech) in the recording. A segment that
+        runs over a join (Whisper's segments need not end where a piece does) keeps the piece
+        it overlaps most, so its times never cover the audio that was left out."""
+        pieces, done = [], 0.0
+        for a, b in self.pieces:
+            length = (b - a) / SAMPLE_RATE
+            pieces.append((done, done + length))
+            done += length
+        overlap = [min(end, hi) - max(start, lo) for lo, hi in pieces]
+        k = int(np.argmax(overlap))
+        lo, hi = pieces[k]
+        if overlap[k] <= 0 or (start >= lo and end <= hi):
+            return self.original(start), self.original(end, end=True)
+        offset = self.pieces[k][0] / SAMPLE_RATE
+        return offset + max(start, lo) - lo, offset + min(end, hi) - lo
 
     def as_dict(self) -> dict:
-        return {"chunks": len(self.chunks), "speech_s": round(self.speech_s, 3),
-                "decoded_s": round(self.decoded_s, 3),
+        return {"speech_s": round(self.speech_s, 3),
                 "spans": [[round(a / SAMPLE_RATE, 3), round(b / SAMPLE_RATE, 3)]
-                          for c in self.chunks for a, b in c.pieces],
+                          for a, b in self.pieces],
                 "vad_ms": round(self.vad_ms, 2)}
 
 
 def detect_speech(audio: np.ndarray, options: TranscribeOptions) -> SpeechMap:
     t0 = time.perf_counter()
     probs = speech_probabilities(audio)
-    spans = speech_spans(probs, len(audio), options.vad_threshold, options.min_silence_ms,
-                         options.speech_pad_ms)
-    return SpeechMap(chunks(spans), (time.perf_counter() - t0) * 1e3)
+    speech = SpeechMap()
+    for a, b in speech_spans(probs, len(audio), options.vad_threshold, options.min_silence_ms,
+                             options.speech_pad_ms):
+        speech.add(a, b)
+    speech.vad_ms = (time.perf_counter() - t0) * 1e3
+    return speech
 
 
 def transcribe_speech(pipe, audio: np.ndarray, options: TranscribeOptions,
@@ -235,34 +219,21 @@ def transcribe_speech(pipe, audio: np.ndarray, options: TranscribeOptions,
         raise ToolkitError("transcribe_speech is the --vad-filter path; the options do not ask "
                            "for it")
     speech = detect_speech(audio, options)
-    language = pipe.check_language(options.language, options.task)
-    plain = replace(options, vad_filter=False)
-    result = LongFormResult([], language, vad=speech.as_dict())
-    tokens: list[int] = []
-    reset = 0
-    for chunk in speech.chunks:
-        piece = chunk.audio(audio)
-        mel = log_mel_long(piece, pipe.n_mels)
-        report = (None if progress is None else
-                  (lambda t, c=chunk: progress(c.original(t))))
-        job = LongFormJob.start(pipe, mel, mel.shape[1] - N_FRAMES, len(piece) / SAMPLE_RATE,
-                                replace(plain, language=result.language), report)
-        if tokens:                      # the text before: the prompt of the chunk's window
-            job.all_tokens, job.prompt_reset = list(tokens), reset
-        while not job.done:
-            advance(pipe, [job])
-        part = job.result
-        result.language = result.language or part.language
-        for s in part.segments:
-            seek_s = chunk.original(s.seek * HOP_LENGTH / SAMPLE_RATE)
-            result.segments.append(replace(
-                s, id=len(result.segments), seek=round(seek_s * SAMPLE_RATE / HOP_LENGTH),
-                start=chunk.original(s.start), end=chunk.original(s.end)))
-        result.windows += part.windows
-        result.fallbacks += part.fallbacks
-        result.encoder_ms += part.encoder_ms
-        result.step_ms += part.step_ms
-        tokens, reset = job.all_tokens, job.prompt_reset
+    pipe.check_language(options.language, options.task)
+    joined = speech.audio(audio)
+    if len(joined) == 0:                # no speech: nothing to decode
+        result = LongFormResult([], pipe.check_language(options.language, options.task))
+    else:
+        mel = log_mel_long(joined, pipe.n_mels)
+        report = None if progress is None else (lambda t: progress(speech.original(t, True)))
+        result = transcribe_mel(pipe, mel, mel.shape[1] - N_FRAMES, len(joined) / SAMPLE_RATE,
+                                replace(options, vad_filter=False), report)
+    result.segments = [
+        replace(s, seek=round(speech.original(s.seek * HOP_LENGTH / SAMPLE_RATE)
+                              * SAMPLE_RATE / HOP_LENGTH),
+                start=speech.span(s.start, s.end)[0], end=speech.span(s.start, s.end)[1])
+        for s in result.segments]
+    result.vad = speech.as_dict()
     if progress is not None:
         progress(len(audio) / SAMPLE_RATE)
     return result
