@@ -31,6 +31,7 @@ ARTIFACT_PATH = [
     "toolkit.cli", "toolkit.cli.whisper", "toolkit.cli.gradtts", "toolkit.cli.svt",
     "toolkit.cli.serving", "toolkit.runtime.graphs", "toolkit.runtime.backends",
     "toolkit.runtime.whisper.pipeline", "toolkit.runtime.whisper.longform",
+    "toolkit.runtime.whisper.vad",
     "toolkit.runtime.gradtts.pipeline", "toolkit.runtime.gradtts.synthesize",
     "toolkit.runtime.svt.pipeline", "toolkit.serve.server", "toolkit.serve.routes.whisper",
     "toolkit.serve.routes.gradtts", "toolkit.models.whisper.audio",
@@ -76,6 +77,16 @@ def test_transcribe_an_artifact_without_torch(blocked, tmp_path, tiny_en_artifac
     assert out["text"] == ("And so, my fellow Americans ask not what your country can do for "
                            "you ask what you can do for your country.")
     assert out["backend"] == "ort" and out["segments"]
+
+
+def test_vad_filter_runs_without_torch(blocked, tmp_path, tiny_en_artifact, shared_data):
+    """Silero VAD runs on the toolkit's onnxruntime session: no PyTorch either."""
+    r = _run(["transcribe", shared_data / "audio" / "jfk.flac", "--artifact", tiny_en_artifact,
+              "--vad-filter", "--json"], blocked, tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["text"].startswith("And so, my fellow Americans")
+    assert len(out["vad"]["spans"]) == 1 and 9 < out["vad"]["speech_s"] <= 11.1
 
 
 def test_synthesize_and_embed_an_artifact_without_torch(blocked, tmp_path, shared_data):

@@ -1,114 +1,148 @@
-"""Quality metrics: CER (edit distance), token exact-match, tensor parity."""
+"""Quality metrics: WER and CER as the field computes them, token exact-match.
+
+Scores follow the Whisper paper and the Open ASR Leaderboard: both texts go through Whisper's
+normaliser — ``EnglishTextNormalizer`` for English (spelled-out numbers to digits, British to
+American spellings, contractions expanded, fillers and bracketed text dropped, punctuation
+removed), ``BasicTextNormalizer`` for other languages (lower case, symbols and punctuation
+removed) — and ``jiwer`` aligns them (Levenshtein over words or characters, corpus-level:
+edits summed over every utterance, divided by the reference's words or characters). Every
+score also comes *raw* (the texts as written: case and punctuation count), so a figure can be
+compared both with published ones and with what a user reads.
+
+The normalisers are OpenAI Whisper's, from the ``whisper-normalizer`` package (pinned in the
+``export`` extra): ``openai-whisper`` itself would bring PyTorch's triton and numba and imports
+PyTorch with its normalisers; transformers' copy needs the spelling map of a model on the hub.
+``whisper-normalizer`` from 0.1.12 adds four informal-word rules of its own ("kinda",
+"sorta", "dunno", "cause" → "because") on top of OpenAI's rules; they are taken out again, so
+the English rules are exactly openai-whisper 20250625's (its numbers, spelling map and
+contractions, which the package carries unchanged).
+
+Korean is scored the way its field reports it as well: CER over the characters with all
+whitespace removed (``cer_nospace``; Korean spacing is inconsistent, so spaces are not
+counted as characters either way).
+"""
 
 from __future__ import annotations
 
+import functools
 import re
-import unicodedata
-from typing import Sequence
+from typing import Callable, Sequence
 
-import numpy as np
+from ..core.errors import MissingDependency
 
-
-def edit_distance(a: Sequence, b: Sequence) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions all cost 1).
-
-    Myers/Hyyrö's bit-vector algorithm with Python integers as bit vectors: one pass over ``a``
-    with O(1) big-integer operations per symbol, so the CER of a 4 000-character long-form
-    transcript takes milliseconds, not the seconds of the cell-by-cell table.
-    """
-    if len(b) == 0:
-        return len(a)
-    m = len(b)
-    peq: dict = {}
-    for i, c in enumerate(b):
-        peq[c] = peq.get(c, 0) | (1 << i)
-    mask = (1 << m) - 1
-    high = 1 << (m - 1)
-    pv, mv, score = mask, 0, m
-    for c in a:
-        eq = peq.get(c, 0)
-        xv = eq | mv
-        xh = ((((eq & pv) + pv) & mask) ^ pv) | eq
-        ph = (mv | ~(xh | pv)) & mask
-        mh = pv & xh
-        if ph & high:
-            score += 1
-        elif mh & high:
-            score -= 1
-        ph = ((ph << 1) | 1) & mask
-        mh = (mh << 1) & mask
-        pv = (mh | ~(xv | ph)) & mask
-        mv = ph & xv
-    return score
+# the four replacements whisper-normalizer (0.1.12 on) adds to OpenAI's EnglishTextNormalizer
+NOT_OPENAI_RULES = (r"\bkinda\b", r"\bsorta\b", r"\bdunno\b", r"\bcause\b")
+NOSPACE_CER_LANGUAGES = ("ko",)   # languages whose records carry cer_nospace
 
 
-def word_errors(hyp: str, ref: str, normalize: bool = True) -> dict:
-    """Word-level alignment of ``hyp`` against ``ref``: substitutions, words dropped (in the
-    reference, missing from the hypothesis), words inserted, and the reference's word count."""
-    if normalize:
-        hyp, ref = normalize_text(hyp), normalize_text(ref)
-    h, r = hyp.split(), ref.split()
-    n, m = len(r), len(h)
-    d = np.zeros((n + 1, m + 1), np.int32)
-    d[0, :] = np.arange(m + 1)
-    d[:, 0] = np.arange(n + 1)
-    hv = np.array(h, dtype=object)
-    for i in range(1, n + 1):
-        sub = d[i - 1, :-1] + (hv != r[i - 1])
-        row = np.minimum(sub, d[i - 1, 1:] + 1)
-        row = np.concatenate([[i], row])
-        # insertions chain along the row: a running minimum of (row[j] - j) + j
-        row = np.minimum.accumulate(row - np.arange(m + 1)) + np.arange(m + 1)
-        d[i] = row
-    subs = dels = ins = 0
-    i, j = n, m
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and d[i, j] == d[i - 1, j - 1] + (r[i - 1] != h[j - 1]):
-            subs += int(r[i - 1] != h[j - 1])
-            i, j = i - 1, j - 1
-        elif i > 0 and d[i, j] == d[i - 1, j] + 1:
-            dels += 1
-            i -= 1
-        else:
-            ins += 1
-            j -= 1
-    return {"substitutions": subs, "deleted": dels, "inserted": ins, "ref_words": n}
+def _missing(what: str) -> MissingDependency:
+    return MissingDependency(f"scoring transcripts needs {what}, which is not installed; "
+                             "pip install 'toolkit[export]'")
 
 
-def corpus_word_errors(hyps: Sequence[str], refs: Sequence[str]) -> dict:
-    """``word_errors`` summed over a corpus, plus ``wer`` in percentage points (None without
-    reference words)."""
-    total = {"substitutions": 0, "deleted": 0, "inserted": 0, "ref_words": 0}
-    for h, r in zip(hyps, refs):
-        for k, v in word_errors(h, r).items():
-            total[k] += v
-    edits = total["substitutions"] + total["deleted"] + total["inserted"]
-    total["wer"] = 100.0 * edits / total["ref_words"] if total["ref_words"] else None
-    return total
+def _jiwer():
+    try:
+        import jiwer
+    except ImportError:
+        raise _missing("jiwer") from None
+    return jiwer
 
 
-def corpus_wer(hyps: Sequence[str], refs: Sequence[str]) -> float | None:
-    """Corpus WER in percentage points (None without reference words)."""
-    return corpus_word_errors(hyps, refs)["wer"]
+def is_english(language: str | None) -> bool:
+    """English-only models and ``--language en`` (None = an English-only model's default)."""
+    return language in (None, "en", "english")
 
 
-def normalize_text(text: str) -> str:
-    """Case-fold, strip punctuation and collapse whitespace (scores words, not formatting)."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(ch if not unicodedata.category(ch).startswith("P") else " " for ch in text)
-    return re.sub(r"\s+", " ", text).strip()
+def normalizer_name(language: str | None) -> str:
+    return "whisper-english" if is_english(language) else "whisper-basic"
 
 
-def corpus_cer(hyps: Sequence[str], refs: Sequence[str], normalize: bool = True) -> float | None:
-    """Corpus CER: total edits over total reference characters, in percent points (None when
-    the references hold no characters: nothing to measure against)."""
-    edits = chars = 0
-    for h, r in zip(hyps, refs):
-        if normalize:
-            h, r = normalize_text(h), normalize_text(r)
-        edits += edit_distance(list(h), list(r))
-        chars += len(r)
-    return 100.0 * edits / chars if chars else None  # no reference text: n/a, not 0 %
+@functools.lru_cache(maxsize=None)
+def normalizer(language: str | None = "en") -> Callable[[str], str]:
+    """Whisper's text normaliser for ``language``: English or basic (every other language)."""
+    try:
+        from whisper_normalizer.basic import BasicTextNormalizer
+        from whisper_normalizer.english import EnglishTextNormalizer
+    except ImportError:
+        raise _missing("whisper-normalizer") from None
+    if not is_english(language):
+        return BasicTextNormalizer()
+    norm = EnglishTextNormalizer()
+    for rule in NOT_OPENAI_RULES:
+        norm.replacers.pop(rule, None)
+    return norm
+
+
+def normalize(text: str, language: str | None = "en") -> str:
+    """``text`` as it is scored: Whisper's normaliser, whitespace collapsed."""
+    return re.sub(r"\s+", " ", normalizer(language)(text)).strip()
+
+
+def _prepared(texts: Sequence[str], language: str | None, normalized: bool) -> list[str]:
+    if normalized:
+        return [normalize(t, language) for t in texts]
+    return [re.sub(r"\s+", " ", t).strip() for t in texts]
+
+
+def word_errors(hyps: Sequence[str], refs: Sequence[str], language: str | None = "en",
+                normalized: bool = True) -> dict:
+    """Corpus word alignment (jiwer): substitutions, words dropped (in the reference, missing
+    from the hypothesis), words inserted, the reference's word count, and ``wer`` in percentage
+    points (None without reference words)."""
+    _check_pairs(hyps, refs)
+    h, r = _prepared(hyps, language, normalized), _prepared(refs, language, normalized)
+    out = _jiwer().process_words(r, h)
+    n = out.hits + out.substitutions + out.deletions
+    edits = out.substitutions + out.deletions + out.insertions
+    return {"substitutions": out.substitutions, "deleted": out.deletions,
+            "inserted": out.insertions, "ref_words": n,
+            "wer": 100.0 * edits / n if n else None}
+
+
+def char_error_rate(hyps: Sequence[str], refs: Sequence[str], language: str | None = "en",
+                    normalized: bool = True, spaces: bool = True) -> float | None:
+    """Corpus CER (jiwer) in percentage points: character edits over reference characters
+    (None when the references hold no characters: nothing to measure against). ``spaces=False``
+    removes all whitespace first (``cer_nospace``)."""
+    _check_pairs(hyps, refs)
+    h, r = _prepared(hyps, language, normalized), _prepared(refs, language, normalized)
+    if not spaces:
+        h, r = [re.sub(r"\s+", "", t) for t in h], [re.sub(r"\s+", "", t) for t in r]
+    if not any(r):
+        return None
+    out = _jiwer().process_characters(r, h)
+    chars = out.hits + out.substitutions + out.deletions
+    return 100.0 * (out.substitutions + out.deletions + out.insertions) / chars
+
+
+def scores(hyps: Sequence[str], refs: Sequence[str], language: str | None = "en") -> dict:
+    """Every figure a record keeps: normalised ``wer``/``cer`` (and the alignment's counts),
+    ``wer_raw``/``cer_raw`` on the texts as written, the normaliser's name, and ``cer_nospace``
+    for the languages that report it (None elsewhere)."""
+    words = word_errors(hyps, refs, language)
+    return {**words, "cer": char_error_rate(hyps, refs, language),
+            "wer_raw": word_errors(hyps, refs, language, normalized=False)["wer"],
+            "cer_raw": char_error_rate(hyps, refs, language, normalized=False),
+            "cer_nospace": char_error_rate(hyps, refs, language, spaces=False)
+            if language in NOSPACE_CER_LANGUAGES else None,
+            "normalizer": normalizer_name(language)}
+
+
+def corpus_cer(hyps: Sequence[str], refs: Sequence[str], language: str | None = "en"
+               ) -> float | None:
+    """Normalised corpus CER in percentage points (None without reference characters)."""
+    return char_error_rate(hyps, refs, language)
+
+
+def corpus_wer(hyps: Sequence[str], refs: Sequence[str], language: str | None = "en"
+               ) -> float | None:
+    """Normalised corpus WER in percentage points (None without reference words)."""
+    return word_errors(hyps, refs, language)["wer"]
+
+
+def _check_pairs(hyps: Sequence[str], refs: Sequence[str]) -> None:
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} transcripts for {len(refs)} references")
 
 
 def token_exact_match(hyps: Sequence[Sequence[int]],

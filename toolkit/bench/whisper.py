@@ -37,7 +37,7 @@ from ..models.whisper.audio import SAMPLE_RATE, features_for, load_audio
 from ..models.whisper.data import default_bench_data, load_folder
 from ..runtime.whisper.longform import TranscribeOptions
 from .harness import DEFAULT_BACKENDS, BenchSpec, Workload
-from .metrics import corpus_cer, corpus_word_errors, token_exact_match
+from .metrics import corpus_cer, normalizer_name, scores, token_exact_match
 from .plots import Panel
 from .records import percentile_fields
 from .timing import percentiles
@@ -131,8 +131,9 @@ class WhisperBench(BenchSpec):
               ("ct2", "int8"))
     fields = ("mode", "beam_size", "utterances", "audio_s_total", *percentile_fields("encoder_ms"),
               *percentile_fields("decode_token_ms"), "run_ms_samples", "tokens_per_utterance",
-              "forced_tokens", "device", "cer_vs_reference", "wer_vs_reference", "words_dropped",
-              "words_inserted", "segments", "cer_vs_torch_fp32",
+              "forced_tokens", "device", "normalizer", "cer_vs_reference", "wer_vs_reference",
+              "cer_raw_vs_reference", "wer_raw_vs_reference", "cer_nospace_vs_reference",
+              "words_dropped", "words_inserted", "segments", "cer_vs_torch_fp32",
               "token_exact_match_vs_torch_fp32", "top1_agreement_teacher_forced_vs_torch_fp32",
               "texts")
     columns = (("encoder p50 ms", "encoder_ms_p50", ".1f"),
@@ -292,8 +293,9 @@ class WhisperBench(BenchSpec):
         is_ref = result is reference
         total = shape.fields["audio_s_total"]
         long_form = options["long_form"]
-        words = corpus_word_errors(texts, refs) if has_refs else {"ref_words": 0, "wer": None}
-        n_words = words["ref_words"]
+        lang = options["language"]
+        got = scores(texts, refs, lang) if has_refs else {"ref_words": 0}
+        n_words = got["ref_words"]
         rec = {
             "mode": "long-form" if long_form else "clips",
             "beam_size": options["beam_size"],
@@ -304,14 +306,18 @@ class WhisperBench(BenchSpec):
             "forced_tokens": options["max_new_tokens"] if options["force"] else None,
             "rtf": float(np.median(result["pass_ms"])) / 1e3 / total,
             "device": result["after"]["device"],
-            "cer_vs_reference": corpus_cer(texts, refs) if has_refs else None,
-            "wer_vs_reference": words["wer"],
+            "normalizer": normalizer_name(lang),
+            "cer_vs_reference": got.get("cer"),
+            "wer_vs_reference": got.get("wer"),
+            "cer_raw_vs_reference": got.get("cer_raw"),
+            "wer_raw_vs_reference": got.get("wer_raw"),
+            "cer_nospace_vs_reference": got.get("cer_nospace"),
             # words dropped/inserted: what long-form decoding loses or repeats (clips: in WER)
-            "words_dropped": words["deleted"] if n_words and long_form else None,
-            "words_inserted": words["inserted"] if n_words and long_form else None,
+            "words_dropped": got["deleted"] if n_words and long_form else None,
+            "words_inserted": got["inserted"] if n_words and long_form else None,
             "segments": sum(o.get("segments", 0) for o in result["outputs"]) if long_form
             else None,
-            "cer_vs_torch_fp32": corpus_cer(texts, ref_texts),
+            "cer_vs_torch_fp32": corpus_cer(texts, ref_texts, lang),
             "token_exact_match_vs_torch_fp32": None if long_form else token_exact_match(
                 [o["tokens"] for o in result["outputs"]],
                 [o["tokens"] for o in reference["outputs"]]),
@@ -362,8 +368,11 @@ class WhisperBench(BenchSpec):
             "TensorRT)",
             "ms/token = one decoder step (KV cache fed back; long form: prompt steps included); "
             "encoder = one 30-s window",
-            "CER/WER in percentage points, case/punctuation-normalised; dropped/inserted = "
-            "reference words missing from / extra words in the transcript (word alignment); "
+            f"CER/WER in percentage points (jiwer, corpus-level) after Whisper's text "
+            f"normaliser ({normalizer_name(options['language'])}: numbers, spellings, "
+            "punctuation, as the Open ASR Leaderboard scores); *_raw = on "
+            "the texts as written; dropped/inserted = reference words missing from / extra "
+            "words in the transcript (jiwer's alignment, normalised); "
             "token match = share of utterances whose tokens equal PyTorch fp32's exactly",
             "TF top-1 = teacher-forced top-1 agreement: fed PyTorch fp32's tokens step by step, "
             "the share of steps whose argmax equals PyTorch fp32's next token",

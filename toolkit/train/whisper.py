@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from rich.markup import escape
 
-from ..bench.metrics import corpus_cer, corpus_wer
+from ..bench.metrics import scores
 from ..core.errors import ToolkitError
 from ..core.files import atomic_dir, atomic_write_bytes, check_writable
 from ..core.options import check_fields, option
@@ -206,20 +206,23 @@ def _batch(
     return (torch.from_numpy(np.stack(feats)), torch.from_numpy(ids), torch.from_numpy(labels))
 
 
-def evaluate(pipe, examples: list[Example], prompt: list[int]) -> dict:
-    """Greedy transcripts of ``examples`` with the toolkit's decode loop; CER/WER in pp."""
+def evaluate(pipe, examples: list[Example], prompt: list[int],
+             language: str | None = None) -> dict:
+    """Greedy transcripts of ``examples`` with the toolkit's decode loop; CER/WER in pp after
+    Whisper's normaliser for ``language`` (``bench/metrics.py``), and the raw figures."""
     hyps = []
     for ex in examples:
         res = pipe.decode(ex.audio, prompt, max_new_tokens=224)
         hyps.append("".join(pipe.tokenizer.decode(w) for w in res.tokens).strip())
-    refs = [ex.text for ex in examples]
-    cer = corpus_cer(hyps, refs)
-    if cer is None:
+    got = scores(hyps, [ex.text for ex in examples], language)
+    if got["cer"] is None:
         raise ToolkitError(
             "the evaluation transcripts hold no letters or digits once "
-            "punctuation is removed; nothing to score CER against — check them"
+            "normalised (punctuation removed); nothing to score CER against — check them"
         )
-    return {"cer": cer, "wer": corpus_wer(hyps, refs), "texts": hyps}
+    return {"cer": got["cer"], "wer": got["wer"], "cer_raw": got["cer_raw"],
+            "wer_raw": got["wer_raw"], "cer_nospace": got["cer_nospace"],
+            "normalizer": got["normalizer"], "texts": hyps}
 
 
 def _schedule(warmup: int, total: int):
@@ -417,10 +420,13 @@ class _Trainer:
 
     def evaluate(self, step: int, loss: float | None) -> dict:
         self.model.eval()
-        res = evaluate(self.pipe, self.eval_ex, self.prompt)
+        res = evaluate(self.pipe, self.eval_ex, self.prompt, self.opts.language)
         self.model.train()
-        rec = {"step": step, "cer": res["cer"], "wer": res["wer"], "train_loss": loss,
+        rec = {"step": step, "cer": res["cer"], "wer": res["wer"], "cer_raw": res["cer_raw"],
+               "wer_raw": res["wer_raw"], "normalizer": res["normalizer"], "train_loss": loss,
                "texts": res["texts"]}
+        if res["cer_nospace"] is not None:
+            rec["cer_nospace"] = res["cer_nospace"]
         self.evals.append(rec)
         atomic_write_bytes(self.out / "eval.json",
                            (json.dumps(self.evals, indent=1) + "\n").encode())

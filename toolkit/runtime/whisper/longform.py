@@ -96,6 +96,17 @@ class TranscribeOptions:
                        max=2**32 - 1)
     # the fallback schedule; default: ``temperature`` then steps of the increment up to 1.0
     temperatures: tuple[float, ...] | None = option(None, cli=False)
+    # voice-activity detection (``vad.py``); faster-whisper's names and defaults, but for the
+    # padding: 1000 ms, not 400 (after long music or noise Silero v6 finds the speech 0.7-1.4 s
+    # late, and 400 ms lost the first words; vad.py says what was measured)
+    vad_filter: bool = option(False, "Decode only the speech Silero VAD finds (skips silence, "
+                                     "noise and music; times stay those of the file).")
+    vad_threshold: float = option(0.5, "With --vad-filter: speech probability at which speech "
+                                       "starts (it ends below this − 0.15).", min=0.01, max=0.99)
+    min_silence_ms: int = option(2000, "With --vad-filter: silence that ends a stretch of "
+                                       "speech, ms.", min=0, max=60_000)
+    speech_pad_ms: int = option(1000, "With --vad-filter: audio kept on each side of a stretch "
+                                     "of speech, ms.", min=0, max=5000)
 
     def __post_init__(self) -> None:
         if self.temperatures is None:
@@ -140,6 +151,7 @@ class LongFormResult:
     fallbacks: int = 0              # windows decoded again at a higher temperature
     encoder_ms: float = 0.0
     step_ms: list[float] = field(default_factory=list)
+    vad: dict | None = None         # with --vad-filter: what the VAD kept (vad.py: SpeechMap)
 
     @property
     def text(self) -> str:
@@ -196,6 +208,10 @@ class LongFormJob:
               options: TranscribeOptions,
               progress: Callable[[float], None] | None = None) -> "LongFormJob":
         options.check()
+        if options.vad_filter:
+            raise ToolkitError("--vad-filter decodes the speech of the audio (vad.py: "
+                               "transcribe_speech, through the pipeline's transcribe); a "
+                               "log-mel job cannot apply it")
         tok = pipe.tokenizer
         language = pipe.check_language(options.language, options.task)
         rows = getattr(pipe, "windows_per_batch", None)

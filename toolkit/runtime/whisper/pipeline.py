@@ -28,6 +28,7 @@ from ..session import Session
 from .decoding import TimestampRules, apply_filters, logit_filters
 from .longform import LongFormResult, TranscribeOptions, transcribe_long, transcribe_mel
 from .search import Searcher, SearchOptions, SearchResult
+from .vad import transcribe_speech
 
 WINDOWS_PER_BATCH = 8   # 30-s windows encoded and decoded together (TensorRT profile max too)
 BEAM_ROWS_REVISION = 4  # the export revision from which decoder rows (windows × beams) share
@@ -288,13 +289,13 @@ class WhisperPipeline:
 
     def transcribe_audio(self, audio: np.ndarray, options: TranscribeOptions | None = None,
                          progress: bool = False) -> LongFormResult:
-        """Long-form transcription of samples: segments with times (``longform.py``)."""
+        """Long-form transcription of samples: segments with times (``longform.py``); with
+        ``vad_filter`` only the speech is decoded (``vad.py``; what it kept: ``result.vad``)."""
         options = options or TranscribeOptions()
         seconds = len(audio) / SAMPLE_RATE
-        if not progress:
-            return transcribe_long(self, audio, options)
-        with _ProgressBar(seconds) as bar:
-            return transcribe_long(self, audio, options, bar.update)
+        run = transcribe_speech if options.vad_filter else transcribe_long
+        with _ProgressBar(seconds, enabled=progress) as bar:
+            return run(self, audio, options, bar.update if progress else None)
 
     def transcribe(self, path: str | Path, options: TranscribeOptions | None = None,
                    progress: bool = False) -> dict:
@@ -305,6 +306,9 @@ class WhisperPipeline:
         self.check_language(options.language, options.task)
         t0 = time.perf_counter()
         if Path(path).suffix == ".npy":
+            if options.vad_filter:
+                raise ToolkitError(f"--vad-filter needs the audio, and {path} holds log-mel "
+                                   "features; give the audio file, or leave out --vad-filter")
             feats, seconds = self.features(path)
             mel = np.concatenate(list(feats), axis=1)
             with _ProgressBar(seconds, enabled=progress) as bar:
@@ -316,6 +320,7 @@ class WhisperPipeline:
         total_ms = (time.perf_counter() - t0) * 1e3
         segments = [s.as_dict() for s in res.segments]
         return {"file": str(path), "text": res.text, "segments": segments,
+                **({"vad": res.vad} if res.vad is not None else {}),
                 "tokens": [t for s in res.segments for t in s.tokens],
                 "language": res.language, "task": options.task,
                 "audio_seconds": round(seconds, 3),
