@@ -19,9 +19,12 @@ from support.cli import run_toolkit
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 # 1 vs 2 processes: the same clips and the same loss definition, but the matrix products of a
-# batch of 2 and of two batches of 1 round differently (float32): losses agree to 1e-4
-# (relative) and the weights to 1e-4 after 6 AdamW steps at lr 1e-3 (measured: see the report)
+# batch of 2 and of two batches of 1 round differently (float32). Measured on this CPU: the
+# logged losses (5 decimals) equal, the weights within 1.4e-5 after 6 AdamW steps at lr 1e-3;
+# the test allows 1e-4 on both
 LOSS_RTOL, WEIGHT_ATOL = 1e-4, 1e-4
+# each test trains twice (and evaluates a random-weight model, 224 tokens a clip): 2-5 min on
+# the 2-core CI machine, so they are marked slow
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,7 @@ def _weights(out):
     return torch.load(out / "resume" / "state.pt", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside python")
 def test_two_processes_repeat_one_process(lj_broken, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
@@ -72,7 +76,8 @@ def test_two_processes_repeat_one_process(lj_broken, tmp_path):
     a, b = _losses(one), _losses(two)
     assert list(a) == list(b) == list(range(1, 7))
     np.testing.assert_allclose([b[s] for s in b], [a[s] for s in a], rtol=LOSS_RTOL)
-    assert a[6] < 0.9 * a[1]                                     # it learns
+    # steps 1 and 5 hold only the broken clip (no tokens: loss 0); the others learn
+    assert a[1] == a[5] == 0 and a[4] < 0.9 * a[2]
     wa, wb = _weights(one), _weights(two)
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < WEIGHT_ATOL
     # 5 training clips in global batches of 2: 3 per epoch, the broken one skipped each epoch
@@ -89,6 +94,7 @@ def test_two_processes_repeat_one_process(lj_broken, tmp_path):
         assert (two / f).is_file()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_losses(lj_broken, tmp_path):
     """Batch 1, 5 clips an epoch: the state saved at step 3 is in the middle of epoch 1; with
     SpecAugment, so the augmentation must come back the same too."""
