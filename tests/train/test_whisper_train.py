@@ -13,7 +13,14 @@ from support.cli import fails_cleanly, run_toolkit
 from toolkit.core.errors import ToolkitError
 from toolkit.models.whisper.data import load_labelled_folder
 from toolkit.models.whisper.loading import load_model
-from toolkit.train.whisper import Example, _batch, spec_augment
+from toolkit.train.whisper_data import (
+    Clips,
+    GroupedBatches,
+    index_clips,
+    loader,
+    spec_augment,
+    token_batch,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +85,11 @@ def test_three_data_layouts_load_the_same_clips(small_lj, tmp_path):
 def test_labels_mask_the_prompt_and_padding():
     tok = load_model(preset="tiny").tokenizer
     prompt = tok.sot_sequence("en", "transcribe")
-    a = Example("a", np.zeros(16000, np.float32) + 0.01, "hi", [10, 11, 12])
-    b = Example("b", np.zeros(8000, np.float32) + 0.01, "yo", [20])
-    feats, ids, labels = _batch([a, b], prompt, tok.eot, 80, False, np.random.default_rng(0))
-    assert feats.shape == (2, 80, 3000)
+    ids, labels = token_batch([prompt + [10, 11, 12], prompt + [20]], len(prompt), tok.eot)
     p = len(prompt)
     # the start token is given once; position j predicts token j + 1
     assert ids[0].tolist() == prompt + [10, 11, 12] and ids[0, 0] == tok.sot
+    assert ids[1].tolist() == prompt + [20] + [tok.eot] * 2
     assert labels[0].tolist() == [-100] * (p - 1) + [10, 11, 12, tok.eot]
     assert labels[1].tolist() == [-100] * (p - 1) + [20, tok.eot] + [-100] * 2
 
@@ -105,31 +110,91 @@ def test_spec_augment_masks_inside_the_speech_only():
     assert (feats == np.random.default_rng(1).standard_normal((80, 3000)).astype(np.float32)).all()
 
 
-def test_unreadable_and_long_audio_are_skipped_with_their_names(small_lj, tmp_path, capsys):
-    from toolkit.models.whisper.data import Utterance
-    from toolkit.train.whisper import _examples
+def _broken_and_long(tmp_path):
+    import soundfile as sf
 
-    tok = load_model(preset="tiny").tokenizer
-    good = load_labelled_folder(small_lj)[:2]
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wav")
     long_ = tmp_path / "long.wav"
-    import soundfile as sf
-
     sf.write(long_, np.random.default_rng(0).standard_normal(16000 * 31).astype(np.float32) * 0.1,
              16000)
-    items = good + [Utterance(broken, "x"), Utterance(long_, "y")]
-    got = _examples(items, tok, 4, 448, "training")
-    assert [e.name for e in got] == [u.path.name for u in good]
-    err = capsys.readouterr().err
-    assert "skipped 1 training file(s), unreadable or silent: broken.wav" in err
-    assert "skipped 1 training file(s), longer than 30 s" in err and "long.wav" in err
-    with pytest.raises(ToolkitError, match="no usable training audio"):
-        _examples([Utterance(broken, "x")], tok, 4, 448, "training")
+    return broken, long_
 
 
-def _log(out):
-    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+def test_the_stream_skips_unreadable_and_long_audio_with_their_names(small_lj, tmp_path):
+    from toolkit.models.whisper.data import Utterance
+
+    tok = load_model(preset="tiny").tokenizer
+    prompt = tok.sot_sequence("en", "transcribe")
+    broken, long_ = _broken_and_long(tmp_path)
+    items = load_labelled_folder(small_lj)[:2] + [Utterance(broken, "x"), Utterance(long_, "y")]
+    index = index_clips(items)
+    assert index.seconds[0] > 1 and index.seconds[2] == 0 and index.seconds[3] == 31
+    clips = Clips(index, tok, prompt, 80, 448)
+    stream = iter(loader(clips, GroupedBatches(index.seconds, 2, seed=0), workers=2))
+    batches = [next(stream) for _ in range(2)]           # one epoch: 2 batches of 2
+    assert sorted(c for b in batches for c in b.clips) == [0, 1]
+    skipped = sorted(s for b in batches for s in b.skipped)
+    assert [n for n, _ in skipped] == ["broken.wav", "long.wav"]
+    assert "unreadable" in skipped[0][1] and "longer than 30 s" in skipped[1][1]
+    assert all(b.worker_rss > 0 for b in batches)        # made in a worker process
+
+
+def test_streamed_batches_are_the_in_memory_features(small_lj):
+    """The workers make exactly what decoding everything first made (same audio decoding, same
+    log-mel, same labels), whatever the number of workers."""
+    from toolkit.models.whisper.audio import load_audio, log_mel
+
+    tok = load_model(preset="tiny").tokenizer
+    prompt = tok.sot_sequence("en", "transcribe")
+    index = index_clips(load_labelled_folder(small_lj))
+    clips = Clips(index, tok, prompt, 80, 448)
+    got = {}
+    for workers in (0, 2):
+        stream = iter(loader(clips, GroupedBatches(index.seconds, 2, seed=3), workers))
+        got[workers] = [next(stream) for _ in range(3)]
+    for a, b in zip(got[0], got[2]):
+        assert a.clips == b.clips and torch.equal(a.feats, b.feats) and torch.equal(a.ids, b.ids)
+    for b in got[2]:
+        want = np.stack([log_mel(load_audio(index.paths[i]), 80) for i in b.clips])
+        assert np.array_equal(b.feats.numpy(), want)
+        ids, labels = token_batch([prompt + tok.encode(" " + index.texts[i].strip())
+                                   for i in b.clips], len(prompt), tok.eot)
+        assert torch.equal(b.ids, ids) and torch.equal(b.labels, labels)
+        assert b.seconds == pytest.approx(sum(index.seconds[i] for i in b.clips), abs=0.01)
+
+
+def test_sampler_epochs_ranks_positions_and_length_groups(lj):
+    seconds = index_clips(load_labelled_folder(lj)).seconds     # the 32 LJ clips, 1.5-10 s
+    one = GroupedBatches(seconds, 4, seed=7, group=2)
+    epoch0 = one.epoch_batches(0)
+    assert sorted(np.concatenate(epoch0).tolist()) == list(range(32))   # each clip once
+    assert [b.tolist() for b in epoch0] == [b.tolist() for b in one.epoch_batches(0)]
+    assert [b.tolist() for b in epoch0] != [b.tolist() for b in one.epoch_batches(1)]
+    # two ranks with half the batch each see exactly the one process's batches, split
+    ranks = [iter(GroupedBatches(seconds, 2, world=2, rank=r, seed=7, group=2)) for r in (0, 1)]
+    whole = iter(one)
+    for _ in range(20):                                           # over the epoch boundary
+        head, *clips = next(whole)
+        parts = [next(r) for r in ranks]
+        assert all(p[0] == head for p in parts)
+        assert parts[0][1:] + parts[1][1:] == clips and len(parts[0]) == len(parts[1])
+    # a stream started at (epoch 1, batch 3) is the tail of the uninterrupted one
+    full = iter(one)
+    tail = [next(full) for _ in range(8 + 7)][8 + 3:]
+    resumed = iter(GroupedBatches(seconds, 4, seed=7, group=2, start=(1, 3)))
+    assert [next(resumed) for _ in range(len(tail))] == tail
+    # length grouping: clips in a batch are closer in duration than in a random batch
+    spread = {g: np.mean([np.ptp(seconds[b]) for b in
+                          GroupedBatches(seconds, 4, seed=7, group_by_length=g).epoch_batches(0)])
+              for g in (True, False)}
+    assert spread[True] < 0.5 * spread[False]
+
+
+def _log(out, key="loss"):
+    """The step records (``key="loss"``) or the end-of-epoch records (``"epoch_end"``)."""
+    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [e for e in lines if key in e]
 
 
 def test_short_run_learns_resumes_and_exports(small_lj, tmp_path):
@@ -141,6 +206,12 @@ def test_short_run_learns_resumes_and_exports(small_lj, tmp_path):
     assert r.returncode == 0, r.stderr
     log = _log(out)
     assert [e["step"] for e in log] == list(range(1, 9))
+    assert all(e["clips"] == 2 and e["clips_per_s"] > 0 and e["audio_h_per_s"] > 0
+               and e["rss_mb"] > 100 and e["eta_s"] >= 0 for e in log)
+    # 4 clips in batches of 2: an epoch every 2 steps, reported with its counts
+    ends = _log(out, "epoch_end")
+    assert [(e["step"], e["epoch_end"]["clips"]) for e in ends] == [(s, 4) for s in (2, 4, 6, 8)]
+    assert "epoch 4: 4 clips" in r.stderr
     # random weights start near ln(51865) = 10.9; 8 steps on 4 clips bring it down
     assert np.mean([e["loss"] for e in log[-3:]]) < 0.9 * np.mean([e["loss"] for e in log[:3]])
     evals = json.loads((out / "eval.json").read_text())

@@ -4,8 +4,12 @@ From any checkpoint the toolkit loads (Hugging Face or CTranslate2 directory, hu
 a Hugging Face checkpoint directory that ``export``/``bench``/``transcribe`` take directly:
 
 - data: LJSpeech, Hugging Face audiofolder or AIHub (audio + JSON) folders
-  (``models/whisper/data.py: load_labelled_folder``), decoded and resampled like ``transcribe``;
-  log-mel with the model's own mel-bin count;
+  (``models/whisper/data.py: load_labelled_folder``), listed once with their durations from
+  the file headers, then *streamed* (``train/whisper_data.py``): ``--workers`` DataLoader
+  processes decode each clip like ``transcribe`` and compute its log-mel (the model's mel-bin
+  count) a batch ahead of the training loop, in length-grouped batches; unreadable, silent or
+  over-long clips are skipped as they come, counted and named at the end of every epoch (and
+  in ``train_log.jsonl``). Memory holds the batches in flight, not the data set;
 - labels: decoder input ``<|startoftranscript|> [language] task <|notimestamps|> text``, targets
   shifted by one; the loss is on the text tokens and the end-of-text only (the prompt and the
   padding are masked), and the start token is given once (the model's own label shifting is
@@ -20,8 +24,14 @@ a Hugging Face checkpoint directory that ``export``/``bench``/``transcribe`` tak
   (default on from ``medium`` up);
 - ``--lora``: low-rank adapters (peft) on the attention projections; the written checkpoint
   has them merged, so it is an ordinary Whisper checkpoint;
-- resumable: ``--out/resume/state.pt`` (model, optimizer, schedule, step, best CER) is swapped
-  in atomically at every evaluation and read back with ``weights_only=True``.
+- several processes (``torchrun``; one per GPU, or CPU processes with gloo): PyTorch's own
+  ``DistributedDataParallel`` all-reduces the gradients; each process trains on its part of
+  every global batch (``--batch-size`` clips each), evaluates its share of the evaluation clips
+  (gathered on rank 0), and only rank 0 writes logs, ``eval.json`` and checkpoints;
+- resumable exactly: ``--out/resume/state.pt`` (model, optimizer, schedule, step, best CER, the
+  stream's position, every process's RNG) is swapped in atomically at every evaluation and
+  every ``--save-every`` steps and read back with ``weights_only=True``; a resumed run sees the
+  same batches in the same order (and the same SpecAugment masks) from where it stopped.
 
 It lives above the runtime (layer 4, beside ``bench``) because its evaluation runs the toolkit's
 decode loop; the Grad-TTS and SVT trainers need nothing above ``models``.
@@ -29,9 +39,9 @@ decode loop; the Grad-TTS and SVT trainers need nothing above ``models``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -45,20 +55,32 @@ import torch
 from rich.markup import escape
 
 from ..bench.metrics import scores
+from ..core.audio import TooLong
 from ..core.errors import ToolkitError
 from ..core.files import atomic_dir, atomic_write_bytes, check_writable
+from ..core.memory import rss_bytes
 from ..core.options import check_fields, option
 from ..core.progress import Steps, console
 from ..core.threads import default_threads
 from ..export.whisper.plan import build_plan
 from ..models.base import load_tensors
-from ..models.whisper.audio import HOP_LENGTH, N_SAMPLES, load_audio, log_mel
+from ..models.whisper.audio import CHUNK_SECONDS, N_FRAMES, N_SAMPLES, load_audio
 from ..models.whisper.data import load_labelled_folder
 from ..models.whisper.loading import PRESETS, LoadedWhisper, load_model
 from ..runtime.from_model import open_model
 from ..runtime.graphs import make_pipeline
 from ..runtime.torch_session import torch_device
 from ..runtime.whisper.pipeline import from_graphs
+from .whisper_data import (
+    TOO_LONG,
+    UNREADABLE,
+    Batch,
+    Clips,
+    GroupedBatches,
+    index_clips,
+    loader,
+    spec_augment,  # noqa: F401 (re-exported: the library's name for it)
+)
 
 # Learning rates usual for fine-tuning each size (about 1/40 of Whisper's pre-training rates),
 # keyed by d_model: tiny, base, small, medium, large.
@@ -85,15 +107,6 @@ RUN_FILES = {
     "generation_config.json",
     *TOKENIZER_FILES,
 }
-MASK_WIDTH, N_MASKS = 30, 2
-
-
-@dataclass
-class Example:
-    name: str
-    audio: np.ndarray
-    text: str
-    tokens: list[int]
 
 
 def is_run_dir(directory: Path) -> bool:
@@ -126,103 +139,6 @@ def _check_out(out: Path, resume: bool) -> Path:
             "--out (nothing there is replaced)"
         )
     return check_writable(out)
-
-
-def _examples(items, tok, prompt_len: int, max_positions: int, what: str) -> list[Example]:
-    """Decode every item; skip (and list) unreadable and over-long audio — one broken file of
-    thousands should not stop a run — and fail if nothing is left."""
-    out, bad, long_, cut = [], [], [], 0
-    limit = max_positions - prompt_len - 1
-    for u in items:
-        try:
-            audio = load_audio(u.path)
-        except ToolkitError:
-            bad.append(u.path.name)
-            continue
-        if len(audio) > N_SAMPLES:
-            long_.append(u.path.name)
-            continue
-        tokens = tok.encode(" " + u.text.strip())
-        if len(tokens) > limit:
-            tokens, cut = tokens[:limit], cut + 1
-        out.append(Example(u.path.name, audio, u.text, tokens))
-    for names, why in (
-        (bad, "unreadable or silent"),
-        (long_, "longer than 30 s (cut them into ≤ 30-s clips)"),
-    ):
-        if names:
-            console.print(
-                f"[yellow]warning:[/] skipped {len(names)} {what} file(s), {why}: "
-                + ", ".join(names[:5])
-                + (", …" if len(names) > 5 else "")
-            )
-    if cut:
-        console.print(f"[yellow]warning:[/] {cut} {what} transcript(s) cut to {limit} tokens")
-    if not out:
-        raise ToolkitError(f"no usable {what} audio (all {len(items)} files skipped)")
-    return out
-
-
-def spec_augment(feats: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
-    """Two time masks (≤ 30 frames, within the first ``frames`` frames: the speech) and two
-    frequency masks (≤ 30 bins), filled with the example's mean."""
-    feats = feats.copy()
-    fill = float(feats[:, : max(1, frames)].mean())
-    n_mels = feats.shape[0]
-    for _ in range(N_MASKS):
-        w = int(rng.integers(0, MASK_WIDTH + 1))
-        if frames > w:
-            t0 = int(rng.integers(0, frames - w))
-            feats[:, t0 : t0 + w] = fill
-        w = int(rng.integers(0, min(MASK_WIDTH, n_mels // 2) + 1))
-        f0 = int(rng.integers(0, n_mels - w + 1))
-        feats[f0 : f0 + w, :] = fill
-    return feats
-
-
-def _batch(
-    examples: list[Example],
-    prompt: list[int],
-    eot: int,
-    n_mels: int,
-    augment: bool,
-    rng: np.random.Generator,
-):
-    feats = []
-    for ex in examples:
-        f = log_mel(ex.audio, n_mels)
-        if augment:
-            f = spec_augment(f, len(ex.audio) // HOP_LENGTH, rng)
-        feats.append(f)
-    seqs = [prompt + ex.tokens for ex in examples]
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), eot, np.int64)
-    labels = np.full((len(seqs), width), -100, np.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-        target = s[1:] + [eot]  # position j predicts token j + 1
-        labels[i, : len(s)] = target
-        labels[i, : len(prompt) - 1] = -100  # predicting the prompt is not learned
-    return (torch.from_numpy(np.stack(feats)), torch.from_numpy(ids), torch.from_numpy(labels))
-
-
-def evaluate(pipe, examples: list[Example], prompt: list[int],
-             language: str | None = None) -> dict:
-    """Greedy transcripts of ``examples`` with the toolkit's decode loop; CER/WER in pp after
-    Whisper's normaliser for ``language`` (``bench/metrics.py``), and the raw figures."""
-    hyps = []
-    for ex in examples:
-        res = pipe.decode(ex.audio, prompt, max_new_tokens=224)
-        hyps.append("".join(pipe.tokenizer.decode(w) for w in res.tokens).strip())
-    got = scores(hyps, [ex.text for ex in examples], language)
-    if got["cer"] is None:
-        raise ToolkitError(
-            "the evaluation transcripts hold no letters or digits once "
-            "normalised (punctuation removed); nothing to score CER against — check them"
-        )
-    return {"cer": got["cer"], "wer": got["wer"], "cer_raw": got["cer_raw"],
-            "wer_raw": got["wer_raw"], "cer_nospace": got["cer_nospace"],
-            "normalizer": got["normalizer"], "texts": hyps}
 
 
 def _schedule(warmup: int, total: int):
@@ -290,6 +206,12 @@ class TrainOptions:
                                                  "(default: on from medium up).", negatable=True)
     seed: int = option(0, "Seed of the weights (presets), the order and the augmentation.",
                        min=0, max=2**32 - 1)
+    workers: int = option(2, "Data-loading worker processes per training process (decode audio, "
+                          "compute features); 0: in the training process.", min=0, max=64)
+    group_by_length: bool = option(True, "Batch clips of similar duration together (less "
+                                   "decoder padding).", negatable=True)
+    save_every: int | None = option(None, "Write the resume state every N steps (default: at "
+                                    "every evaluation).", min=1, max=10**9)
 
     def check(self) -> None:
         check_fields(self)
@@ -351,22 +273,97 @@ def _trainable(model, cfg, opts: TrainOptions):
     return wrapped, checkpointing
 
 
-class _Trainer:
-    """One run: the model, its optimizer and schedule, the evaluations, the saved state."""
+class _Group:
+    """The processes of this run as ``torchrun`` describes them (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``/``PORT``), or a single process.
 
-    def __init__(self, opts: TrainOptions, loaded: LoadedWhisper, out: Path):
-        self.opts, self.loaded, self.out = opts, loaded, out
+    The collectives are PyTorch's own (``torch.distributed``: gloo on CPUs, NCCL on GPUs):
+    DDP all-reduces the gradients; this class only sums a few numbers per step (token counts,
+    losses, clip counts) and gathers evaluation transcripts."""
+
+    def __init__(self):
+        env = os.environ
+        try:
+            self.world = int(env.get("WORLD_SIZE", "1"))
+            self.rank = int(env.get("RANK", "0"))
+            self.local_rank = int(env.get("LOCAL_RANK", "0"))
+            self.local_world = int(env.get("LOCAL_WORLD_SIZE", str(self.world)))
+        except ValueError:
+            raise ToolkitError("WORLD_SIZE, RANK, LOCAL_RANK must be whole numbers (torchrun "
+                               "sets them); unset them to train in one process") from None
+        self.main = self.rank == 0
+        self.device = "cpu"
+
+    def start(self) -> None:
+        if self.world <= 1:
+            return
+        import torch.distributed as dist
+
+        backend = "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+            backend, self.device = "nccl", "cuda"
+        dist.init_process_group(backend)
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def sum(self, values) -> np.ndarray:
+        """Element-wise sum over the processes (float64)."""
+        values = np.asarray(values, np.float64)
+        if self.world <= 1:
+            return values
+        import torch.distributed as dist
+
+        t = torch.from_numpy(values.copy()).to(self.device)
+        dist.all_reduce(t)
+        return t.cpu().numpy()
+
+    def gather(self, obj) -> list:
+        if self.world <= 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+# the numbers each micro-batch contributes to the step's log (summed over the processes)
+ROW = ("loss", "clips", "seconds", "unreadable", "long", "cut")
+
+
+def _memory(device: str) -> dict:
+    rec = {"rss_mb": round(rss_bytes() / 1e6, 1)}
+    if device == "cuda":
+        rec["gpu_mb"] = round(torch.cuda.max_memory_allocated() / 1e6, 1)
+    return rec
+
+
+class _Trainer:
+    """One run: the model, its optimizer and schedule, the data stream, the evaluations, the
+    saved state. Every process of a ``torchrun`` group builds one; only rank 0 writes."""
+
+    def __init__(self, opts: TrainOptions, loaded: LoadedWhisper, out: Path, group: _Group):
+        self.opts, self.loaded, self.out, self.group = opts, loaded, out, group
         self.tok, self.cfg = loaded.tokenizer, loaded.config
         self.prompt = _prompt(self.tok, opts)
         train_items, eval_items = _split(opts)
-        limit = self.cfg.max_target_positions
-        self.train_ex = _examples(train_items, self.tok, len(self.prompt), limit, "training")
-        self.eval_ex = _examples(eval_items, self.tok, len(self.prompt), limit, "evaluation")
-        per_epoch = math.ceil(len(self.train_ex) / (opts.batch_size * opts.grad_accum))
+        self.train_index, self.eval_index = index_clips(train_items), index_clips(eval_items)
+        self.clips = Clips(self.train_index, self.tok, self.prompt, self.cfg.num_mel_bins,
+                           self.cfg.max_target_positions, opts.spec_augment, opts.seed)
+        self.global_batch = opts.batch_size * group.world
+        self.batches_per_epoch = -(-len(self.train_index) // self.global_batch)
+        per_epoch = -(-self.batches_per_epoch // opts.grad_accum)
         self.total = opts.steps if opts.steps is not None else per_epoch * (
             opts.epochs or DEFAULT_EPOCHS)
         self.warmup = opts.warmup if opts.warmup is not None else min(500, self.total // 10)
         self.eval_every = opts.eval_every or max(1, min(self.total, 10 * per_epoch))
+        self.save_every = opts.save_every or self.eval_every
         self.lr = opts.lr or DEFAULT_LR.get(self.cfg.d_model, 1e-5)
         self.device = torch_device()  # the evaluation pipeline runs on the same device
         self.amp = None
@@ -375,11 +372,28 @@ class _Trainer:
         self.model = loaded.model.to(self.device)
         self.trainable, self.checkpointing = _trainable(self.model, self.cfg, opts)
         self.params = [p for p in self.trainable.parameters() if p.requires_grad]
+        self.forward = self.model
+        if group.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # gradients as views into DDP's all-reduce buckets: no second copy of them
+            self.forward = DistributedDataParallel(
+                self.model, device_ids=[group.local_rank] if self.device == "cuda" else None,
+                gradient_as_bucket_view=True)
         self.opt = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _schedule(self.warmup, self.total))
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.start, self.best, self.evals = 0, None, []
+        self.position = (0, 0)          # the next micro-batch of the stream: (epoch, batch)
+        self.epoch_stats = _new_epoch(0)
+        self.totals = dict.fromkeys(ROW[1:], 0)
         self.pipe = None
+
+    def say(self, text: str) -> None:
+        if self.group.main:
+            console.print(text)
+
+    # -- saved state ------------------------------------------------------------------------
 
     def resume(self) -> None:
         out = self.out
@@ -396,6 +410,15 @@ class _Trainer:
                 f"({str(exc).splitlines()[0][:120]}); it belongs to another model "
                 "or setting (--lora?) — drop --resume and choose a new --out"
             ) from None
+        self._resume_stream(state)
+        rng = state.get("rng") or []
+        if len(rng) == self.group.world:      # the same processes: each its own generator
+            torch.set_rng_state(rng[self.group.rank])
+        cuda_rng = state.get("cuda_rng") or []
+        if self.device == "cuda" and len(cuda_rng) == self.group.world:
+            torch.cuda.set_rng_state(cuda_rng[self.group.rank])
+        if not self.group.main:
+            return
         # what was logged after the saved state (a crash between the two) is dropped
         if (out / "eval.json").is_file():
             self.evals = [e for e in json.loads((out / "eval.json").read_text())
@@ -404,59 +427,156 @@ class _Trainer:
             kept = [line for line in (out / "train_log.jsonl").read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= self.start]
             atomic_write_bytes(out / "train_log.jsonl", "".join(k + "\n" for k in kept).encode())
-        console.print(f"resuming {escape(str(out))} at step {self.start} of {self.total}")
+        console.print(f"resuming {escape(str(out))} at step {self.start} of {self.total} "
+                      f"(epoch {self.position[0] + 1}, batch {self.position[1]} of "
+                      f"{self.batches_per_epoch})")
+
+    def _resume_stream(self, state: dict) -> None:
+        """The data stream's position: the same data and global batch, or a clear stop."""
+        if "position" not in state:          # a state written before the stream was saved
+            done = self.start * self.opts.grad_accum
+            self.position = divmod(done, self.batches_per_epoch)
+            return
+        if state.get("data") != self.train_index.digest():
+            raise ToolkitError("the training data changed since this run was saved (other "
+                               "clips, transcripts or --eval-split); resume with the same data, "
+                               "or drop --resume and choose a new --out")
+        if int(state.get("global_batch", 0)) != self.global_batch:
+            raise ToolkitError(
+                f"this run was saved with a global batch of {state.get('global_batch')} clips "
+                f"(--batch-size × processes), this one has {self.global_batch}; resume with "
+                "the same product so the data order is the same")
+        self.position = (int(state["position"][0]), int(state["position"][1]))
+        self.epoch_stats = dict(state.get("epoch_stats") or _new_epoch(self.position[0]))
+        self.totals.update(state.get("totals") or {})
+
+    def save_state(self, step: int) -> None:
+        rng = self.group.gather(torch.get_rng_state())
+        cuda_rng = self.group.gather(torch.cuda.get_rng_state()) if self.device == "cuda" else []
+        if not self.group.main:
+            return
+        with atomic_dir(self.out / "resume", owned=lambda p: (p / "state.pt").is_file()) as tmp:
+            torch.save({"model": self.trainable.state_dict(), "optimizer": self.opt.state_dict(),
+                        "scheduler": self.sched.state_dict(), "step": step,
+                        "best_cer": self.best, "position": list(self.position),
+                        "data": self.train_index.digest(), "global_batch": self.global_batch,
+                        "epoch_stats": self.epoch_stats, "totals": self.totals,
+                        "rng": rng, "cuda_rng": cuda_rng}, tmp / "state.pt")
 
     def describe(self) -> str:
-        o, amp = self.opts, self.amp
+        o, amp, g = self.opts, self.amp, self.group
         n_params = sum(p.numel() for p in self.params)
-        return (f"train whisper from {self.loaded.weights}: {len(self.train_ex)} training / "
-                f"{len(self.eval_ex)} evaluation clips, "
-                f"{self.total} steps × {o.batch_size} × {o.grad_accum}, lr {self.lr:g} "
+        hours = float(self.train_index.seconds.sum()) / 3600
+        procs = f"{g.world} processes ({'NCCL' if g.device == 'cuda' else 'gloo'}), " \
+            if g.world > 1 else ""
+        return (f"train whisper from {self.loaded.weights}: {len(self.train_index)} training "
+                f"clips ({hours:.2f} h) / {len(self.eval_index)} evaluation clips, "
+                f"{self.total} steps × {o.batch_size} × {o.grad_accum}"
+                f"{f' × {g.world}' if g.world > 1 else ''}, lr {self.lr:g} "
                 f"(warm-up {self.warmup}), {n_params / 1e6:.1f} M trainable parameters"
-                f"{' (LoRA)' if o.lora else ''}, "
-                f"{self.device}{' ' + str(amp).split('.')[-1] if amp else ' fp32'}"
+                f"{' (LoRA)' if o.lora else ''}, {procs}"
+                f"{self.device}{' ' + str(amp).split('.')[-1] if amp else ' fp32'}, "
+                f"{o.workers} loader worker(s) per process"
+                f"{', length-grouped' if o.group_by_length else ''}"
                 f"{', SpecAugment' if o.spec_augment else ''}"
                 f"{', gradient checkpointing' if self.checkpointing else ''}")
 
-    def evaluate(self, step: int, loss: float | None) -> dict:
+    # -- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self, step: int, loss: float | None) -> dict | None:
+        """Each process transcribes its share of the evaluation clips; rank 0 scores them all,
+        writes eval.json and, on a better CER, the checkpoint. Returns the record (rank 0)."""
+        g = self.group
         self.model.eval()
-        res = evaluate(self.pipe, self.eval_ex, self.prompt, self.opts.language)
+        mine = []
+        for i in range(g.rank, len(self.eval_index), g.world):
+            path = self.eval_index.paths[i]
+            try:
+                audio = load_audio(path, max_seconds=CHUNK_SECONDS + 0.5)
+                if len(audio) > N_SAMPLES:
+                    raise TooLong(path)
+            except TooLong:
+                mine.append((i, None, TOO_LONG))
+                continue
+            except ToolkitError:
+                mine.append((i, None, UNREADABLE))
+                continue
+            res = self.pipe.decode(audio, self.prompt, max_new_tokens=224)
+            mine.append((i, "".join(self.pipe.tokenizer.decode(w) for w in res.tokens).strip(),
+                         None))
         self.model.train()
-        rec = {"step": step, "cer": res["cer"], "wer": res["wer"], "cer_raw": res["cer_raw"],
-               "wer_raw": res["wer_raw"], "normalizer": res["normalizer"], "train_loss": loss,
-               "texts": res["texts"]}
-        if res["cer_nospace"] is not None:
-            rec["cer_nospace"] = res["cer_nospace"]
+        done = sorted(r for part in g.gather(mine) for r in part)
+        rec = None
+        if g.main:
+            rec = self._score(step, loss, done)
+        self.save_state(step)
+        return rec
+
+    def _score(self, step: int, loss: float | None, done: list) -> dict:
+        kept = [(i, hyp) for i, hyp, _ in done if hyp is not None]
+        skipped = [(Path(self.eval_index.paths[i]).name, why) for i, hyp, why in done
+                   if hyp is None]
+        if not kept:
+            raise ToolkitError(f"no usable evaluation audio (all {len(done)} files skipped)")
+        if skipped and step == self.start:
+            _warn_skipped(skipped, "evaluation")
+        hyps = [h for _, h in kept]
+        refs = [self.eval_index.texts[i] for i, _ in kept]
+        got = scores(hyps, refs, self.opts.language)   # Whisper's normaliser (bench/metrics)
+        if got["cer"] is None:
+            raise ToolkitError(
+                "the evaluation transcripts hold no letters or digits once "
+                "normalised (punctuation removed); nothing to score CER against — check them"
+            )
+        rec = {"step": step, "cer": got["cer"], "wer": got["wer"], "cer_raw": got["cer_raw"],
+               "wer_raw": got["wer_raw"], "normalizer": got["normalizer"], "train_loss": loss,
+               "clips": len(kept), "skipped": len(skipped), "texts": hyps}
+        if got["cer_nospace"] is not None:
+            rec["cer_nospace"] = got["cer_nospace"]
         self.evals.append(rec)
         atomic_write_bytes(self.out / "eval.json",
                            (json.dumps(self.evals, indent=1) + "\n").encode())
         if self.best is None or rec["cer"] < self.best:
             self.best = rec["cer"]
             _save_checkpoint(self.trainable, self.loaded, self.out, self.opts.lora)
-        self.save_state(step)
         return rec
 
-    def save_state(self, step: int) -> None:
-        with atomic_dir(self.out / "resume", owned=lambda p: (p / "state.pt").is_file()) as tmp:
-            torch.save({"model": self.trainable.state_dict(), "optimizer": self.opt.state_dict(),
-                        "scheduler": self.sched.state_dict(), "step": step,
-                        "best_cer": self.best}, tmp / "state.pt")
+    # -- training ---------------------------------------------------------------------------
 
-    def micro_batch(self, idx: list[int], rng: np.random.Generator, step: int) -> float:
-        """Forward and backward of one micro-batch; its loss."""
-        feats, ids, labels = _batch([self.train_ex[i] for i in idx], self.prompt, self.tok.eot,
-                                    self.cfg.num_mel_bins, self.opts.spec_augment, rng)
-        feats, ids, labels = (t.to(self.device) for t in (feats, ids, labels))
-        with torch.autocast(self.device, dtype=self.amp, enabled=self.amp is not None):
-            logits = self.model(input_features=feats, decoder_input_ids=ids,
-                                use_cache=False).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                 labels.reshape(-1), ignore_index=-100)
-        if not torch.isfinite(loss):
-            raise ToolkitError(f"loss became {loss.item()} at step {step}; lower --lr")
-        scaled = loss / self.opts.grad_accum
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-        return loss.item() / self.opts.grad_accum
+    def micro_batch(self, b: Batch, sync: bool, step: int) -> list[float]:
+        """Forward and backward of one micro-batch; its row of ``ROW``. The loss is the sum over
+        this process's label tokens divided by the tokens of the whole global micro-batch, so
+        N processes compute exactly the gradient one process computes for the same clips (DDP
+        averages: × world)."""
+        g, accum = self.group, self.opts.grad_accum
+        n_tokens = float(g.sum([b.n_tokens])[0])
+        context = contextlib.nullcontext()
+        if g.world > 1 and not sync:
+            context = self.forward.no_sync()
+        with context:
+            if b.feats is None:        # every clip of this part skipped: a zero-weight forward
+                feats = torch.zeros(1, self.cfg.num_mel_bins, N_FRAMES)    # keeps DDP in step
+                ids = torch.tensor([self.prompt])
+                labels = None
+            else:
+                feats, ids, labels = b.feats, b.ids, b.labels
+            feats, ids = feats.to(self.device), ids.to(self.device)
+            with torch.autocast(self.device, dtype=self.amp, enabled=self.amp is not None):
+                logits = self.forward(input_features=feats, decoder_input_ids=ids,
+                                      use_cache=False).logits
+            if labels is None:
+                ce = logits.float().sum() * 0.0
+            else:
+                ce = torch.nn.functional.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]),
+                    labels.to(self.device).reshape(-1), ignore_index=-100, reduction="sum")
+            if not torch.isfinite(ce):
+                raise ToolkitError(f"loss became {ce.item()} at step {step}; lower --lr")
+            scaled = ce * (g.world / max(1.0, n_tokens) / accum)
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        reasons = [r for _, r in b.skipped]
+        return [ce.item() / max(1.0, n_tokens) / accum, len(b.clips), b.seconds,
+                reasons.count(UNREADABLE), reasons.count(TOO_LONG), b.cut]
 
     def optimizer_step(self) -> None:
         if self.scaler:
@@ -469,58 +589,148 @@ class _Trainer:
             self.opt.step()
         self.sched.step()
 
+    def _account(self, batches: list[Batch], rows: np.ndarray) -> None:
+        """The step's clips and skips into the epoch's counts; an epoch that ended reported."""
+        names = [set() for _ in batches]
+        if rows[:, 3:5].sum():            # some process skipped a clip: all learn its name
+            for part in self.group.gather([[n for n, _ in b.skipped] for b in batches]):
+                for j, got in enumerate(part):
+                    names[j].update(got)
+        for b, row, skipped in zip(batches, rows, names):
+            st = self.epoch_stats
+            for k, v in zip(ROW[1:], row[1:]):
+                st[k] += float(v) if k == "seconds" else int(v)
+                self.totals[k] += float(v) if k == "seconds" else int(v)
+            if skipped:
+                st["names"] = sorted(set(st.get("names", [])) | skipped)[:5]
+            self.position = (b.epoch, b.number + 1)
+            if b.number + 1 == b.of:        # the epoch's last batch
+                self.position = (b.epoch + 1, 0)
+                self._end_epoch(st)
+                self.epoch_stats = _new_epoch(b.epoch + 1)
+
+    def _end_epoch(self, st: dict) -> None:
+        if not self.group.main:
+            return
+        skipped = st["unreadable"] + st["long"]
+        text = (f"epoch {st['epoch'] + 1}: {st['clips']} clips ({st['seconds'] / 3600:.2f} h) "
+                f"trained, {skipped} skipped")
+        if skipped:
+            text += (f" ({st['unreadable']} {UNREADABLE}, {st['long']} {TOO_LONG}: "
+                     + ", ".join(st.get("names", [])) + (", …" if skipped > 5 else "") + ")")
+            console.print(f"[yellow]warning:[/] {text}")
+        else:
+            console.print(text)
+        if st["cut"]:
+            console.print(f"[yellow]warning:[/] {st['cut']} transcript(s) cut to "
+                          f"{self.clips.limit} tokens in epoch {st['epoch'] + 1}")
+        st = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in st.items()}
+        with open(self.out / "train_log.jsonl", "a") as logf:
+            logf.write(json.dumps({"step": self._step, "epoch_end": st}) + "\n")
+
     def run(self) -> list[float]:
         """The steps from ``start`` to ``total``; the loss of each."""
-        opts, bs = self.opts, self.opts.batch_size
-        rng = np.random.default_rng(opts.seed + self.start)
-        order: list[int] = []
+        opts, g = self.opts, self.group
+        sampler = GroupedBatches(self.train_index.seconds, opts.batch_size, g.world, g.rank,
+                                 opts.seed, opts.group_by_length, start=self.position)
+        stream = iter(loader(self.clips, sampler, opts.workers))   # workers start here
         losses: list[float] = []
         self.model.train()
-        last_cer = self.best
-        with Steps(f"train whisper ({self.loaded.name})", total=self.total - self.start) as bar:
+        last_cer, t_start, worker_rss = self.best, time.perf_counter(), 0
+        steps = self.total - self.start
+        bar = Steps(f"train whisper ({self.loaded.name})", total=steps) if g.main else None
+        with bar or contextlib.nullcontext():
             for step in range(self.start + 1, self.total + 1):
+                self._step = step
                 step_t = time.perf_counter()
                 self.opt.zero_grad(set_to_none=True)
-                loss = 0.0
-                for _ in range(opts.grad_accum):
-                    if len(order) < bs:
-                        order += list(rng.permutation(len(self.train_ex)))
-                    idx, order = order[:bs], order[bs:]
-                    loss += self.micro_batch(idx, rng, step)
+                batches, rows = [], []
+                for j in range(opts.grad_accum):
+                    b = next(stream)
+                    batches.append(b)
+                    worker_rss = max(worker_rss, b.worker_rss)
+                    rows.append(self.micro_batch(b, j == opts.grad_accum - 1, step))
                 self.optimizer_step()
+                rows = g.sum(rows).reshape(len(rows), len(ROW))
+                loss = float(rows[:, 0].sum())
                 losses.append(loss)
+                seconds = time.perf_counter() - step_t
+                done = step - self.start
                 rec = {"step": step, "loss": round(loss, 5), "lr": self.sched.get_last_lr()[0],
-                       "seconds": round(time.perf_counter() - step_t, 3)}
-                with open(self.out / "train_log.jsonl", "a") as logf:
-                    logf.write(json.dumps(rec) + "\n")
+                       "seconds": round(seconds, 3), "clips": int(rows[:, 1].sum()),
+                       "clips_per_s": round(rows[:, 1].sum() / seconds, 2),
+                       "audio_h_per_s": round(rows[:, 2].sum() / 3600 / seconds, 5),
+                       "eta_s": round((time.perf_counter() - t_start) / done * (steps - done)),
+                       **_memory(self.device), "workers_peak_rss_mb": round(worker_rss / 1e6, 1)}
+                if g.main:
+                    with open(self.out / "train_log.jsonl", "a") as logf:
+                        logf.write(json.dumps(rec) + "\n")
+                self._account(batches, rows)
                 if step % self.eval_every == 0 or step == self.total:
-                    last_cer = self.evaluate(step, loss)["cer"]
-                bar.advance(f"loss {loss:.3f} lr {rec['lr']:.2e}"
-                            + (f" CER {last_cer:.2f}" if last_cer is not None else ""))
+                    res = self.evaluate(step, loss)
+                    last_cer = res["cer"] if res else None
+                elif step % self.save_every == 0:
+                    self.save_state(step)
+                if bar is not None:
+                    bar.advance(
+                        f"loss {loss:.3f} lr {rec['lr']:.2e} {rec['clips_per_s']:.1f} clips/s "
+                        f"{rec['audio_h_per_s'] * 3600:.1f} audio-s/s RSS "
+                        f"{rec['rss_mb'] / 1e3:.1f} GB"
+                        + (f" GPU {rec['gpu_mb'] / 1e3:.1f} GB" if "gpu_mb" in rec else "")
+                        + (f" CER {last_cer:.2f}" if last_cer is not None else ""))
         return losses
 
 
+def _new_epoch(epoch: int) -> dict:
+    return {"epoch": epoch, **dict.fromkeys(ROW[1:], 0), "seconds": 0.0}
+
+
+def _warn_skipped(skipped: list[tuple[str, str]], what: str) -> None:
+    for why in (UNREADABLE, TOO_LONG):
+        names = [n for n, r in skipped if r == why]
+        if names:
+            console.print(f"[yellow]warning:[/] skipped {len(names)} {what} file(s), {why}: "
+                          + ", ".join(names[:5]) + (", …" if len(names) > 5 else ""))
+
+
 def train(opts: TrainOptions) -> dict:
-    """Fine-tune as ``opts`` says; the summary (losses, CERs, seconds per step, the output)."""
+    """Fine-tune as ``opts`` says; the summary (losses, CERs, seconds per step, the output).
+    Under ``torchrun`` every process calls this; each trains on its part of every batch."""
     opts.check()
-    out = _check_out(Path(opts.out), opts.resume)
-    torch.set_num_threads(default_threads())
+    group = _Group()
+    out = _check_out(Path(opts.out), opts.resume)    # every process, before any writes
+    group.start()
+    try:
+        return _train(opts, out, group)
+    finally:
+        group.close()
+
+
+def _train(opts: TrainOptions, out: Path, group: _Group) -> dict:
+    threads = max(1, default_threads() // max(1, group.local_world))
+    if group.world > 1:
+        os.environ.setdefault("TOOLKIT_THREADS", str(threads))  # the evaluation sessions too
+    torch.set_num_threads(threads)
     torch.manual_seed(opts.seed)
-    run = _Trainer(opts, load_model(opts.checkpoint, opts.preset, opts.seed), out)
+    loaded = load_model(opts.checkpoint, opts.preset, opts.seed)
+    torch.manual_seed(opts.seed + 1_000_003 * group.rank)     # dropout: each process its own
+    run = _Trainer(opts, loaded, out, group)
     if opts.resume:
         run.resume()
         if run.start >= run.total:
-            console.print(f"{escape(str(out))} is already at step {run.start} ≥ {run.total}; "
-                          "nothing to do")
+            run.say(f"{escape(str(out))} is already at step {run.start} ≥ {run.total}; "
+                    "nothing to do")
             return {"step": run.start, "evals": run.evals, "out": str(out)}
-    out.mkdir(parents=True, exist_ok=True)
+    if group.main:
+        out.mkdir(parents=True, exist_ok=True)
     run.pipe = make_pipeline(open_model(run.loaded, build_plan, "torch"), from_graphs)
-    console.print(run.describe())
+    run.say(run.describe())
     if run.start == 0:
         run.best = None
         first = run.evaluate(0, None)   # the starting point is the checkpoint until one beats it
-        console.print(f"before training: CER {first['cer']:.2f} %, WER {first['wer']:.2f} % "
-                      f"on {len(run.eval_ex)} clips")
+        if first:
+            run.say(f"before training: CER {first['cer']:.2f} %, WER {first['wer']:.2f} % "
+                    f"on {first['clips']} clips")
     t0 = time.perf_counter()
     losses = run.run()
     k = max(1, len(losses) // 5)
@@ -531,13 +741,15 @@ def train(opts: TrainOptions) -> dict:
         "cer_before": run.evals[0]["cer"] if run.evals else None,
         "cer_best": run.best,
         "seconds_per_step": (time.perf_counter() - t0) / max(1, len(losses)),
+        "skipped": run.totals["unreadable"] + run.totals["long"],
         "evals": run.evals,
         "out": str(out),
     }
-    console.print(
-        f"loss {summary['loss_first']:.3f} → {summary['loss_last']:.3f}; CER "
-        f"{summary['cer_before']:.2f} → best {run.best:.2f} % "
-        f"[{summary['seconds_per_step']:.1f} s/step]")
-    console.print(f"[green]✓[/] {escape(str(out))}: the checkpoint with the best CER; export it "
-                  f"with `toolkit export whisper --checkpoint {out}`")
+    if group.main and losses:
+        console.print(
+            f"loss {summary['loss_first']:.3f} → {summary['loss_last']:.3f}; CER "
+            f"{summary['cer_before']:.2f} → best {run.best:.2f} % "
+            f"[{summary['seconds_per_step']:.1f} s/step]")
+        console.print(f"[green]✓[/] {escape(str(out))}: the checkpoint with the best CER; "
+                      f"export it with `toolkit export whisper --checkpoint {out}`")
     return summary
