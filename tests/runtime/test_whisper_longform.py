@@ -14,8 +14,8 @@ from toolkit import registry
 from toolkit.bench.metrics import corpus_cer, normalize, word_errors
 from toolkit.models.whisper.audio import SAMPLE_RATE, load_audio
 from toolkit.models.whisper.data import load_folder
+from toolkit.runtime.generate import SearchOptions, rank_score
 from toolkit.runtime.whisper.longform import TranscribeOptions
-from toolkit.runtime.whisper.search import SearchOptions, rank_score
 
 open_pipeline = registry.get("whisper").open_pipeline
 

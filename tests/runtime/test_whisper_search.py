@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 
 from toolkit.core.errors import ToolkitError
-from toolkit.runtime.whisper.decoding import NEG_INF, TimestampRules, apply_filters
+from toolkit.runtime.generate import (
+    NEG_INF,
+    PromptProbe,
+    Searcher,
+    SearchOptions,
+    apply_filters,
+    rank_score,
+)
+from toolkit.runtime.whisper.decoding import TimestampRules
 from toolkit.runtime.whisper.longform import _split_segments, fallback_temperatures
-from toolkit.runtime.whisper.search import Searcher, SearchOptions, rank_score
 
 EOT, NO_TS, TB, V = 10, 11, 12, 40   # toy vocabulary: 0-9 text, eot, notimestamps, 12.. times
 
@@ -114,7 +121,7 @@ class ToyDecoder:
         return {"past_key_0": z, "past_value_0": z}
 
     def searcher(self):
-        return Searcher(self.step, self.take, self.empty_cache, self.eot, None, [])
+        return Searcher(self.step, self.take, self.empty_cache, self.eot, [])
 
 
 def reference_beam(dec, prompt, beam, limit, patience=1.0, length_penalty=None):
@@ -179,13 +186,28 @@ def test_beam_search_equals_a_plain_reimplementation(seed, beam, patience, penal
     assert got.sum_logprob < 0 and len(got.tokens) >= 1
 
 
+def test_the_prompt_probe_reads_a_token_before_any_rule_at_no_extra_cost():
+    """A probe inside the prompt splits the prefill there (same number of decoder calls as a
+    probe at the prompt's end plus one) and reads softmax(logits)[token] at that position."""
+    dec = ToyDecoder(seed=4)
+    lp = dec.logits_for([3])
+    want = float(np.exp(lp[7] - np.log(np.exp(lp - lp.max()).sum()) - lp.max()))
+    plain = dec.searcher().run(CROSS, [3, 4], SearchOptions(), limit=5)
+    probed = dec.searcher().run(CROSS, [3, 4], SearchOptions(), limit=5,
+                                probe=PromptProbe(0, 7))
+    assert probed.hypotheses[0].probe == pytest.approx(want, rel=1e-5)
+    assert plain.hypotheses[0].probe is None
+    assert probed.hypotheses[0].tokens == plain.hypotheses[0].tokens
+    assert probed.steps == plain.steps + 1
+
+
 def test_beam_search_reorders_the_cache_with_its_beams():
     """The same search with the reorder skipped decodes from the wrong histories."""
     dec = ToyDecoder(seed=1)
     good = dec.searcher().run(CROSS, [5], SearchOptions(beam_size=4), limit=8).hypotheses[0]
     broken = Searcher(dec.step, lambda arrays, rows: arrays if len(rows) ==
                       next(iter(arrays.values())).shape[0] else ToyDecoder.take(arrays, rows),
-                      dec.empty_cache, dec.eot, None, [])
+                      dec.empty_cache, dec.eot, [])
     bad = broken.run(CROSS, [5], SearchOptions(beam_size=4), limit=8).hypotheses[0]
     assert good.tokens != bad.tokens or good.sum_logprob != pytest.approx(bad.sum_logprob)
 
@@ -227,14 +249,14 @@ def test_nan_logits_are_refused_in_beam_search():
             logits[:] = np.nan
         return logits, present
 
-    s = Searcher(nan_step, dec.take, dec.empty_cache, dec.eot, None, [])
+    s = Searcher(nan_step, dec.take, dec.empty_cache, dec.eot, [])
     with pytest.raises(ToolkitError, match="NaN or infinite logits"):
         s.run(CROSS, [5], SearchOptions(beam_size=3), limit=6)
     assert NEG_INF == -np.inf
 
 
 def test_log_softmax_at_is_the_full_log_softmax_at_those_tokens():
-    from toolkit.runtime.whisper.decoding import log_softmax, log_softmax_at
+    from toolkit.runtime.generate import log_softmax, log_softmax_at
     rng = np.random.default_rng(0)
     x = rng.normal(0, 4, (6, 1000)).astype(np.float32)
     x[1, :900] = -np.inf                          # suppressed tokens

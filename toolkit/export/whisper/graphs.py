@@ -13,7 +13,9 @@ K/V once instead of five times.
 
 One decoder graph serves the prompt step (P = 0, T = prompt length) and every later step
 (T = 1): the causal mask and the position offset are computed from the shapes, so there is no
-`If` node and no merged with/without-past graph. The same modules run as the ``torch`` backend.
+`If` node and no merged with/without-past graph. That contract, the attention pieces and the
+cache names are the shared ones of ``export/generate.py``. The same modules run as the
+``torch`` backend.
 """
 
 from __future__ import annotations
@@ -21,23 +23,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# additive mask: exp(-1e4) is 0, and -1e4 is exact in fp16 (-1e9 would be -inf, 0·inf = NaN)
-NEG = -1e4
+from ..generate import (
+    attend,
+    cache_names,
+    causal_bias,
+    cross_kv_names,
+    grouped_cross,
+    kv_entries,
+    merge_heads,
+    split_heads,
+)
 
 
 def encoder_io(n_layers: int) -> list[str]:
-    return [n for i in range(n_layers) for n in (f"cross_key_{i}", f"cross_value_{i}")]
+    return cross_kv_names(n_layers)
 
 
 def decoder_inputs(n_layers: int) -> list[str]:
-    return (["input_ids"]
-            + [n for i in range(n_layers) for n in (f"past_key_{i}", f"past_value_{i}")]
-            + encoder_io(n_layers))
+    return ["input_ids", *cache_names("past", kv_entries(n_layers)), *encoder_io(n_layers)]
 
 
 def decoder_outputs(n_layers: int) -> list[str]:
-    return ["logits"] + [n for i in range(n_layers) for n in (f"present_key_{i}",
-                                                                f"present_value_{i}")]
+    return ["logits", *cache_names("present", kv_entries(n_layers))]
 
 
 class WhisperEncoderGraph(nn.Module):
@@ -51,12 +58,10 @@ class WhisperEncoderGraph(nn.Module):
 
     def forward(self, input_features: torch.Tensor):
         h = self.encoder(input_features).last_hidden_state
-        b, s, _ = h.shape
         out = []
         for attn in self.cross:
-            k = attn.k_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)
-            out += [k.contiguous(), v.contiguous()]
+            out += [split_heads(attn.k_proj(h), self.heads, self.head_dim).contiguous(),
+                    split_heads(attn.v_proj(h), self.heads, self.head_dim).contiguous()]
         return tuple(out)
 
 
@@ -76,30 +81,6 @@ class WhisperDecoderGraph(nn.Module):
         self.layer_norm = dec.layer_norm
         self.proj_out = hf_model.proj_out
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
-
-    @staticmethod
-    def _attend(q, k, v, mask=None):
-        scores = torch.matmul(q, k.transpose(-1, -2))
-        if mask is not None:
-            scores = scores + mask
-        return torch.matmul(torch.softmax(scores, dim=-1), v)
-
-    def _cross(self, q, k, v):
-        """Cross attention of R = B·g query rows over B windows' K/V (g rows per window)."""
-        r, h, t, dh = q.shape
-        b = k.shape[0]
-        g = r // b
-        q = q.reshape(b, g, h, t, dh).transpose(1, 2).reshape(b, h, g * t, dh)
-        out = self._attend(q, k, v)
-        return out.reshape(b, h, g, t, dh).transpose(1, 2).reshape(r, h, t, dh)
-
-    def _merge(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, t, _ = x.shape
-        return x.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
-
     def forward(self, input_ids: torch.Tensor, *cache: torch.Tensor):
         n = self.n_layers
         past, cross = cache[:2 * n], cache[2 * n:]
@@ -107,23 +88,22 @@ class WhisperDecoderGraph(nn.Module):
         p = past[0].shape[2]
         positions = self.embed_positions.weight[p:p + t]
         x = self.embed_tokens(input_ids) * self.embed_scale + positions
-        # causal mask over [past + new] keys: query i may see keys j <= p + i
-        q_pos = torch.arange(t, device=x.device).unsqueeze(1) + p
-        k_pos = torch.arange(p + t, device=x.device).unsqueeze(0)
-        mask = (k_pos > q_pos).to(x.dtype) * NEG
+        mask = causal_bias(t, p, x.dtype, x.device)
+        hs, dh, width = self.heads, self.head_dim, self.heads * self.head_dim
         presents = []
         for i, layer in enumerate(self.layers):
             sa = layer.self_attn
             h = layer.self_attn_layer_norm(x)
-            q = self._split(sa.q_proj(h) * self.scale)
-            k = torch.cat([past[2 * i], self._split(sa.k_proj(h))], dim=2)
-            v = torch.cat([past[2 * i + 1], self._split(sa.v_proj(h))], dim=2)
+            q = split_heads(sa.q_proj(h) * self.scale, hs, dh)
+            k = torch.cat([past[2 * i], split_heads(sa.k_proj(h), hs, dh)], dim=2)
+            v = torch.cat([past[2 * i + 1], split_heads(sa.v_proj(h), hs, dh)], dim=2)
             presents += [k, v]
-            x = x + sa.out_proj(self._merge(self._attend(q, k, v, mask)))
+            x = x + sa.out_proj(merge_heads(attend(q, k, v, mask), width))
             ca = layer.encoder_attn
             h = layer.encoder_attn_layer_norm(x)
-            q = self._split(ca.q_proj(h) * self.scale)
-            x = x + ca.out_proj(self._merge(self._cross(q, cross[2 * i], cross[2 * i + 1])))
+            q = split_heads(ca.q_proj(h) * self.scale, hs, dh)
+            a = grouped_cross(q, cross[2 * i], cross[2 * i + 1])
+            x = x + ca.out_proj(merge_heads(a, width))
             h = layer.final_layer_norm(x)
             x = x + layer.fc2(layer.activation_fn(layer.fc1(h)))
         x = self.layer_norm(x[:, -1])

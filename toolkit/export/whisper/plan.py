@@ -12,6 +12,7 @@ from ...core.progress import console
 from ...models.whisper.audio import features_for, load_audio
 from ...models.whisper.data import bundled_dir, default_calibration_files
 from ...models.whisper.loading import LoadedWhisper
+from ..generate import decoder_axes, kv_entries
 from ..onnx import torch_outputs
 from ..spec import ExportPlan, GraphSpec, Profile
 from .graphs import (
@@ -97,18 +98,9 @@ def build_graphs(loaded: LoadedWhisper) -> list[GraphSpec]:
         tolerance=TOLERANCE, int8_budget=INT8_BUDGET["encoder"], int8_cpu_scheme="dynamic")
     dec_in, dec_out = decoder_inputs(n), decoder_outputs(n)
     # rows (batch) = windows (cross_batch) × hypotheses per window
-    axes: dict = {"input_ids": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
-    profiles = {"input_ids": Profile([1, 1], [1, 1], [rows, max_tok])}
-    for name in dec_in[1:]:
-        if name.startswith("past"):
-            axes[name] = {0: "batch", 2: "past"}
-            profiles[name] = Profile([1, h, 0, dh], [1, h, OPT_PAST, dh],
-                                     [rows, h, max_tok - 1, dh])
-        else:
-            axes[name] = {0: "cross_batch"}
-            profiles[name] = Profile([1, h, src, dh], [1, h, src, dh], [windows, h, src, dh])
-    for name in dec_out[1:]:
-        axes[name] = {0: "batch", 2: "total"}
+    axes, profiles = decoder_axes({e: (h, None, dh) for e in kv_entries(n)},
+                                  {c: ((h, src, dh), None) for c in enc_out},
+                                  rows, windows, max_tok, OPT_PAST)
 
     def dec_example():
         ids = torch.tensor([[loaded.tokenizer.sot, loaded.tokenizer.no_timestamps, 400]])

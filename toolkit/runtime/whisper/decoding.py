@@ -1,10 +1,6 @@
-"""Whisper's logit rules as small pieces, applied in order to each step's logits (in place).
-
-Greedy decoding, sampling, beam search and teacher-forced scoring all build their step from the
-same pieces, the way openai/whisper composes its ``LogitFilter``s. Each piece sees the step's
-logits [rows, vocab], the index of the step (0 = first sampled token) and the tokens each row
-has generated so far [rows, step].
-"""
+"""Whisper's logit rules: its checkpoint's suppression lists and its timestamp grammar, as
+pieces of the shared generation layer (``runtime/generate/filters.py``), applied in
+openai-whisper's order."""
 
 from __future__ import annotations
 
@@ -13,48 +9,16 @@ from typing import Sequence
 
 import numpy as np
 
-NEG_INF = -np.inf
+from ..generate.filters import (
+    NEG_INF,
+    LogitFilter,
+    SuppressAtBegin,
+    SuppressTokens,
+    TextOnly,
+    logsumexp,
+)
+
 SECONDS_PER_TIMESTAMP = 0.02   # one timestamp token = 20 ms (two encoder frames)
-
-
-class LogitFilter:
-    """Changes ``logits`` [rows, vocab] in place before the next token is chosen."""
-
-    def apply(self, logits: np.ndarray, step: int, tokens: np.ndarray) -> None:
-        raise NotImplementedError
-
-
-@dataclass
-class SuppressTokens(LogitFilter):
-    """Never emit these tokens (the checkpoint's ``suppress_tokens``)."""
-
-    tokens: np.ndarray
-
-    def apply(self, logits: np.ndarray, step: int, tokens: np.ndarray) -> None:
-        if self.tokens.size:
-            logits[:, self.tokens[self.tokens < logits.shape[1]]] = NEG_INF
-
-
-@dataclass
-class SuppressAtBegin(LogitFilter):
-    """Not as the first generated token (``begin_suppress_tokens``: blank, end-of-text)."""
-
-    tokens: np.ndarray
-
-    def apply(self, logits: np.ndarray, step: int, tokens: np.ndarray) -> None:
-        if step == 0 and self.tokens.size:
-            logits[:, self.tokens] = NEG_INF
-
-
-@dataclass
-class TextOnly(LogitFilter):
-    """No end-of-text and no special token: decoding runs its full length (benchmarks on random
-    weights, teacher forcing)."""
-
-    eot: int
-
-    def apply(self, logits: np.ndarray, step: int, tokens: np.ndarray) -> None:
-        logits[:, self.eot:] = NEG_INF
 
 
 @dataclass
@@ -103,31 +67,6 @@ class TimestampRules(LogitFilter):
         logits[ts_total > best_text, :tb] = NEG_INF
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    top = np.max(x, axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    shifted = x - top
-    with np.errstate(divide="ignore"):
-        return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-
-
-def log_softmax_at(x: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``log_softmax(x)`` at ``index`` (per row) only, with the same arithmetic as
-    ``log_softmax`` — (x − max) − log Σ exp(x − max) — so the values are bit-identical."""
-    top = np.max(x, axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        norm = np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True))
-    return (np.take_along_axis(x, index, axis=-1) - top) - norm
-
-
-def logsumexp(x: np.ndarray) -> np.ndarray:
-    top = np.max(x, axis=-1)
-    safe = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return safe + np.log(np.sum(np.exp(x - safe[:, None]), axis=-1))
-
-
 def logit_filters(generation: dict, eot: int, text_only: bool = False,
                   timestamps: TimestampRules | None = None,
                   extra_suppress: Sequence[int] = ()) -> list[LogitFilter]:
@@ -140,18 +79,7 @@ def logit_filters(generation: dict, eot: int, text_only: bool = False,
                                  dtype=np.int64)),
     ]
     if text_only:
-        filters.append(TextOnly(eot))
+        filters.append(TextOnly(eot, first_special=eot))
     if timestamps is not None:
         filters.append(timestamps)
     return filters
-
-
-def apply_filters(filters: Sequence[LogitFilter], logits: np.ndarray, step: int,
-                  tokens: np.ndarray | None = None) -> np.ndarray:
-    """A float32 copy of ``logits`` with every rule applied (``tokens``: [rows, step])."""
-    out = np.array(logits, dtype=np.float32, copy=True)
-    if tokens is None:
-        tokens = np.zeros((out.shape[0], step), np.int64)
-    for f in filters:
-        f.apply(out, step, tokens)
-    return out

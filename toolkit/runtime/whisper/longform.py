@@ -31,8 +31,8 @@ import numpy as np
 from ...core.errors import Cancelled, ToolkitError
 from ...core.options import check_fields, check_number, option
 from ...models.whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, log_mel_long
+from ..generate import SearchOptions
 from .decoding import SECONDS_PER_TIMESTAMP
-from .search import SearchOptions
 
 FRAMES_PER_TIMESTAMP = 2      # one timestamp step = two mel frames (the encoder's stride)
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -254,8 +254,9 @@ class LongFormJob:
         result.windows += 1
         offset = self.seek * HOP_LENGTH / SAMPLE_RATE
         silent = False
-        if options.no_speech_threshold is not None and hyp.no_speech_prob is not None:
-            silent = hyp.no_speech_prob > options.no_speech_threshold
+        # hyp.probe: the no-speech probability (the prompt probe at <|startoftranscript|>)
+        if options.no_speech_threshold is not None and hyp.probe is not None:
+            silent = hyp.probe > options.no_speech_threshold
             if (options.logprob_threshold is not None
                     and hyp.avg_logprob > options.logprob_threshold):
                 silent = False
@@ -273,7 +274,7 @@ class LongFormJob:
                                               # part of the next window's prompt either
                 result.segments.append(Segment(len(result.segments), self.seek, start_s, end_s,
                                                text, toks, temperature, hyp.avg_logprob, ratio,
-                                               hyp.no_speech_prob))
+                                               hyp.probe))
                 self.all_tokens += toks
             self.seek += consumed
             if (not options.condition_on_previous_text
@@ -386,8 +387,8 @@ def _decode_with_fallback(pipe, own: Callable[[], dict], prompt, sot_index,
                    and ratio > options.compression_ratio_threshold)
                   or (options.logprob_threshold is not None
                       and hyp.avg_logprob < options.logprob_threshold))
-        if (options.no_speech_threshold is not None and hyp.no_speech_prob is not None
-                and hyp.no_speech_prob > options.no_speech_threshold
+        if (options.no_speech_threshold is not None and hyp.probe is not None
+                and hyp.probe > options.no_speech_threshold
                 and options.logprob_threshold is not None
                 and hyp.avg_logprob < options.logprob_threshold):
             failed = False                     # silence: not worth another temperature

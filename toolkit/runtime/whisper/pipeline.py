@@ -1,11 +1,12 @@
 """Whisper transcription over any backend.
 
-The decode loop is written once against the Session interface: encoder session → cross K/V
-once per window; decoder session per step with the self-attention KV cache fed back. Greedy,
-sampling and beam search (``search.py``) share the step; long recordings are transcribed by
-seeking on timestamps (``longform.py``). Whisper's prompt (sot, language, task, notimestamps)
-and suppression rules (``suppress_tokens`` always, ``begin_suppress_tokens`` at the first
-sampled position) match Hugging Face ``generate``; with timestamps, openai-whisper's rules.
+The decode loop is the shared encoder–decoder one (``runtime/generate``): encoder session →
+cross K/V once per window; decoder session per step with the self-attention KV cache fed back;
+greedy, sampling and beam search by its ``Searcher``, the no-speech probability by its prompt
+probe. Long recordings are transcribed by seeking on timestamps (``longform.py``). Whisper's
+prompt (sot, language, task, notimestamps) and suppression rules (``suppress_tokens`` always,
+``begin_suppress_tokens`` at the first sampled position) match Hugging Face ``generate``; with
+timestamps, openai-whisper's rules.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from ...core.progress import Steps
 from ...export.manifest import inside
 from ...models.whisper.audio import SAMPLE_RATE, check_features, features_for, load_audio
 from ...models.whisper.tokenizer import builtin_tokenizer, hf_tokenizer
+from ..generate import EncoderDecoder, PromptProbe, SearchOptions, SearchResult, apply_filters
+from ..generate.pipeline import kv_cache
 from ..graphs import Graphs
 from ..session import Session
-from .decoding import TimestampRules, apply_filters, logit_filters
+from .decoding import TimestampRules, logit_filters
 from .longform import LongFormResult, TranscribeOptions, transcribe_long, transcribe_mel
-from .search import Searcher, SearchOptions, SearchResult
 from .vad import transcribe_speech
 
 WINDOWS_PER_BATCH = 8   # 30-s windows encoded and decoded together (TensorRT profile max too)
@@ -44,17 +46,16 @@ class DecodeResult:
     language: str | None = None      # the prompt's language, when the result chose it
 
 
-class WhisperPipeline:
+class WhisperPipeline(EncoderDecoder):
     def __init__(self, encoder: Session, decoder: Session, config: dict, tokenizer,
                  random_init: bool, source: dict, backend: str, precision: str):
-        self.encoder = encoder
-        self.decoder = decoder
+        super().__init__(encoder, decoder, kv_cache(config["decoder_layers"],
+                                                    config["decoder_attention_heads"],
+                                                    config["head_dim"]), backend, precision)
         self.config = config
         self.tokenizer = tokenizer
         self.random_init = random_init
         self.source = source
-        self.backend = backend
-        self.precision = precision
         self.n_layers = config["decoder_layers"]
         self.heads = config["decoder_attention_heads"]
         self.head_dim = config["head_dim"]
@@ -65,14 +66,6 @@ class WhisperPipeline:
         limits = config.get("batch_limits") or {}
         self.max_windows = int(limits.get("windows", WINDOWS_PER_BATCH))
         self.max_rows = int(limits.get("rows", WINDOWS_PER_BATCH))
-
-    @property
-    def sessions(self) -> list[Session]:
-        return [self.encoder, self.decoder]
-
-    def close(self) -> None:
-        self.encoder.close()
-        self.decoder.close()
 
     # -- features -----------------------------------------------------------------------------
     def features(self, path: str | Path) -> tuple[np.ndarray, float]:
@@ -90,26 +83,8 @@ class WhisperPipeline:
 
     # -- the loop -----------------------------------------------------------------------------
     def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        """Cross-attention K/V of every window. On a backend with device memory (trt) they stay
-        there (valid until the next-but-one encode); elsewhere they are host arrays."""
-        features = check_features(features, self.n_mels)
-        return self.encoder.run_device({"input_features": features})
-
-    def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
-        z = np.zeros((batch, self.heads, 0, self.head_dim), np.float32)
-        return {f"past_{kv}_{i}": z for i in range(self.n_layers) for kv in ("key", "value")}
-
-    def step(self, ids: np.ndarray, past: dict, cross: dict) -> tuple[np.ndarray, dict]:
-        """One decoder call: (logits on the host, the new cache to feed back as ``past``).
-
-        The cache stays where the backend keeps it (device memory on trt: only the logits are
-        copied to the host each step); ``past``/``cross`` are what earlier calls returned.
-        """
-        out = self.decoder.run_device({"input_ids": ids, **past, **cross})
-        logits = self.decoder.to_host(out["logits"])
-        present = {f"past_{kv}_{i}": out[f"present_{kv}_{i}"] for i in range(self.n_layers)
-                   for kv in ("key", "value")}
-        return logits, present
+        """Cross-attention K/V of every window (``run_encoder``: kept on the device on trt)."""
+        return self.run_encoder({"input_features": check_features(features, self.n_mels)})
 
     def detect_language(self, cross: dict) -> list[str]:
         tok = self.tokenizer
@@ -118,15 +93,6 @@ class WhisperPipeline:
         lang_ids = np.array(tok.language_tokens)
         best = np.argmax(logits[:, lang_ids], axis=-1)
         return [tok.languages[i] for i in best]
-
-    def take(self, arrays: dict, rows: np.ndarray) -> dict:
-        """Rows ``rows`` of each batch-first array (beams: repeat and reorder the caches). A
-        device-resident array (trt) makes a round trip through the host."""
-        out = {}
-        for k, v in arrays.items():
-            host = v if isinstance(v, np.ndarray) else self.decoder.to_host(v)
-            out[k] = np.ascontiguousarray(host[rows])
-        return out
 
     def special_suppress(self) -> list[int]:
         """Special tokens never sampled in free text (openai-whisper's list)."""
@@ -148,9 +114,9 @@ class WhisperPipeline:
                                 timestamps=rules,
                                 extra_suppress=self.special_suppress()
                                 if timestamps or suppress_special else ())
-        searcher = Searcher(self.step, self.take, self.empty_cache, tok.eot, tok.no_speech,
-                            filters, backend=f"{self.backend} {self.precision}", stop=stop)
-        return searcher.run(cross, prompt, options, limit, sot_index=sot_index, rng=rng)
+        probe = None if sot_index is None else PromptProbe(sot_index, tok.no_speech)
+        return self.generate(cross, prompt, tok.eot, filters, options, limit, probe=probe,
+                             rng=rng, stop=stop)
 
     def decode_windows(self, cross: dict, prompt: list[int], max_new_tokens: int,
                        force_length: bool = False, beam_size: int = 1) -> DecodeResult:

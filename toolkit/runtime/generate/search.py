@@ -1,16 +1,18 @@
-"""Greedy decoding, sampling (best of N) and beam search, written once over the decoder step.
+"""Greedy decoding, sampling (best of N) and beam search, written once over a decoder step.
 
-Every backend runs the same code: ``step(ids, past, cross) -> (logits, present)`` is the only
-thing that touches a Session, so the torch, onnxruntime and TensorRT rows of a benchmark decode
-with identical rules. Rows of the decoder batch are ``audio × group`` (group = beams, or samples
-for best-of-N); the self-attention cache of each row is reordered when beams change parents,
-the cross-attention K/V stay one per window.
+Every family and every backend runs the same code: ``step(ids, past, cross) -> (logits,
+present)`` is the only thing that touches a Session, so the torch, onnxruntime and TensorRT rows
+of a benchmark decode with identical rules. Rows of the decoder batch are ``inputs × group``
+(group = beams, or samples for best-of-N); the cache of each row (self-attention K/V, or a
+recurrent state) is reordered when beams change parents, the encoder's cross-attention K/V stay
+one per input.
 
-Scores follow openai-whisper: a token's log-probability is taken after the logit rules, the sum
-includes the end-of-text token, a finished candidate is ranked by ``sum / length`` (or by
-``sum / ((5 + length) / 6) ** length_penalty`` with a length penalty), ``avg_logprob`` is
-``sum / (length + 1)``, and ``no_speech_prob`` is the probability of ``<|nospeech|>`` at the
-``<|startoftranscript|>`` position (taken before any rule).
+Scores follow openai-whisper (and Marian's ``normalize: 1``): a token's log-probability is
+taken after the logit rules, the sum includes the end token, a finished candidate is ranked by
+``sum / length`` (or by ``sum / ((5 + length) / 6) ** length_penalty`` with a length penalty),
+``avg_logprob`` is ``sum / (length + 1)``. A ``PromptProbe`` reads the probability of one token
+at one prompt position, before any rule (Whisper's no-speech probability at
+``<|startoftranscript|>``); it is a hook any family may use, not a Whisper special case.
 """
 
 from __future__ import annotations
@@ -22,16 +24,26 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...core.errors import Cancelled, ToolkitError
-from .decoding import LogitFilter, apply_filters, log_softmax, log_softmax_at, logsumexp
+from .filters import LogitFilter, apply_filters, log_softmax, log_softmax_at, logsumexp
+
+
+@dataclass
+class PromptProbe:
+    """The probability of ``token`` after the prompt's first ``index + 1`` tokens, taken before
+    any logit rule. With ``index`` before the prompt's end the prompt goes in two decoder calls
+    split there, so the probe costs no extra step."""
+
+    index: int
+    token: int
 
 
 @dataclass
 class Hypothesis:
-    """The chosen sequence of one audio window."""
+    """The chosen sequence of one input (an audio window, a sentence, an image)."""
 
-    tokens: list[int]                 # generated, without the prompt and end-of-text
+    tokens: list[int]                 # generated, without the prompt and the end token
     sum_logprob: float = 0.0
-    no_speech_prob: float | None = None
+    probe: float | None = None        # the PromptProbe's probability, when one was given
 
     @property
     def avg_logprob(self) -> float:
@@ -40,7 +52,7 @@ class Hypothesis:
 
 @dataclass
 class SearchResult:
-    hypotheses: list[Hypothesis]      # one per audio window
+    hypotheses: list[Hypothesis]      # one per input
     step_ms: list[float] = field(default_factory=list)   # per decoder call
 
     @property
@@ -51,7 +63,7 @@ class SearchResult:
 @dataclass
 class SearchOptions:
     beam_size: int = 1                # 1 = greedy (or sampling when temperature > 0)
-    best_of: int = 1                  # samples per window when temperature > 0
+    best_of: int = 1                  # samples per input when temperature > 0
     temperature: float = 0.0
     patience: float = 1.0             # beam search stops after round(beam_size × patience) finals
     length_penalty: float | None = None
@@ -79,21 +91,20 @@ def rank_score(sum_logprob: float, length: int, length_penalty: float | None) ->
 
 
 class Searcher:
-    """One search over a batch of windows that share a prompt.
+    """One search over a batch of inputs that share a prompt.
 
     ``step(ids, past, cross)`` runs the decoder; ``take(arrays, rows)`` selects (and repeats)
     batch rows of cache arrays wherever the backend keeps them.
     """
 
     def __init__(self, step: Callable, take: Callable, empty_cache: Callable, eot: int,
-                 no_speech: int | None, filters: Sequence[LogitFilter], backend: str = "",
+                 filters: Sequence[LogitFilter], backend: str = "",
                  stop: Callable[[], bool] | None = None):
         self.step = step
         self.stop = stop            # polled before every decoder call: True ends the search
         self.take = take
         self.empty_cache = empty_cache
         self.eot = eot
-        self.no_speech = no_speech
         self.filters = filters
         self.backend = backend
         self.step_ms: list[float] = []
@@ -111,43 +122,41 @@ class Searcher:
                             f"step {i}; the graph overflows on this input (fp16?) — use an fp32 "
                             "artifact")
 
-    def prefill(self, cross: dict, prompt: list[int], sot_index: int | None, n: int):
-        """The prompt step(s): (logits after the prompt, cache, no-speech probability per audio).
-
-        With ``sot_index`` before the prompt's end, the prompt goes in two calls split after
-        ``<|startoftranscript|>`` so its logits (the no-speech probability) come for free."""
+    def prefill(self, cross: dict, prompt: list[int], probe: PromptProbe | None, n: int):
+        """The prompt step(s): (logits after the prompt, cache, the probe's value per input)."""
         ids = np.tile(np.asarray(prompt, np.int64), (n, 1))
         past = self.empty_cache(n)
-        no_speech = [None] * n
-        if sot_index is not None and self.no_speech is not None and sot_index < len(prompt) - 1:
-            logits, past = self._timed_step(ids[:, :sot_index + 1], past, cross)
-            no_speech = self._no_speech(logits)
-            logits, past = self._timed_step(ids[:, sot_index + 1:], past, cross)
+        probed = [None] * n
+        if probe is not None and probe.index < len(prompt) - 1:
+            logits, past = self._timed_step(ids[:, :probe.index + 1], past, cross)
+            probed = self._probe(logits, probe)
+            logits, past = self._timed_step(ids[:, probe.index + 1:], past, cross)
         else:
             logits, past = self._timed_step(ids, past, cross)
-            if sot_index is not None and self.no_speech is not None:
-                no_speech = self._no_speech(logits)
-        return logits, past, no_speech
+            if probe is not None:
+                probed = self._probe(logits, probe)
+        return logits, past, probed
 
-    def _no_speech(self, logits: np.ndarray) -> list[float]:
+    @staticmethod
+    def _probe(logits: np.ndarray, probe: PromptProbe) -> list[float]:
         lp = log_softmax(np.asarray(logits, np.float32))
-        return [float(np.exp(v)) for v in lp[:, self.no_speech]]
+        return [float(np.exp(v)) for v in lp[:, probe.token]]
 
     def run(self, cross: dict, prompt: list[int], options: SearchOptions, limit: int,
-            sot_index: int | None = None, rng: np.random.Generator | None = None
+            probe: PromptProbe | None = None, rng: np.random.Generator | None = None
             ) -> SearchResult:
         options.check()
         self.step_ms = []
         n = next(iter(cross.values())).shape[0]
-        logits, past, no_speech = self.prefill(cross, prompt, sot_index, n)
+        logits, past, probed = self.prefill(cross, prompt, probe, n)
         if options.beam_size > 1 and options.temperature == 0:
             group = options.beam_size
         elif options.temperature > 0:
             group = options.best_of
         else:
             group = 1
-        if group > 1:  # every row of an audio starts from the same prompt cache; the rows of
-            # a window share its cross K/V (the decoder graph takes rows = windows × group)
+        if group > 1:  # every row of an input starts from the same prompt cache; the rows of
+            # an input share its cross K/V (the decoder graph takes rows = inputs × group)
             rows = np.repeat(np.arange(n), group)
             past = self.take(past, rows)
             logits = np.asarray(logits)[rows]
@@ -155,8 +164,8 @@ class Searcher:
             hyps = self._beam(logits, past, cross, n, group, options, limit)
         else:
             hyps = self._sample(logits, past, cross, n, group, options, limit, rng)
-        for h, p in zip(hyps, no_speech):
-            h.no_speech_prob = p
+        for h, p in zip(hyps, probed):
+            h.probe = p
         return SearchResult(hyps, list(self.step_ms))
 
     # -- greedy and sampling --------------------------------------------------------------
@@ -239,7 +248,7 @@ class Searcher:
                 for a in range(n)]
 
     def _best(self, finals: dict, tokens, sums, beam: int, length_penalty) -> Hypothesis:
-        """The best-ranked of an audio's finished candidates (and, out of steps, its live
+        """The best-ranked of an input's finished candidates (and, out of steps, its live
         beams)."""
         pool = dict(finals)
         if len(pool) < beam:  # out of steps: the live beams count too
@@ -255,7 +264,7 @@ class Searcher:
 
 
 def _candidates(rows, tokens, sums, top, top_lp) -> tuple[dict, dict]:
-    """Every extension of an audio's live beams by one of their top tokens: ({sequence: summed
+    """Every extension of an input's live beams by one of their top tokens: ({sequence: summed
     log-probability}, {sequence: the row it extends})."""
     cands: dict[tuple, float] = {}
     parent: dict[tuple, int] = {}
@@ -274,7 +283,7 @@ def _candidates(rows, tokens, sums, top, top_lp) -> tuple[dict, dict]:
 
 @dataclass
 class _BeamStep:
-    """The rows of the next step, audio by audio."""
+    """The rows of the next step, input by input."""
 
     rows: list = field(default_factory=list)
     parents: list = field(default_factory=list)
