@@ -37,3 +37,18 @@ def tiny_en_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-en") / "whisper-tiny.en-fp32"
     registry.get("whisper").export(out=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def marian_artifact(tmp_path_factory):
+    """The default Marian model (Firefox Translations tiny en→pt, trained) exported fp32."""
+    out = tmp_path_factory.mktemp("marian") / "marian-en-pt-fp32"
+    registry.get("marian").export(out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def en_pt_pairs(shared_data):
+    from toolkit.models.marian.data import read_pairs
+
+    return read_pairs(shared_data / "translation" / "en-pt.tsv")

@@ -227,6 +227,21 @@ FAMILIES = {
                             "backend."),),
         bench_options=(Option("frames", "SVT: comma list of clip frame counts."),
                        Option("size", "SVT: comma list of clip sizes (px)."))),
+    "marian": Family(
+        "marian", summary="translation (Marian: Firefox Translations, OPUS-MT)",
+        default_preset="bergamot-tiny", default_model="bergamot-tiny-en-pt",
+        load="toolkit.models.marian.loading:load_model",
+        parameter_count="toolkit.models.marian.loading:parameter_count",
+        plan="toolkit.export.marian.plan:build_plan", graphs=("encoder", "decoder"),
+        pipeline="toolkit.runtime.marian.pipeline:from_graphs",
+        bench="toolkit.bench.marian:SPEC", cli="toolkit.cli.marian",
+        commands=(("translate", "Translate text or a file (one sentence per line) with a "
+                                "Marian model on any backend: en→pt by default."),),
+        serve="toolkit.serve.routes.marian",
+        default_source="toolkit.models.marian.package:default_source",
+        test_preset="bergamot-tiny",
+        bench_options=(Option("beam_size", "Marian: beams (default 1 = greedy).", kind="int",
+                              max=16),)),
 }
 
 

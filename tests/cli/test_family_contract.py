@@ -27,6 +27,7 @@ TINY_BENCH = {
     "whisper": {"tokens": 2, "limit": 1},
     "gradtts": {"steps": ["1"], "limit": 1},
     "svt": {"frames": ["2"], "size": ["32"], "limit": 3},
+    "marian": {"limit": 2},
 }
 TABLE_HEAD = ["backend", "precision", "shape", "p50 ms", "p90", "p99"]
 

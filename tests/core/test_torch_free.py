@@ -35,7 +35,8 @@ ARTIFACT_PATH = [
     "toolkit.runtime.gradtts.pipeline", "toolkit.runtime.gradtts.synthesize",
     "toolkit.runtime.svt.pipeline", "toolkit.serve.server", "toolkit.serve.routes.whisper",
     "toolkit.serve.routes.gradtts", "toolkit.models.whisper.audio",
-    "toolkit.models.whisper.tokenizer",
+    "toolkit.models.whisper.tokenizer", "toolkit.cli.marian", "toolkit.runtime.marian.pipeline",
+    "toolkit.serve.routes.marian", "toolkit.models.marian.package", "toolkit.models.marian.vocab",
 ]
 
 
@@ -129,3 +130,12 @@ def test_the_default_model_transcribes_from_its_cached_export_without_torch(bloc
     assert "first run" not in again.stderr
     text = [json.loads(r.stdout.strip().splitlines()[-1])["text"] for r in (first, again)]
     assert text[0] == text[1] and text[1].startswith("And so, my fellow Americans")
+
+
+def test_translate_an_artifact_without_torch(blocked, tmp_path, marian_artifact):
+    """The Marian artifact path: SentencePiece, NumPy and onnxruntime only."""
+    r = _run(["translate", "The file could not be opened.", "--artifact", marian_artifact,
+              "--json"], blocked, tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["translation"] == "O arquivo não pôde ser aberto."

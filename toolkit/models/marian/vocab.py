@@ -75,6 +75,7 @@ class HFMarianVocab:
 
     def __init__(self, directory: str | Path):
         directory = Path(directory)
+        self.directory = directory
         for name in ("source.spm", "target.spm", "vocab.json"):
             if not (directory / name).is_file():
                 raise ToolkitError(f"checkpoint {directory} has no {name}; a Marian checkpoint "
