@@ -38,3 +38,13 @@ def test_empty_and_unreadable_input(tmp_path):
     bad.write_bytes("não".encode("latin-1"))
     fails_cleanly("translate", "--input", bad, contains="not UTF-8")
     fails_cleanly("translate", contains="nothing to translate")
+
+
+def test_shortlist_flags():
+    """--no-shortlist decodes over the whole vocabulary; --shortlist on a model without one is
+    a one-line error."""
+    r = run_toolkit("translate", "The file could not be opened.", "--no-shortlist")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "O arquivo não pôde ser aberto."
+    fails_cleanly("translate", "Hello.", "--preset", "bergamot-tiny", "--backend", "torch",
+                  "--shortlist", contains="no lexical shortlist")

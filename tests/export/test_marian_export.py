@@ -17,7 +17,7 @@ marian = registry.get("marian")
 
 def test_the_artifact_holds_both_graphs_the_cache_and_the_vocabulary(marian_artifact):
     manifest = json.loads((marian_artifact / "manifest.json").read_text())
-    assert set(manifest["graphs"]) == {"encoder", "decoder"}
+    assert set(manifest["graphs"]) == {"encoder", "decoder", "decoder_shortlist"}
     cfg = manifest["model_config"]
     assert cfg["architecture"] == "bergamot" and cfg["pair"] == ["en", "pt"]
     assert (marian_artifact / cfg["vocab"]["files"]).is_file()
@@ -27,6 +27,10 @@ def test_the_artifact_holds_both_graphs_the_cache_and_the_vocabulary(marian_arti
     assert names[:4] == ["input_ids", "past_position", "past_cell_0", "past_cell_1"]
     assert "source_bias" in names and "cross_key_0" in names
     assert all(g["held_precision"] == "fp32" for g in manifest["graphs"].values())
+    short = [i["name"] for i in manifest["graphs"]["decoder_shortlist"]["inputs"]]
+    assert short == names + ["vocab_ids"]
+    # the tied 32000 × 256 table is stored once per decoder (lookup and projection share it)
+    assert (marian_artifact / "decoder.onnx").stat().st_size < 45e6
 
 
 def test_an_opus_mt_shaped_decoder_exports_with_a_growing_kv_cache(tmp_path):

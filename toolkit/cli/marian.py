@@ -83,6 +83,11 @@ def translate(  # noqa: PLR0913
                                                     "distilled students).", 1, 16)] = 1,
     batch_size: Annotated[int, number("--batch-size", "Sentences decoded together (sorted by "
                                                       "length).", 1, 1024)] = 32,
+    shortlist: Annotated[Optional[bool], typer.Option(
+        "--shortlist/--no-shortlist", help="Decode over the target words the lexical "
+        "shortlist allows for each batch's source words (default when the model ships one, "
+        "as Firefox runs it: about 2× faster at batch 1) or over the whole vocabulary."
+    )] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sentence: "
                                                          "source, translation, tokens.")] = False,
     seed: Seed = 0,
@@ -104,6 +109,12 @@ def translate(  # noqa: PLR0913
     pipe = registry.get("marian").open_pipeline(
         backend=backend, seed=seed, **_model(source, target, artifact, checkpoint, preset))
     _check_pair(pipe, source, target)
+    if shortlist and pipe.shortlist is None:
+        raise ToolkitError("this model has no lexical shortlist (only Firefox's Bergamot models "
+                           "ship one, and an artifact exported from them); leave out "
+                           "--shortlist")
+    if shortlist is not None:
+        pipe.use_shortlist = shortlist
     names = [f"{where}:{i + 1}" if where else f"text {i + 1}" for i in keep]
     res = pipe.translate([lines[i] for i in keep], beam_size=beam_size,
                          batch_size=batch_size, names=names)

@@ -65,15 +65,17 @@ def check_io(sess: Session, graph: dict, name: str, artifact: Path) -> None:
 
 
 def open_artifact(artifact: str | Path, family: str, backend: str, threads: int | None = None,
-                  verify: bool = True, expect: tuple[str, ...] | None = None) -> Graphs:
+                  verify: bool = True, expect: tuple[str, ...] | None = None,
+                  optional: tuple[str, ...] = ()) -> Graphs:
     """Every graph of ``artifact`` (a ``family`` export) as a Session on ``backend``; ``expect``:
-    the graph names the family's pipeline runs."""
+    the graph names the family's pipeline runs, ``optional`` those it may also hold."""
     artifact = Path(artifact)
     manifest = load_manifest(artifact, family=family, verify_hashes=verify)
-    if expect is not None and sorted(manifest["graphs"]) != sorted(expect):
-        raise ToolkitError(f"a {family} artifact holds the graphs {', '.join(expect)}; "
-                           f"{artifact} has {', '.join(sorted(manifest['graphs']))} — re-export "
-                           "it")
+    have = set(manifest["graphs"])
+    if expect is not None and not set(expect) <= have <= set(expect) | set(optional):
+        also = f" (and optionally {', '.join(optional)})" if optional else ""
+        raise ToolkitError(f"a {family} artifact holds the graphs {', '.join(expect)}{also}; "
+                           f"{artifact} has {', '.join(sorted(have))} — re-export it")
     if backend == "torch":
         raise ToolkitError("an artifact holds ONNX graphs, not PyTorch weights; use --backend "
                            "ort (or a GPU backend) with --artifact, or --checkpoint/--preset "

@@ -29,6 +29,7 @@ MAX_TARGET = 512      # decoder steps (2.5 × the source, capped)
 MAX_BATCH = 32        # sentences encoded together (TensorRT profile max)
 MAX_ROWS = 128        # decoder rows = sentences × beams
 LENGTH_FACTOR = 2.5   # Marian's max-length-factor: output ≤ 2.5 × the source
+SHORTLIST_GRAPH = "decoder_shortlist"
 
 TOLERANCE = {
     "fp32": {"rel_l2": 1e-3, "cosine": 0.99999},
@@ -112,7 +113,28 @@ def _specs(loaded: LoadedMarian, cfg: dict) -> list[GraphSpec]:
         example_inputs=lambda: _example_step(loaded, cfg, enc), profiles=profiles,
         tolerance=TOLERANCE, input_dtypes={"input_ids": "int64", "past_position": "int64"},
         int8_budget=INT8_BUDGET["decoder"], int8_cpu_scheme="blockwise")
-    return [enc, dec]
+    if not cfg.get("shortlist"):
+        return [enc, dec]
+    # the same step over the shortlisted rows of the output layer only (Marian's lexical
+    # shortlist, chosen per batch by the runtime): ``vocab_ids`` [K], logits [R, K]
+    short = GraphSpec(
+        name=SHORTLIST_GRAPH, module=dec_cls(loaded.model, shortlist=True).eval(),
+        input_names=decoder_inputs(kind, n, shortlist=True), output_names=dec.output_names,
+        dynamic_axes={**axes, "vocab_ids": {0: "shortlist"},
+                      "logits": {0: "batch", 1: "shortlist"}},
+        example_inputs=lambda: (*_example_step(loaded, cfg, enc), _example_vocab(loaded)),
+        profiles={**profiles, "vocab_ids": Profile([8], [512], [cfg["vocab_size"]])},
+        tolerance=TOLERANCE, input_dtypes={"input_ids": "int64", "past_position": "int64",
+                                           "vocab_ids": "int64"},
+        int8_budget=INT8_BUDGET["decoder"], int8_cpu_scheme="blockwise")
+    return [enc, dec, short]
+
+
+def _example_vocab(loaded):
+    import torch
+
+    return torch.from_numpy(loaded.shortlist.allowed([40, 41, 42], loaded.model.config.vocab_size)
+                            .astype(np.int64))
 
 
 def _example_source(cfg: dict):
@@ -169,21 +191,28 @@ def real_feeds(loaded: LoadedMarian, texts: list[str], steps: int,
     them (``steps`` steps), plus one step with two rows per sentence (beams share a
     sentence's cross K/V)."""
     cfg = model_config(loaded)
-    enc, dec = _specs(loaded, cfg)
-    feeds: dict[str, list[dict]] = {"encoder": [], "decoder": []}
+    enc, dec, *short = _specs(loaded, cfg)
+    feeds: dict[str, list[dict]] = {g.name: [] for g in (enc, dec, *short)}
     for at in range(0, len(texts), per_batch):
         src = source_batch(loaded.vocab, texts[at:at + per_batch], loaded.pad_id)
         feeds["encoder"].append(src)
         cross = torch_outputs(enc, src)
+        if short:     # the shortlist graph gets the same steps with the batch's shortlist
+            cross_short = {**cross, "vocab_ids": loaded.shortlist.allowed(
+                src["input_ids"][src["attention_mask"] > 0], cfg["vocab_size"]).astype(np.int64)}
         step = _start(cfg, src["input_ids"].shape[0])
         for _ in range(steps):
             feeds["decoder"].append({**step, **cross})
+            if short:
+                feeds[SHORTLIST_GRAPH].append({**step, **cross_short})
             out = torch_outputs(dec, {**step, **cross})
             nxt = np.argmax(out["logits"], axis=-1).astype(np.int64)[:, None]
             step = {"input_ids": nxt, **{k.replace("present_", "past_", 1): v
                                          for k, v in out.items() if k != "logits"}}
         two = {k: np.repeat(v, 2, axis=0) for k, v in step.items()}
         feeds["decoder"].append({**two, **cross})
+        if short:
+            feeds[SHORTLIST_GRAPH].append({**two, **cross_short})
     return feeds
 
 

@@ -8,7 +8,7 @@ output). Marian's conventions kept here: embeddings scaled by sqrt(d) plus its s
 sines, then all cosines), layer-norm epsilon 1e-6, the first decoder input an all-zero vector
 (no start token), the source ending with ``</s>`` (id 0).
 
-Interface (shared with the Hugging Face Marian wrapper in ``hf.py``, used by ``search.py``):
+Interface (shared with the Hugging Face Marian wrapper in ``hf.py``):
 ``encode(src_ids, src_mask) -> Memory``, ``initial_state(batch)``,
 ``decoder_step(tokens, state, memory, vocab=None) -> (logits, state)`` with the SSRU cells as
 the state, ``reorder(state, memory, index)`` for beams. Docs: docs/marian.md.
@@ -217,9 +217,11 @@ class BergamotModel(nn.Module):
 
     def project(self, h: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
         """The tied output layer, over every row of the embedding or the shortlisted ones."""
+        # F.linear (Gemm with transB in ONNX) reads the embedding table itself: an exported
+        # decoder stores the tied table once, not once more transposed for the projection
         if vocab is None:
-            return h @ self.embed.weight.T + self.output_bias
-        return h @ self.embed.weight[vocab].T + self.output_bias[vocab]
+            return nn.functional.linear(h, self.embed.weight, self.output_bias)
+        return nn.functional.linear(h, self.embed.weight[vocab], self.output_bias[vocab])
 
     @staticmethod
     def reorder(state, memory: Memory, index: torch.Tensor):

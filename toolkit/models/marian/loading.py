@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core.errors import ToolkitError, check_positive
+from ...core.errors import ToolkitError
 from ...core.files import weights_hash
 from ..base import LoadedModel
-from . import formats, search
+from . import formats
 from .bergamot import BergamotConfig, BergamotModel
 from .bergamot import parameter_count as bergamot_count
 from .hf import HFMarian
@@ -57,31 +57,6 @@ class LoadedMarian(LoadedModel):
     @property
     def config(self):
         return self.model.config
-
-    def translate(self, texts: list[str], beam_size: int = 1, shortlist: bool = False,
-                  batch_size: int = 32) -> list[str]:
-        """Reference translation in PyTorch (greedy in length-sorted batches, or beam search
-        one sentence at a time); ``shortlist`` restricts the output to the lexical shortlist."""
-
-        check_positive(beam_size=beam_size, batch_size=batch_size)
-        lists = self.shortlist if shortlist else None
-        if shortlist and lists is None:
-            raise ToolkitError(f"{self.name} has no lexical shortlist")
-        ids = [self.encode_checked(t) for t in texts]
-        out: list[list[int]] = [None] * len(ids)  # type: ignore[list-item]
-        eos = self.vocab.eos_id
-        if beam_size > 1:
-            for i, row in enumerate(ids):
-                out[i] = search.beam(self.model, row, beam_size, eos, shortlist=lists)
-        else:
-            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-            for at in range(0, len(order), batch_size):
-                chunk = order[at:at + batch_size]
-                for i, hyp in zip(chunk, search.greedy(self.model, [ids[i] for i in chunk], eos,
-                                                       shortlist=lists,
-                                                       pad_id=self.pad_id)):
-                    out[i] = hyp
-        return [self.vocab.decode(o) for o in out]
 
     @property
     def max_source_tokens(self) -> int | None:

@@ -26,11 +26,14 @@ import numpy as np
 from ...core import schema
 from ...core.errors import ToolkitError, check_positive
 from ...export.manifest import inside
+from ...models.marian.formats import read_shortlist
 from ...models.marian.vocab import HFMarianVocab, SentencePieceVocab
 from ..generate import EncoderDecoder, SearchOptions, SuppressTokens
 from ..generate.pipeline import CacheEntry, kv_cache
 from ..graphs import Graphs
 from ..session import Session
+
+SHORTLIST_GRAPH = "decoder_shortlist"     # export/marian/plan.py names it so
 
 # characters the Bergamot vocabularies have no piece for, read as the ASCII ones Marian emits
 ASCII_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "‚": "'"})
@@ -64,9 +67,19 @@ def marian_cache(cfg: dict) -> list[CacheEntry]:
 
 
 class MarianPipeline(EncoderDecoder):
+    """``shortlist``: the model's lexical shortlist and ``short_decoder`` the decoder graph over
+    a shortlist's rows (Bergamot models that ship one); with both, each batch decodes over the
+    target ids its source tokens allow (``use_shortlist``, on by default, as Firefox runs
+    these models), else over the whole vocabulary."""
+
     def __init__(self, encoder: Session, decoder: Session, config: dict, vocab,  # noqa: PLR0913
-                 random_init: bool, source: dict, backend: str, precision: str):
+                 random_init: bool, source: dict, backend: str, precision: str,
+                 short_decoder: Session | None = None, shortlist=None):
         super().__init__(encoder, decoder, marian_cache(config), backend, precision)
+        self.short_decoder = short_decoder
+        self.shortlist = shortlist if short_decoder is not None else None
+        self.use_shortlist = self.shortlist is not None
+        self._vocab_ids: np.ndarray | None = None     # the batch's shortlist while it decodes
         self.config = config
         self.vocab = vocab
         self.random_init = random_init
@@ -82,10 +95,33 @@ class MarianPipeline(EncoderDecoder):
         limits = config.get("batch_limits") or {}
         self.max_sentences = int(limits.get("sentences", 32))
         self.max_rows = int(limits.get("rows", 128))
-        vocab_size = int(config["vocab_size"])
+        self.vocab_size = vocab_size = int(config["vocab_size"])
         banned = [self.pad] if self.pad is not None and self.pad < vocab_size else []
         self.filters = [SuppressTokens(np.array(banned, np.int64))]
         self._known_chars: dict[str, bool] = {}
+
+    @property
+    def sessions(self) -> list[Session]:
+        return [self.encoder, self.decoder] + ([self.short_decoder] if self.short_decoder else [])
+
+    def close(self) -> None:
+        super().close()
+        if self.short_decoder is not None:
+            self.short_decoder.close()
+
+    def step(self, ids: np.ndarray, past: dict, cross: dict) -> tuple[np.ndarray, dict]:
+        """A decoder step; with a shortlist, over its rows only, the logits put back in place
+        in a full-vocabulary row (everything else -inf), so the search and its logit rules
+        are the same either way."""
+        vocab = self._vocab_ids
+        if vocab is None:
+            return super().step(ids, past, cross)
+        dec = self.short_decoder
+        out = dec.run_device({"input_ids": ids, **past, **cross, "vocab_ids": vocab})
+        small = dec.to_host(out["logits"])
+        logits = np.full((small.shape[0], self.vocab_size), -np.inf, np.float32)
+        logits[:, vocab] = small
+        return logits, {c.past: out[c.present] for c in self.cache}
 
     # -- input ------------------------------------------------------------------------------
     def _unknown(self, char: str) -> bool:
@@ -136,9 +172,15 @@ class MarianPipeline(EncoderDecoder):
         cross = self.run_encoder(self.source_feeds(rows))
         enc_ms = (time.perf_counter() - t0) * 1e3
         limit = min(self.max_target, max(1, math.ceil(self.factor * max(len(r) for r in rows))))
-        res = self.generate(cross, [self.start], self.eos, self.filters,
-                            SearchOptions(beam_size=beam_size, max_new_tokens=limit), limit,
-                            stop=stop)
+        if self.use_shortlist and self.shortlist is not None:
+            self._vocab_ids = self.shortlist.allowed(np.concatenate(rows), self.vocab_size
+                                                     ).astype(np.int64)
+        try:
+            res = self.generate(cross, [self.start], self.eos, self.filters,
+                                SearchOptions(beam_size=beam_size, max_new_tokens=limit), limit,
+                                stop=stop)
+        finally:
+            self._vocab_ids = None
         return res.hypotheses, enc_ms, res.step_ms
 
     def translate(self, texts: Sequence[str], beam_size: int = 1, batch_size: int = 32,
@@ -200,10 +242,26 @@ def check_config(cfg: dict, graphs: Graphs) -> None:
                            " the decoder graph does not take; re-export the artifact")
 
 
+def shortlist_from_artifact(artifact: Path, cfg: dict):
+    """The artifact's lexical shortlist (its hash is checked with the manifest's files; the
+    ranges of every offset and id are checked here)."""
+    return read_shortlist(inside(artifact, cfg["shortlist"], "lexical shortlist"), check=False,
+                          target_vocab=int(cfg["vocab_size"]))
+
+
 def from_graphs(graphs: Graphs) -> MarianPipeline:
     cfg = graphs.model_config
     check_config(cfg, graphs)
-    vocab = (graphs.loaded.vocab if graphs.loaded is not None
-             else vocab_from_artifact(graphs.artifact, cfg))
+    loaded = graphs.loaded
+    vocab = loaded.vocab if loaded is not None else vocab_from_artifact(graphs.artifact, cfg)
+    short = graphs.sessions.get(SHORTLIST_GRAPH)
+    shortlist = None
+    if short is not None:
+        if not cfg.get("shortlist"):
+            raise ToolkitError(f"{graphs.artifact} has a shortlist decoder but no shortlist "
+                               "file in its model_config; re-export the artifact")
+        shortlist = (loaded.shortlist if loaded is not None
+                     else shortlist_from_artifact(graphs.artifact, cfg))
     return MarianPipeline(graphs.sessions["encoder"], graphs.sessions["decoder"], cfg, vocab,
-                          graphs.random_init, graphs.source, graphs.backend, graphs.precision)
+                          graphs.random_init, graphs.source, graphs.backend, graphs.precision,
+                          short_decoder=short, shortlist=shortlist)
