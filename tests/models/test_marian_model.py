@@ -6,13 +6,13 @@ checkpoints against transformers' own generate, presets and load errors."""
 import csv
 import json
 import math
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from support.marian import opus_mt_dir
 from toolkit import registry
 from toolkit.core.errors import ToolkitError
 from toolkit.models.marian.loading import (
@@ -192,25 +192,7 @@ def test_huggingface_marian_checkpoint_matches_transformers_generate(tmp_path):
     """A MarianMTModel directory (OPUS-MT layout): our greedy over decoder_step gives the
     tokens transformers' own generate gives."""
     _need_package()
-    from transformers import MarianConfig, MarianMTModel
-
-    spm = next(package_pairs()[("en", "pt")].glob("vocab.*.spm"))
-    import sentencepiece
-
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(spm))
-    vocab = {sp.IdToPiece(i): i for i in range(sp.GetPieceSize())}
-    vocab["<pad>"] = pad = len(vocab)
-    torch.manual_seed(0)
-    cfg = MarianConfig(vocab_size=pad + 1, d_model=32, encoder_layers=2, decoder_layers=2,
-                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                       decoder_ffn_dim=64, pad_token_id=pad, decoder_start_token_id=pad,
-                       eos_token_id=0, max_position_embeddings=128, scale_embedding=True)
-    hf = MarianMTModel(cfg).eval()
-    d = tmp_path / "opus-mt-en-pt"
-    hf.save_pretrained(d)
-    shutil.copy(spm, d / "source.spm")
-    shutil.copy(spm, d / "target.spm")
-    (d / "vocab.json").write_text(json.dumps(vocab))
+    d, hf, pad = opus_mt_dir(tmp_path)
     m = load_model(str(d))
     assert m.kind == "hf" and m.pair == ("en", "pt") and not m.random_init
     for text in ("The file could not be opened.", "Hello world, this is a longer sentence."):
