@@ -410,3 +410,29 @@ def test_decoder_step_loop_equals_generate(tiny):
             got.append(token)
             logits, cache = tiny.decoder_step(tiny.embed_tokens(torch.tensor([[token]])), cache)
     assert got == want
+
+
+def test_qwen2_slow_tokenizer_files(tmp_path):
+    """InternVL2-1B ships Qwen2's slow files (vocab.json, merges.txt, added_tokens.json), not
+    tokenizer.json: they are converted, the added tokens keep their ids."""
+    path, _ = _original_dir(tmp_path, QWEN2)
+    tiny = json.loads(TINY_TOKENIZER.read_text())
+    specials = [t["content"] for t in tiny["added_tokens"]]
+    vocab = {k: v - len(specials) for k, v in tiny["model"]["vocab"].items() if k not in specials}
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tiny["model"]["merges"]]
+    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (path / "added_tokens.json").write_text(json.dumps(
+        {t: len(vocab) + i for i, t in enumerate(specials)}))
+    (path / "tokenizer.json").unlink()
+    loaded = load_model(str(path))
+    tok, ref = loaded.tokenizer, tiny_tokenizer()
+    assert any("vocab.json" in n for n in loaded.notes)
+    text = "a large red circle to the left of a small blue star."
+    assert tok.encode(text) == [i - len(specials) for i in ref.encode(text)]
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.token_id("<IMG_CONTEXT>") == len(vocab) + 5 == loaded.image_token_id
+    assert loaded.prompt_ids(2).count(loaded.image_token_id) == 32
+    (path / "added_tokens.json").write_text(json.dumps({"<|endoftext|>": 7}))
+    with pytest.raises(ToolkitError, match="do not belong together|in the added tokens"):
+        load_model(str(path))

@@ -364,10 +364,17 @@ def read_safetensors(path: Path) -> dict:
 def _tokenizer(path: Path, bos: bool, notes: list) -> TextTokenizer:
     file = path / "tokenizer.json"
     if not file.is_file():
-        raise ToolkitError(f"{path} has no tokenizer.json; save the checkpoint's tokenizer in "
-                           "the fast form (transformers: AutoTokenizer.from_pretrained(DIR)"
-                           ".save_pretrained(DIR)) — the runtime reads that file without "
-                           "transformers")
+        if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            notes.append("tokenizer.json built from vocab.json + merges.txt (Qwen2's BPE) and "
+                         "the added tokens")
+            return qwen2_tokenizer(path)
+        spm = ""
+        if (path / "tokenizer.model").is_file():
+            spm = (" (InternLM2's tokenizer.model: transformers' LlamaTokenizerFast(vocab_file="
+                   "'tokenizer.model').save_pretrained(DIR) writes one without remote code)")
+        raise ToolkitError(f"{path} has no tokenizer.json (nor Qwen2's vocab.json + merges.txt); "
+                           f"save the checkpoint's tokenizer in the fast form{spm} — the "
+                           "runtime reads that file without transformers")
     tok = TextTokenizer.from_file(file)
     if bos:   # InternLM2's tokenizer starts every text with its BOS (<s>)
         name = _bos_token(path) or "<s>"
@@ -377,6 +384,51 @@ def _tokenizer(path: Path, bos: bool, notes: list) -> TextTokenizer:
         else:
             tok.bos_id = tok.token_id(name)
     return tok
+
+
+def qwen2_tokenizer(path: Path) -> TextTokenizer:
+    """Qwen2's slow files (``vocab.json``, ``merges.txt``) as a ``tokenizers`` object —
+    transformers' own conversion (Qwen2's pre-tokenizer regex, byte-level) — plus the added
+    tokens of ``added_tokens.json`` (or ``tokenizer_config.json``'s ``added_tokens_decoder``) at
+    their stated ids (InternVL2-1B's ``<img>``, ``</img>``, ``<IMG_CONTEXT>`` …)."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2TokenizerFast
+
+    try:
+        fast = Qwen2TokenizerFast(vocab_file=str(path / "vocab.json"),
+                                  merges_file=str(path / "merges.txt"))
+    except (OSError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ToolkitError(f"cannot read the tokenizer files in {path} "
+                           f"({str(exc).splitlines()[0][:120]})") from None
+    tk = fast.backend_tokenizer
+    for token, i in sorted(_added_tokens(path).items(), key=lambda kv: kv[1]):
+        have = tk.token_to_id(token)
+        if have is None:
+            n = tk.get_vocab_size(with_added_tokens=True)
+            if n != i:
+                raise ToolkitError(f"{path}: added token {token!r} has id {i}, but the "
+                                   f"vocabulary would give it {n}; the tokenizer files do "
+                                   "not belong together")
+            tk.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+        elif have != i:
+            raise ToolkitError(f"{path}: token {token!r} is {have} in vocab.json but {i} in "
+                               "the added tokens")
+    return TextTokenizer(tk, source=str(path / "vocab.json"))
+
+
+def _added_tokens(path: Path) -> dict:
+    try:
+        if (path / "added_tokens.json").is_file():
+            return {str(k): int(v) for k, v in
+                    json.loads((path / "added_tokens.json").read_text()).items()}
+        cfg = path / "tokenizer_config.json"
+        if cfg.is_file():
+            dec = json.loads(cfg.read_text()).get("added_tokens_decoder") or {}
+            return {str(v["content"]): int(k) for k, v in dec.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError,
+            ValueError):
+        raise ToolkitError(f"the added-token files in {path} are not valid JSON maps") from None
+    return {}
 
 
 def _bos_token(path: Path) -> str | None:
