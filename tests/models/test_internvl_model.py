@@ -252,6 +252,9 @@ def test_hf_native_layout_gives_transformers_outputs(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_image(x), hf.get_image_features(x),
                                    rtol=1e-5, atol=1e-5)
+        small = x[:, :, :224, :224]          # another grid: positions resized bicubically
+        torch.testing.assert_close(loaded.encode_image(small), hf.get_image_features(small),
+                                   rtol=1e-5, atol=1e-5)
         ids = torch.tensor([loaded.prompt_ids(2)])
         want = hf(input_ids=ids, pixel_values=x).logits
         got = loaded.model(ids, x).logits
@@ -436,3 +439,21 @@ def test_qwen2_slow_tokenizer_files(tmp_path):
     (path / "added_tokens.json").write_text(json.dumps({"<|endoftext|>": 7}))
     with pytest.raises(ToolkitError, match="do not belong together|in the added tokens"):
         load_model(str(path))
+
+
+def test_select_layer_takes_that_hidden_state():
+    """``select_layer`` -k reads InternViT's ``hidden_states[-k]`` (index 0 = the embeddings)."""
+    vision = dict(VISION, num_hidden_layers=3)
+    last, _ = build(vision, dict(QWEN2, vocab_size=50), select_layer=-1)
+    second, _ = build(vision, dict(QWEN2, vocab_size=50), select_layer=-2)
+    _random_(last)
+    second.load_state_dict(last.state_dict())
+    x = _pixels()
+    with torch.no_grad():
+        vm = last.vision_model
+        h = vm.embeddings(x)
+        for layer in vm.encoder.layers[:2]:
+            h = layer(h)
+        want = pixel_shuffle(h[:, 1:].reshape(1, 8, 8, 32), 0.5).reshape(1, 16, 128)
+        torch.testing.assert_close(second.encode_image(x), second.mlp1(want))
+        assert not torch.allclose(last.encode_image(x), second.encode_image(x))

@@ -83,8 +83,8 @@ class VisionEmbeddings(nn.Module):
 
     def _positions(self, h: int, w: int) -> torch.Tensor:
         pos = self.position_embedding
-        if h == self.grid and w == self.grid:
-            return pos
+        if h == self.grid and w == self.grid:   # InternViT resizes anyway: bicubic to the same
+            return pos                          # size is exactly the identity (checked)
         dim = pos.shape[-1]
         grid = pos[:, 1:].float().reshape(1, self.grid, self.grid, dim).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
