@@ -213,3 +213,27 @@ def test_committed_tokenizer_is_rebuilt_exactly():
     committed = json.loads(TINY_TOKENIZER.read_text())
     assert rebuilt["model"] == committed["model"]
     assert rebuilt["added_tokens"] == committed["added_tokens"]
+
+
+def test_front_end_needs_no_torch():
+    """The preprocessing, prompt and tokenizer modules are what the (future) artifact runtime
+    uses: they run in a process where importing torch or transformers raises."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class B:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers'):\n"
+        "            raise ImportError(name, name=name)\n"
+        "sys.meta_path.insert(0, B())\n"
+        "from PIL import Image\n"
+        "from toolkit.models.internvl import image, prompt, tokenizer\n"
+        "v, t = image.pixel_values(Image.new('RGB', (900, 450)), 6)\n"
+        "ids = tokenizer.tiny_tokenizer().encode(prompt.chat_prompt('Hermes-2', t.count, 64))\n"
+        "print(v.shape, t.count, len(ids))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[:5] == ["(3,", "3,", "448,", "448)", "3"]
