@@ -78,6 +78,8 @@ class Family:
     test_preset: str = "tiny"             # the smallest preset, for the contract tests
     torch_device: str = "cpu"             # "auto": CUDA when torch sees one
     bench_options: tuple[Option, ...] = ()
+    optional_graphs: tuple[str, ...] = ()  # graphs an artifact may hold beside ``graphs``
+                                           # (whisper: align, for word timestamps)
 
     # -- models and export ------------------------------------------------------------------
     def load_model(self, checkpoint=None, preset=None, seed: int = 0):
@@ -113,9 +115,11 @@ class Family:
             if checkpoint is not None or preset is not None or loaded is not None:
                 raise ToolkitError("give either --artifact or --checkpoint/--preset, not both")
             opened = graphs.open_artifact(artifact, self.name, backend, threads,
-                                          expect=self.graphs)
+                                          expect=self.graphs,
+                                          optional=self.optional_graphs)
         elif (cached := self._cached_default(checkpoint, preset, loaded, backend, precision)):
-            opened = graphs.open_artifact(cached, self.name, backend, threads, expect=self.graphs)
+            opened = graphs.open_artifact(cached, self.name, backend, threads, expect=self.graphs,
+                                          optional=self.optional_graphs)
         else:
             if loaded is None:
                 loaded = self.load_model(checkpoint, preset, seed)
@@ -191,6 +195,7 @@ FAMILIES = {
         load="toolkit.models.whisper.loading:load_model",
         parameter_count="toolkit.models.whisper.loading:parameter_count",
         plan="toolkit.export.whisper.plan:build_plan", graphs=("encoder", "decoder"),
+        optional_graphs=("align",),
         pipeline="toolkit.runtime.whisper.pipeline:from_graphs",
         bench="toolkit.bench.whisper:SPEC", cli="toolkit.cli.whisper",
         commands=(("transcribe", "Transcribe audio of any length with Whisper on any backend: "

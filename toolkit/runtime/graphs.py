@@ -65,12 +65,15 @@ def check_io(sess: Session, graph: dict, name: str, artifact: Path) -> None:
 
 
 def open_artifact(artifact: str | Path, family: str, backend: str, threads: int | None = None,
-                  verify: bool = True, expect: tuple[str, ...] | None = None) -> Graphs:
+                  verify: bool = True, expect: tuple[str, ...] | None = None,
+                  optional: tuple[str, ...] = ()) -> Graphs:
     """Every graph of ``artifact`` (a ``family`` export) as a Session on ``backend``; ``expect``:
-    the graph names the family's pipeline runs."""
+    the graph names the family's pipeline runs, ``optional``: those it may run too (an older
+    artifact without them still opens)."""
     artifact = Path(artifact)
     manifest = load_manifest(artifact, family=family, verify_hashes=verify)
-    if expect is not None and sorted(manifest["graphs"]) != sorted(expect):
+    held = sorted(g for g in manifest["graphs"] if g not in optional)
+    if expect is not None and held != sorted(expect):
         raise ToolkitError(f"a {family} artifact holds the graphs {', '.join(expect)}; "
                            f"{artifact} has {', '.join(sorted(manifest['graphs']))} — re-export "
                            "it")
