@@ -115,7 +115,7 @@ def start_differences(a: list[dict], b: list[dict]) -> dict:
             "start_diff_median_s": round(statistics.median(diffs), 3),
             "start_diff_p90_s": round(float(np.percentile(diffs, 90)), 3),
             "start_diff_max_s": round(max(diffs), 3),
-            "identical_starts": sum(d < 0.005 for d in diffs)}
+            "identical_starts": int(sum(d < 0.005 for d in diffs))}
 
 
 def loadavg() -> list[float]:
