@@ -78,8 +78,9 @@ class Family:
     test_preset: str = "tiny"             # the smallest preset, for the contract tests
     torch_device: str = "cpu"             # "auto": CUDA when torch sees one
     bench_options: tuple[Option, ...] = ()
-    optional_graphs: tuple[str, ...] = ()  # graphs an artifact may also hold (marian: the
-                                           # shortlist decoder of a model that ships one)
+    optional_graphs: tuple[str, ...] = ()  # graphs an artifact may also hold (whisper: align,
+                                           # for word timestamps; marian: the shortlist decoder
+                                           # of a model that ships one)
 
     # -- models and export ------------------------------------------------------------------
     def load_model(self, checkpoint=None, preset=None, seed: int = 0):
@@ -195,6 +196,7 @@ FAMILIES = {
         load="toolkit.models.whisper.loading:load_model",
         parameter_count="toolkit.models.whisper.loading:parameter_count",
         plan="toolkit.export.whisper.plan:build_plan", graphs=("encoder", "decoder"),
+        optional_graphs=("align",),
         pipeline="toolkit.runtime.whisper.pipeline:from_graphs",
         bench="toolkit.bench.whisper:SPEC", cli="toolkit.cli.whisper",
         commands=(("transcribe", "Transcribe audio of any length with Whisper on any backend: "

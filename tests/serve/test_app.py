@@ -40,6 +40,9 @@ class FakePipe:
             raise ToolkitError("this is an English-only model (.en)")
         return "en"
 
+    def check_word_timestamps(self):
+        raise ToolkitError("--word-timestamps needs the align graph, and the stand-in has none")
+
     def close(self):
         pass
 
@@ -166,7 +169,13 @@ def test_refusals_are_one_line_and_leave_no_file(server, tmp_path):
     one_line(post(client, wav_bytes(1), fields={"temperature": "hot"}), 400, "temperature")
     one_line(post(client, wav_bytes(1), fields={"language": "fr"}), 400, "English-only")
     one_line(post(client, wav_bytes(1), fields={"timestamp_granularities[]": "word"}), 400,
-             "word timestamps")
+             "timestamp_granularities needs response_format=verbose_json")
+    one_line(post(client, wav_bytes(1), fields={"timestamp_granularities[]": "letter",
+                                                "response_format": "verbose_json"}), 400,
+             "'letter' is not one of segment, word")
+    one_line(post(client, wav_bytes(1), fields={"timestamp_granularities[]": "word",
+                                                "response_format": "verbose_json"}), 400,
+             "timestamp_granularities[]=word needs the align graph")
     one_line(client.post("/v1/audio/translations", files={"file": ("a.wav", wav_bytes(1))}),
              400, "English-only")
     one_line(post(client, wav_bytes(80)), 413, "--max-upload-mb")        # Content-Length

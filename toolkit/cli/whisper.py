@@ -15,13 +15,18 @@ from .. import registry
 from ..core.files import check_input_file
 from ..core.options import option
 from ..runtime.whisper.longform import TranscribeOptions
-from ..runtime.whisper.subtitles import check_formats, plan_outputs, write_outputs
+from ..runtime.whisper.subtitles import (
+    SubtitleOptions,
+    check_formats,
+    plan_outputs,
+    write_outputs,
+)
 from .base import Artifact, Backend, Checkpoint, Preset, err, note, one_line_errors, out
 from .options import with_options
 
 
 @one_line_errors
-@with_options(options=TranscribeOptions)
+@with_options(options=TranscribeOptions, subtitles=SubtitleOptions)
 def transcribe(
     audio: Annotated[
         list[Path],
@@ -47,10 +52,12 @@ def transcribe(
     ] = False,
     *,
     options: TranscribeOptions,
+    subtitles: SubtitleOptions,
 ):
     """Transcribe audio of any length with Whisper on any backend: timestamped segments, beam
     search, temperature fallback; subtitles with --output-format srt/vtt."""
     options.check()
+    subtitles.check(options.word_timestamps)
     for path in audio:  # before any model is loaded
         check_input_file(path, "audio file")
     outputs = None
@@ -62,6 +69,8 @@ def transcribe(
         artifact=artifact, checkpoint=checkpoint, preset=preset, backend=backend, seed=options.seed
     )
     pipe.check_language(options.language, options.task)
+    if options.word_timestamps:
+        pipe.check_word_timestamps()
     cap = pipe.new_tokens_cap(options)
     if options.max_new_tokens > cap:
         note(
@@ -71,7 +80,7 @@ def transcribe(
     for path in audio:
         result = pipe.transcribe(path, options, progress=not as_json)
         if outputs is not None:
-            write_outputs(result, outputs[Path(path)])
+            write_outputs(result, outputs[Path(path)], subtitles)
             err.print(
                 f"[green]✓[/] {escape(str(path))} → "
                 + ", ".join(escape(str(f)) for f in outputs[Path(path)])

@@ -68,7 +68,8 @@ def open_artifact(artifact: str | Path, family: str, backend: str, threads: int 
                   verify: bool = True, expect: tuple[str, ...] | None = None,
                   optional: tuple[str, ...] = ()) -> Graphs:
     """Every graph of ``artifact`` (a ``family`` export) as a Session on ``backend``; ``expect``:
-    the graph names the family's pipeline runs, ``optional`` those it may also hold."""
+    the graph names the family's pipeline runs, ``optional`` those it may also hold (an older
+    artifact without them still opens)."""
     artifact = Path(artifact)
     manifest = load_manifest(artifact, family=family, verify_hashes=verify)
     have = set(manifest["graphs"])

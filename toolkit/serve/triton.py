@@ -79,7 +79,8 @@ def _artifact(path: Path, platform: str) -> dict:
     if family != "whisper":
         raise ToolkitError(f"artifact {path} holds a {family!r} model; export-triton writes "
                            "Whisper models only — give it a `toolkit export whisper` artifact")
-    graphs = manifest["graphs"]
+    # the optional align graph (word timestamps) is not served by Triton: left out
+    graphs = {n: g for n, g in manifest["graphs"].items() if n != "align"}
     if set(graphs) != {"encoder", "decoder"}:
         raise ToolkitError(f"a Whisper artifact holds encoder and decoder graphs; {path} has "
                            f"{sorted(graphs)} — re-export it with `toolkit export whisper`")
@@ -114,7 +115,7 @@ def _engine_id(e: dict) -> tuple:
 def _choose_engines(path: Path, manifest: dict) -> dict[str, dict]:
     """The newest encoder + decoder engine pair built together (same GPU, compute capability,
     TensorRT version and precision), hash-checked."""
-    graphs = manifest["graphs"]
+    graphs = {n: g for n, g in manifest["graphs"].items() if n in ("encoder", "decoder")}
     found = {n: [e for e in g.get("engines") or [] if isinstance(e, dict) and "file" in e]
              for n, g in graphs.items()}
     missing = [n for n, es in found.items() if not es]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...core.errors import ToolkitError
 from ...core.progress import console
 from ...models.whisper.audio import features_for, load_audio
 from ...models.whisper.data import bundled_dir, default_calibration_files
@@ -16,8 +17,11 @@ from ..generate import decoder_axes, kv_entries
 from ..onnx import torch_outputs
 from ..spec import ExportPlan, GraphSpec, Profile
 from .graphs import (
+    ALIGN_OUTPUTS,
+    WhisperAlignGraph,
     WhisperDecoderGraph,
     WhisperEncoderGraph,
+    align_inputs,
     decoder_inputs,
     decoder_outputs,
     encoder_io,
@@ -57,6 +61,27 @@ def batch_limits(cfg) -> dict:
     return {"windows": 2, "rows": 5 if cfg.decoder_layers > 8 else MAX_BATCH}
 
 
+ALIGN_TOKENS = 24   # greedy tokens of each validation/calibration clip fed to the align graph
+
+
+def alignment_heads(loaded: LoadedWhisper) -> list[list[int]] | None:
+    """The checkpoint's cross-attention heads that follow the speech — (layer, head) pairs from
+    its generation config (Hugging Face's ``generation_config.json``, a CTranslate2
+    ``config.json``) — sorted, or None: then no align graph and no word timestamps."""
+    heads = getattr(loaded.model.generation_config, "alignment_heads", None)
+    if not heads:
+        return None
+    cfg = loaded.config
+    pairs = sorted({(int(layer), int(head)) for layer, head in heads})
+    bad = [p for p in pairs if not (0 <= p[0] < cfg.decoder_layers
+                                    and 0 <= p[1] < cfg.decoder_attention_heads)]
+    if bad:
+        raise ToolkitError(f"the checkpoint's alignment_heads name {bad[0]}, outside its "
+                           f"{cfg.decoder_layers} decoder layers × {cfg.decoder_attention_heads} "
+                           "heads; fix its generation config")
+    return [list(p) for p in pairs]
+
+
 def model_config(loaded: LoadedWhisper) -> dict:
     cfg = loaded.config
     tok = loaded.tokenizer
@@ -73,6 +98,7 @@ def model_config(loaded: LoadedWhisper) -> dict:
         "max_target_positions": cfg.max_target_positions,
         "generation": loaded.generation.as_dict(),
         "batch_limits": batch_limits(cfg),
+        "alignment_heads": alignment_heads(loaded),
         "tokenizer": {"source": tok.source, "vocab_size": tok.vocab_size,
                       "num_languages": tok.num_languages,
                       "files": "tokenizer/" if not tok.source.startswith("built-in") else None},
@@ -113,7 +139,31 @@ def build_graphs(loaded: LoadedWhisper) -> list[GraphSpec]:
                     example_inputs=dec_example, profiles=profiles, tolerance=TOLERANCE,
                     input_dtypes={"input_ids": "int64"}, int8_budget=INT8_BUDGET["decoder"],
                     int8_cpu_scheme="blockwise", int8_float_layers=("proj_out",))
-    return [enc, dec]
+    heads = alignment_heads(loaded)
+    if heads is None:
+        return [enc, dec]
+    align_in = align_inputs(n)
+    align_axes = {"input_ids": {0: "batch", 1: "tokens"},
+                  **{c: {0: "batch"} for c in enc_out},
+                  "alignment_qk": {0: "batch", 2: "tokens"},
+                  "token_logprobs": {0: "batch", 1: "tokens"}}
+    align_profiles = {"input_ids": Profile([1, 1], [1, 64], [windows, max_tok]),
+                      **{c: Profile([1, h, src, dh], [1, h, src, dh], [windows, h, src, dh])
+                         for c in enc_out}}
+
+    def align_example():
+        tok = loaded.tokenizer
+        ids = torch.tensor([[tok.sot, tok.no_timestamps, 400, 401, tok.eot]])
+        return (ids, *[torch.randn(1, h, src, dh) for _ in range(2 * n)])
+
+    align = GraphSpec(name="align",
+                      module=WhisperAlignGraph(loaded.model, heads, loaded.tokenizer.eot).eval(),
+                      input_names=align_in, output_names=ALIGN_OUTPUTS, dynamic_axes=align_axes,
+                      example_inputs=align_example, profiles=align_profiles,
+                      tolerance=TOLERANCE, input_dtypes={"input_ids": "int64"},
+                      int8_budget=INT8_BUDGET["decoder"], int8_cpu_scheme="blockwise",
+                      int8_float_layers=("proj_out",))
+    return [enc, dec, align]
 
 
 # Calibration keeps every clip's cross K/V (the decoder's inputs) until the graphs are
@@ -135,10 +185,11 @@ def real_feeds(loaded: LoadedWhisper, audio_files: list[Path], steps: int = 2,
     cfg = loaded.config
     n, h = cfg.decoder_layers, cfg.decoder_attention_heads
     dh = cfg.d_model // h
-    enc_spec, dec_spec = build_graphs(loaded)
+    enc_spec, dec_spec, *align = build_graphs(loaded)
     tok = loaded.tokenizer
     prompt = prompt or tok.sot_sequence("en" if tok.multilingual else None)
-    feeds: dict[str, list[dict]] = {"encoder": [], "decoder": []}
+    feeds: dict[str, list[dict]] = {"encoder": [], "decoder": [],
+                                    **({"align": []} if align else {})}
     for f in audio_files:
         feats = features_for(load_audio(f), cfg.num_mel_bins)[:1]
         feeds["encoder"].append({"input_features": feats})
@@ -150,13 +201,21 @@ def real_feeds(loaded: LoadedWhisper, audio_files: list[Path], steps: int = 2,
         past = {f"past_{kv}_{i}": np.zeros((1, h, 0, dh), np.float32)
                 for i in range(n) for kv in ("key", "value")}
         ids = np.array([prompt], dtype=np.int64)
-        for _ in range(steps):
-            feeds["decoder"].append({"input_ids": ids, **past, **kept})
+        decoded = []
+        # the decoder's feeds: its first ``steps`` calls; the align graph's: the prompt, the
+        # first ALIGN_TOKENS greedy tokens and <|endoftext|> (a window's teacher-forced pass)
+        for k in range(max(steps, ALIGN_TOKENS if align else 0)):
+            if k < steps:
+                feeds["decoder"].append({"input_ids": ids, **past, **kept})
             out = torch_outputs(dec_spec, {"input_ids": ids, **past, **cross})
             nxt = int(np.argmax(out["logits"][0][: loaded.tokenizer.eot]))
+            decoded.append(nxt)
             ids = np.array([[nxt]], dtype=np.int64)
             past = {f"past_{kv}_{i}": out[f"present_{kv}_{i}"] for i in range(n)
                     for kv in ("key", "value")}
+        if align:
+            seq = [*prompt, *decoded[:ALIGN_TOKENS], tok.eot]
+            feeds["align"].append({"input_ids": np.array([seq], np.int64), **kept})
     return feeds
 
 

@@ -33,8 +33,10 @@ from ...core.options import check_fields, check_number, option
 from ...models.whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, log_mel_long
 from ..generate import SearchOptions
 from .decoding import SECONDS_PER_TIMESTAMP
+from .timing import WordTiming, add_word_timestamps
 
 FRAMES_PER_TIMESTAMP = 2      # one timestamp step = two mel frames (the encoder's stride)
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH   # mel frames
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_BEAMS = 64                # beams (and samples) per window: 64 × windows decoder rows at most
 MAX_NEW_TOKENS = 448          # Whisper's positions: no window decodes more
@@ -54,6 +56,30 @@ def fallback_temperatures(start: float = 0.0, increment: float = 0.2) -> tuple[f
         temps.append(round(t, 6))
         t += increment
     return tuple(temps) or (start,)
+
+
+def parse_clip_timestamps(spec: str) -> list[float]:
+    """``"0"`` / ``"3.5,10,20"`` → seconds, in order (a one-line error otherwise)."""
+    try:
+        points = [float(x) for x in str(spec).split(",") if x.strip()]
+    except ValueError:
+        raise ToolkitError(f"--clip-timestamps takes comma-separated seconds, like 0,30.5,60 "
+                           f"(got {spec!r})") from None
+    if any(not 0 <= p < 1e7 for p in points):
+        raise ToolkitError(f"--clip-timestamps must be seconds from 0 (got {spec!r})")
+    if any(b <= a for a, b in zip(points, points[1:])):
+        raise ToolkitError(f"--clip-timestamps must increase: start,end,start,end,… "
+                           f"(got {spec!r})")
+    return points or [0.0]
+
+
+def clip_frames(spec: str, content: int) -> list[tuple[int, int]]:
+    """The (start, end) mel frames of each clip, within the content (openai-whisper's
+    ``seek_clips``)."""
+    points = [round(t * SAMPLE_RATE / HOP_LENGTH) for t in parse_clip_timestamps(spec)]
+    if len(points) % 2:
+        points.append(content)
+    return [(min(a, content), min(b, content)) for a, b in zip(points[::2], points[1::2])]
 
 
 @dataclass
@@ -94,6 +120,12 @@ class TranscribeOptions:
                                  max=MAX_NEW_TOKENS)
     seed: int = option(0, "Seed of fallback sampling (and of preset weights).", min=0,
                        max=2**32 - 1)
+    clip_timestamps: str = option("0", "Stretches to transcribe: comma-separated start,end,"
+                                       "start,end,… seconds (a last end left out: the end of "
+                                       "the file), as openai-whisper's.")
+    word_timestamps: bool = option(False, "Word-level times (cross-attention alignment, as "
+                                          "openai-whisper): `words` in each segment; needs an "
+                                          "artifact with the align graph.")
     # the fallback schedule; default: ``temperature`` then steps of the increment up to 1.0
     temperatures: tuple[float, ...] | None = option(None, cli=False)
     # voice-activity detection (``vad.py``); faster-whisper's names and defaults, but for the
@@ -115,6 +147,10 @@ class TranscribeOptions:
 
     def check(self) -> None:
         check_fields(self)
+        clips = parse_clip_timestamps(self.clip_timestamps)
+        if self.vad_filter and clips != [0.0]:
+            raise ToolkitError("--clip-timestamps and --vad-filter both choose what is decoded; "
+                               "give one of them")
         SearchOptions(beam_size=self.beam_size, best_of=self.best_of,
                       patience=self.patience, length_penalty=self.length_penalty).check()
         if not self.temperatures or any(not 0 <= t <= 5 for t in self.temperatures):
@@ -133,14 +169,16 @@ class Segment:
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float | None
+    words: list[WordTiming] | None = None   # with word_timestamps (timing.py)
 
     def as_dict(self) -> dict:
+        words = {} if self.words is None else {"words": [w.as_dict() for w in self.words]}
         return {"id": self.id, "seek": self.seek, "start": round(self.start, 3),
                 "end": round(self.end, 3), "text": self.text, "tokens": self.tokens,
                 "temperature": self.temperature, "avg_logprob": round(self.avg_logprob, 4),
                 "compression_ratio": round(self.compression_ratio, 3),
                 "no_speech_prob": None if self.no_speech_prob is None
-                else round(self.no_speech_prob, 4)}
+                else round(self.no_speech_prob, 4), **words}
 
 
 @dataclass
@@ -202,6 +240,9 @@ class LongFormJob:
     prompt_reset: int = 0
     seek: int = 0
     cancelled: bool = False         # set when its request is given up: stops at the next step
+    last_speech: float = 0.0        # word timestamps: where the last words ended (seconds)
+    clips: list[tuple[int, int]] = field(default_factory=list)   # --clip-timestamps, frames
+    clip: int = 0                   # the clip being decoded
 
     @classmethod
     def start(cls, pipe, mel: np.ndarray, content: int, duration: float,
@@ -214,6 +255,8 @@ class LongFormJob:
                                "log-mel job cannot apply it")
         tok = pipe.tokenizer
         language = pipe.check_language(options.language, options.task)
+        if options.word_timestamps:
+            pipe.check_word_timestamps()
         rows = getattr(pipe, "windows_per_batch", None)
         if rows is not None:  # beams and best-of samples are decoder rows: within the profile
             rows(options.beam_size, "--beam-size")
@@ -224,15 +267,30 @@ class LongFormJob:
                   round(options.max_initial_timestamp / SECONDS_PER_TIMESTAMP), progress)
         if options.initial_prompt:
             job.all_tokens += tok.encode(" " + options.initial_prompt.strip())
+        job.clips = clip_frames(options.clip_timestamps, content)
         return job
+
+    def _settle(self) -> None:
+        """Move ``seek`` into the current clip, or on to the next clip when it is past it."""
+        while self.clip < len(self.clips):
+            start, end = self.clips[self.clip]
+            self.seek = max(self.seek, start)
+            if self.seek < min(end, self.content):
+                return
+            self.clip += 1
 
     @property
     def done(self) -> bool:
+        if self.clips:
+            self._settle()
+            return self.cancelled or self.clip >= len(self.clips)
         return self.cancelled or self.seek >= self.content
 
     def window(self, n_mels: int) -> tuple[np.ndarray, int]:
-        """The next 30-s window [n_mels, 3000] (zero-padded after the content) and its frames."""
-        size = min(N_FRAMES, self.content - self.seek)
+        """The next 30-s window [n_mels, 3000] (zero-padded after the content, and after the
+        clip's end) and its frames."""
+        end = self.clips[self.clip][1] if self.clip < len(self.clips) else self.content
+        size = min(N_FRAMES, self.content - self.seek, end - self.seek)
         window = np.zeros((n_mels, N_FRAMES), np.float32)
         window[:, :size] = self.mel[:, self.seek:self.seek + size]
         return window, size
@@ -248,8 +306,11 @@ class LongFormJob:
                                            timestamps=not self.options.without_timestamps)
         return prompt, len(prefix)
 
-    def finish_window(self, pipe, size: int, hyp, temperature: float, ratio: float) -> None:
-        """Keep the window's complete segments and seek past them."""
+    def finish_window(self, pipe, size: int, hyp, temperature: float, ratio: float,
+                      cross: Callable[[], dict] | None = None) -> None:
+        """Keep the window's complete segments and seek past them; with word timestamps,
+        align their words (``cross()``: the window's cross K/V) and seek to the last word's
+        end, as openai-whisper does."""
         tok, options, result = pipe.tokenizer, self.options, self.result
         result.windows += 1
         offset = self.seek * HOP_LENGTH / SAMPLE_RATE
@@ -265,6 +326,7 @@ class LongFormJob:
         else:
             pieces, consumed = _split_segments(hyp.tokens, tok.timestamp_begin, size,
                                                options.without_timestamps)
+            first = len(result.segments)
             for toks, start, end in pieces:
                 text = tok.decode([t for t in toks if t < tok.eot])
                 start_s = offset + start * SECONDS_PER_TIMESTAMP
@@ -276,7 +338,21 @@ class LongFormJob:
                                                text, toks, temperature, hyp.avg_logprob, ratio,
                                                hyp.probe))
                 self.all_tokens += toks
-            self.seek += consumed
+            seek = self.seek + consumed
+            new = result.segments[first:]
+            if options.word_timestamps and new:
+                if cross is None:
+                    raise ToolkitError("word timestamps need the window's cross-attention K/V")
+                self.last_speech = add_word_timestamps(
+                    pipe, new, cross(), size, offset, result.language, options.task,
+                    self.last_speech)
+                toks = hyp.tokens
+                single_ending = (len(toks) >= 2 and toks[-2] < tok.timestamp_begin <= toks[-1]
+                                 and not options.without_timestamps)
+                ends = [w.end for s in new for w in (s.words or [])]
+                if not single_ending and ends and ends[-1] > offset:
+                    seek = max(self.seek + 1, round(ends[-1] * FRAMES_PER_SECOND))
+            self.seek = seek
             if (not options.condition_on_previous_text
                     or temperature > options.prompt_reset_on_temperature):
                 self.prompt_reset = len(self.all_tokens)
@@ -353,7 +429,7 @@ def _decode_group(pipe, jobs: list[LongFormJob], sizes: list[int], cross, prompt
                 pipe, own, prompt, sot_index, job, first.hypotheses[k])
         except Cancelled:
             continue
-        job.finish_window(pipe, sizes[k], hyp, temperature, ratio)
+        job.finish_window(pipe, sizes[k], hyp, temperature, ratio, own)
 
 
 def _search(pipe, cross, prompt, sot_index, job: LongFormJob, temperature: float,

@@ -48,7 +48,8 @@ class DecodeResult:
 
 class WhisperPipeline(EncoderDecoder):
     def __init__(self, encoder: Session, decoder: Session, config: dict, tokenizer,
-                 random_init: bool, source: dict, backend: str, precision: str):
+                 random_init: bool, source: dict, backend: str, precision: str,
+                 align: Session | None = None):
         super().__init__(encoder, decoder, kv_cache(config["decoder_layers"],
                                                     config["decoder_attention_heads"],
                                                     config["head_dim"]), backend, precision)
@@ -66,6 +67,40 @@ class WhisperPipeline(EncoderDecoder):
         limits = config.get("batch_limits") or {}
         self.max_windows = int(limits.get("windows", WINDOWS_PER_BATCH))
         self.max_rows = int(limits.get("rows", WINDOWS_PER_BATCH))
+        # the optional third graph (word timestamps): its alignment heads are in the manifest
+        self.align = align
+        self.alignment_heads = config.get("alignment_heads")
+        self.where = "the model"
+
+    @property
+    def sessions(self) -> list[Session]:
+        return [*super().sessions, *([self.align] if self.align is not None else [])]
+
+    def close(self) -> None:
+        super().close()
+        if self.align is not None:
+            self.align.close()
+
+    def check_word_timestamps(self) -> None:
+        """One line when this pipeline cannot give word timestamps (no align graph)."""
+        if self.align is not None:
+            return
+        if self.alignment_heads is None and self.where == "the model":
+            raise ToolkitError("--word-timestamps needs the checkpoint's alignment heads "
+                               "(generation_config alignment_heads); this model has none")
+        raise ToolkitError(f"--word-timestamps needs the align graph, and {self.where} has "
+                           "none (exported by an older toolkit, or from a checkpoint without "
+                           "alignment heads) — re-export it with `toolkit export whisper`")
+
+    def align_scores(self, cross: dict, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The align graph over one window's sequence: (alignment heads' QKᵀ [A, T, 1500],
+        next-token log-probabilities [T]) on the host."""
+        self.check_word_timestamps()
+        feeds = {"input_ids": np.asarray([tokens], np.int64),
+                 **{n: cross[n] for n in self.align.input_names if n != "input_ids"}}
+        out = self.align.run_device(feeds)
+        return (np.asarray(self.align.to_host(out["alignment_qk"]))[0],
+                np.asarray(self.align.to_host(out["token_logprobs"]))[0])
 
     # -- features -----------------------------------------------------------------------------
     def features(self, path: str | Path) -> tuple[np.ndarray, float]:
@@ -399,5 +434,16 @@ def from_graphs(graphs: Graphs) -> WhisperPipeline:
                            "`toolkit export whisper`")
     tokenizer = (graphs.loaded.tokenizer if graphs.loaded is not None
                  else tokenizer_from_manifest(graphs.artifact, cfg))
-    return WhisperPipeline(graphs.sessions["encoder"], graphs.sessions["decoder"], cfg, tokenizer,
-                           graphs.random_init, graphs.source, graphs.backend, graphs.precision)
+    align = graphs.sessions.get("align")
+    if align is not None:
+        heads = cfg.get("alignment_heads")
+        qk = {t.name: t.shape for t in align.outputs}.get("alignment_qk") or []
+        if not isinstance(heads, list) or not heads or (
+                len(qk) == 4 and isinstance(qk[1], int) and qk[1] != len(heads)):
+            raise ToolkitError(f"model_config of {where} lists alignment_heads {heads!r}, which "
+                               "do not match its align graph; re-export the artifact")
+    pipe = WhisperPipeline(graphs.sessions["encoder"], graphs.sessions["decoder"], cfg,
+                           tokenizer, graphs.random_init, graphs.source, graphs.backend,
+                           graphs.precision, align=align)
+    pipe.where = str(where)
+    return pipe

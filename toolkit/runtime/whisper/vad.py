@@ -218,6 +218,8 @@ def transcribe_speech(pipe, audio: np.ndarray, options: TranscribeOptions,
     if not options.vad_filter:
         raise ToolkitError("transcribe_speech is the --vad-filter path; the options do not ask "
                            "for it")
+    if options.word_timestamps:
+        pipe.check_word_timestamps()
     speech = detect_speech(audio, options)
     pipe.check_language(options.language, options.task)
     joined = speech.audio(audio)
@@ -231,7 +233,10 @@ def transcribe_speech(pipe, audio: np.ndarray, options: TranscribeOptions,
     result.segments = [
         replace(s, seek=round(speech.original(s.seek * HOP_LENGTH / SAMPLE_RATE)
                               * SAMPLE_RATE / HOP_LENGTH),
-                start=speech.span(s.start, s.end)[0], end=speech.span(s.start, s.end)[1])
+                start=speech.span(s.start, s.end)[0], end=speech.span(s.start, s.end)[1],
+                words=None if s.words is None else [
+                    replace(w, start=speech.span(w.start, w.end)[0],
+                            end=speech.span(w.start, w.end)[1]) for w in s.words])
         for s in result.segments]
     result.vad = speech.as_dict()
     if progress is not None:

@@ -2,9 +2,11 @@
 
 ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations``: multipart ``file``,
 ``model``, ``language``, ``prompt``, ``temperature``, ``response_format`` = json | text | srt |
-vtt | verbose_json. A round of the model's batcher is one 30-s window of every active request,
-encoded and decoded together (``longform.advance``): a short clip joins a long recording at
-its next window.
+vtt | verbose_json, ``timestamp_granularities[]`` = segment | word (with verbose_json, as
+OpenAI's API: ``word`` adds the top-level ``words`` list, from the align graph; ``segments``
+come back unless only ``word`` was asked for). A round of the model's batcher is one 30-s
+window of every active request, encoded and decoded together (``longform.advance``): a short
+clip joins a long recording at its next window.
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ class WhisperModel(ServedModel):
     @property
     def best_of(self) -> int:
         return getattr(self.options(), "best_of", 5)
+
+    def check_word_timestamps(self) -> None:
+        """A 400 when the served model cannot give word times (no align graph)."""
+        try:
+            self.pipe.check_word_timestamps()
+        except ToolkitError as exc:
+            err = ToolkitError(str(exc).replace("--word-timestamps", "timestamp_granularities"
+                                                "[]=word"))
+            err.status = 400
+            raise err from None
 
     def transcribe_options(self, **fields) -> TranscribeOptions:
         options = TranscribeOptions(beam_size=self.beam_size, best_of=self.best_of, **fields)
@@ -169,13 +181,12 @@ async def _audio(http: Http, request: Request, task: str) -> Response:
             if fmt not in RESPONSE_FORMATS:
                 raise UploadError(400, f"response_format {fmt!r} is not one of "
                                        f"{', '.join(RESPONSE_FORMATS)}")
-            granularity = {v for k, vs in upload.repeated.items()
-                           if k.startswith("timestamp_granularities") for v in vs}
-            if "word" in granularity:
-                raise UploadError(400, "word timestamps are not supported; use "
-                                       "timestamp_granularities[]=segment")
+            granularity = _granularities(upload, fmt)
             model = service.pick("whisper", fields.get("model"))
             options = _options(model, fields, task)
+            if "word" in granularity:
+                options.word_timestamps = True
+                model.check_word_timestamps()
             audio = await _decode(request, model, upload.file, reservation)
         except UploadError as exc:
             return error_response(exc.status, exc.message, exc.headers)
@@ -186,13 +197,14 @@ async def _audio(http: Http, request: Request, task: str) -> Response:
         finally:
             if upload is not None:
                 upload.discard()
-        return await _transcribed(http, request, model, audio, options, fmt, task)
+        return await _transcribed(http, request, model, audio, options, fmt, task,
+                                  granularity)
     finally:
         reservation.release()
 
 
-async def _transcribed(http: Http, request: Request, model: WhisperModel, audio, options,
-                       fmt: str, task: str) -> Response:
+async def _transcribed(http: Http, request: Request, model: WhisperModel, audio, options,  # noqa: PLR0913
+                       fmt: str, task: str, granularity: set[str] = frozenset()) -> Response:
     try:
         result = await http.wait(request, await model.transcribe(audio, options))
     except QueueFull as exc:
@@ -212,7 +224,24 @@ async def _transcribed(http: Http, request: Request, model: WhisperModel, audio,
                                    "in its log")
     seconds = len(audio) / SAMPLE_RATE
     http.metrics.audio.labels(TRANSLATE if task == "translate" else TRANSCRIBE).inc(seconds)
-    return _format(result, fmt, task, seconds)
+    return _format(result, fmt, task, seconds, granularity)
+
+
+GRANULARITIES = ("segment", "word")
+
+
+def _granularities(upload, fmt: str) -> set[str]:
+    """``timestamp_granularities[]`` (repeatable; OpenAI's SDKs send the brackets, curl users
+    often do not): a set of segment / word, or a 400 as OpenAI's API answers."""
+    asked = {v.strip() for k, vs in upload.repeated.items()
+             if k.startswith("timestamp_granularities") for v in vs if v.strip()}
+    bad = sorted(asked - set(GRANULARITIES))
+    if bad:
+        raise UploadError(400, f"timestamp_granularities {bad[0]!r} is not one of segment, word")
+    if asked and fmt != "verbose_json":
+        raise UploadError(400, "timestamp_granularities needs response_format=verbose_json "
+                               f"(got {fmt}); ask for verbose_json, or leave them out")
+    return asked
 
 
 def _options(model: WhisperModel, fields: dict, task: str) -> TranscribeOptions:
@@ -231,8 +260,11 @@ def _options(model: WhisperModel, fields: dict, task: str) -> TranscribeOptions:
                                     temperature=t)
 
 
-def _format(result, fmt: str, task: str, duration: float) -> Response:
+def _format(result, fmt: str, task: str, duration: float,
+            granularity: set[str] = frozenset()) -> Response:
     segments = [s.as_dict() for s in result.segments]
+    words = [{"word": w["word"], "start": w["start"], "end": w["end"]}
+             for s in segments for w in s.pop("words", None) or []]
     if fmt == "json":
         return JSONResponse({"text": result.text})
     if fmt == "text":
@@ -241,9 +273,13 @@ def _format(result, fmt: str, task: str, duration: float) -> Response:
         return PlainTextResponse(to_srt({"segments": segments}))
     if fmt == "vtt":
         return PlainTextResponse(to_vtt({"segments": segments}), media_type="text/vtt")
-    return JSONResponse({"task": task, "language": result.language,
-                         "duration": round(duration, 3), "text": result.text,
-                         "segments": segments})
+    body = {"task": task, "language": result.language, "duration": round(duration, 3),
+            "text": result.text}
+    if "word" in granularity:
+        body["words"] = words
+    if "segment" in granularity or "word" not in granularity:
+        body["segments"] = segments
+    return JSONResponse(body)
 
 
 SERVED = WhisperModel
