@@ -84,7 +84,8 @@ def test_validation_feeds_cover_tiles_prefill_steps_and_beams(internvl_tiny, sha
     assert lengths[3] == ((2, 1), prompt + 2)                   # two beams
 
 
-@pytest.mark.parametrize("precision", ["fp16", "int8-cpu"])
+@pytest.mark.parametrize("precision", ["fp16", "int8-cpu",
+                                       pytest.param("int8", marks=pytest.mark.slow)])
 def test_reduced_precisions_validate(precision, internvl_tiny, shared_data, tmp_path):
     manifest = export_plan(build_plan(internvl_tiny), precision, tmp_path / precision)
     assert manifest["precision"] == precision

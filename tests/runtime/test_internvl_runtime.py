@@ -43,6 +43,21 @@ def test_torch_ort_and_generate_give_the_same_tokens(pipes, images, internvl_tin
     assert len({tuple(t) for t in a}) == len(a)        # the images give different captions
 
 
+def test_captions_end_at_im_end_but_not_before_8_tokens(internvl_tiny, images, shared_data):
+    """With the end token's output row scaled up, greedy captions end early — at 8 tokens,
+    InternVL's minimum (``min_new_tokens``) — exactly where ``generate`` ends them."""
+    import copy
+
+    loaded = copy.deepcopy(internvl_tiny)
+    with torch.no_grad():
+        loaded.model.language_model.lm_head.weight[loaded.eos_id] *= 8
+    pipe = from_graphs(open_model(loaded, build_plan, "torch", threads=1))
+    more = caption_images("val")[:6]
+    got = [c.tokens for c in pipe.caption(more)]
+    assert got == loaded.caption_ids(more)
+    assert sorted(len(t) for t in got)[:2] == [8, 8] and max(len(t) for t in got) == 30
+
+
 def test_beam_search_is_not_greedy(pipes, images):
     _, pipe = pipes
     greedy = [c.tokens for c in pipe.caption(images)]

@@ -36,6 +36,7 @@ TOLERANCE = {
     "int8": {"rel_l2": 0.35, "cosine": 0.94},
 }
 INT8_BUDGET = {"vision": 0.15, "decoder": 0.08}
+CALIBRATION_IMAGES = 6    # each: its tiles, the prefill and 4 cached steps
 
 
 def caption_images(split: str = "val", data=None) -> list[Path]:
@@ -183,6 +184,6 @@ def build_plan(loaded: LoadedInternVL, calib_data=None) -> ExportPlan:
         family="internvl", graphs=_specs(loaded, cfg),
         validation_feeds=lambda: real_feeds(loaded, caption_images("val")[:2], steps=3),
         calibration_feeds=lambda: real_feeds(loaded, caption_images(
-            "train", calib_data)[:8], steps=6),
+            "train", calib_data)[:CALIBRATION_IMAGES], steps=4),
         source=loaded.source, model_config=cfg, extra_files=extra_files,
         revision=EXPORT_REVISION)
