@@ -17,7 +17,7 @@ from ...core.errors import ToolkitError
 from ...models.internvl import image as image_mod
 from ...models.internvl.loading import LoadedInternVL
 from ...models.internvl.prompt import chat_prompt, splice_embeddings, template
-from ..generate import decoder_axes
+from ..generate import decoder_axes, kv_entries
 from ..onnx import torch_outputs
 from ..spec import ExportPlan, GraphSpec, Profile
 from .graphs import DecoderGraph, VisionGraph, decoder_inputs, decoder_outputs
@@ -94,8 +94,7 @@ def _specs(loaded: LoadedInternVL, cfg: dict) -> list[GraphSpec]:
         profiles={"pixel_values": Profile([1, 3, s, s], [1, 3, s, s], [MAX_TILES, 3, s, s])},
         tolerance=TOLERANCE, int8_budget=INT8_BUDGET["vision"], int8_cpu_scheme="dynamic")
     total = cfg["max_prompt_tokens"] + MAX_NEW_TOKENS
-    cache = {f"{e}": (kv, None, dh) for e in [f"{k}_{i}" for i in range(n)
-                                              for k in ("key", "value")]}
+    cache = {e: (kv, None, dh) for e in kv_entries(n)}
     axes, profiles = decoder_axes(cache, {}, MAX_ROWS, 1, total, 128)
     del axes["input_ids"], profiles["input_ids"]
     axes["inputs_embeds"] = {0: "batch", 1: "tokens"}
@@ -125,8 +124,8 @@ def _example_step(cfg: dict):
 
 
 def _empty_cache(cfg: dict, rows: int) -> dict:
-    return {f"past_{k}_{i}": np.zeros((rows, cfg["kv_heads"], 0, cfg["head_dim"]), np.float32)
-            for i in range(cfg["layers"]) for k in ("key", "value")}
+    return {f"past_{e}": np.zeros((rows, cfg["kv_heads"], 0, cfg["head_dim"]), np.float32)
+            for e in kv_entries(cfg["layers"])}
 
 
 def prompt_ids(cfg: dict, tokenizer, tiles: int) -> list[int]:
