@@ -52,3 +52,32 @@ def en_pt_pairs(shared_data):
     from toolkit.models.marian.data import read_pairs
 
     return read_pairs(shared_data / "translation" / "en-pt.tsv")
+
+
+@pytest.fixture(scope="session")
+def internvl_tiny():
+    """The internvl-tiny preset with its weights moved off the random init's near-uniform logits
+    (seeded noise on every matrix), so greedy, beam and the references give varied tokens."""
+    import torch
+
+    from toolkit.models.internvl.loading import load_model
+
+    loaded = load_model(preset="internvl-tiny")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            if p.ndim >= 2:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    loaded.source = {**loaded.source, "weights": loaded.source["weights"] + " + seeded noise"}
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def internvl_artifact(tmp_path_factory, internvl_tiny, shared_data):
+    """``internvl_tiny`` exported fp32 (its plan called directly: the family is not registered)."""
+    from toolkit.export.internvl.plan import build_plan
+    from toolkit.export.onnx import export_plan
+
+    out = tmp_path_factory.mktemp("internvl") / "internvl-tiny-fp32"
+    export_plan(build_plan(internvl_tiny), "fp32", out)
+    return out

@@ -37,6 +37,8 @@ ARTIFACT_PATH = [
     "toolkit.serve.routes.gradtts", "toolkit.models.whisper.audio",
     "toolkit.models.whisper.tokenizer", "toolkit.cli.marian", "toolkit.runtime.marian.pipeline",
     "toolkit.serve.routes.marian", "toolkit.models.marian.package", "toolkit.models.marian.vocab",
+    "toolkit.runtime.internvl.pipeline", "toolkit.models.internvl.image",
+    "toolkit.models.internvl.prompt", "toolkit.models.internvl.tokenizer",
 ]
 
 

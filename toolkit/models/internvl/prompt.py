@@ -62,3 +62,20 @@ def chat_prompt(name: str, tiles: int, per_tile: int, question: str = CAPTION_PR
     text = (t.system.format(system_message=system_message) + t.sep + t.user + question + t.sep
             + t.assistant)
     return text.replace(IMAGE_PLACEHOLDER, image_tokens(tiles, per_tile), 1)
+
+
+def splice_embeddings(ids, table, image_embeds, image_token_id: int):
+    """The prompt's embeddings, torch-free: rows of ``table`` [V, hidden] at ``ids`` [T], with
+    the rows at ``<IMG_CONTEXT>`` replaced, in order, by ``image_embeds`` [..., hidden] (every
+    tile of the image, flattened) — ``InternVLChat.splice`` in NumPy (the count is checked)."""
+    import numpy as np
+
+    ids = np.asarray(ids, np.int64)
+    out = np.array(table[ids], dtype=np.float32)
+    where = ids == image_token_id
+    flat = np.asarray(image_embeds, np.float32).reshape(-1, out.shape[-1])
+    if int(where.sum()) != flat.shape[0]:
+        raise ToolkitError(f"the prompt has {int(where.sum())} {IMG_CONTEXT} tokens but the "
+                           f"image gives {flat.shape[0]} embeddings")
+    out[where] = flat
+    return out
