@@ -117,11 +117,16 @@ def test_progress_lines_in_a_log_name_every_figure(shared_data, tmp_path):
     for r in rows:
         shutil.copy(lj / "wavs" / f"{r.split('|')[0]}.wav", d / "wavs")
     (d / "metadata.csv").write_text("\n".join(rows) + "\n")
-    out = tmp_path / "run"
+    out, cache = tmp_path / "run", tmp_path / "features"
     r = run_toolkit("train", "whisper", "--data", d, "--eval-split", "1", "--steps", "2",
                     "--batch-size", "1", "--eval-every", "2", "--workers", "0", "--out", out,
-                    env={"TOOLKIT_THREADS": "1"})
+                    "--feature-cache", cache, env={"TOOLKIT_THREADS": "1"})
     assert r.returncode == 0, r.stderr
+    # --feature-cache: its size said before the first step, then one file per training clip
+    said = r.stderr.index("feature cache ")
+    assert said < r.stderr.index("step 1/2")
+    assert "2 clips × 0.96 MB (float32 80 × 3000) = 0.00 GB at most" in r.stderr[said:]
+    assert len(list(cache.rglob("*.npy"))) == 2
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     log = [e for e in log if "loss" in e]
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("step ")]
