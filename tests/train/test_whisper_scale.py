@@ -126,3 +126,39 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_losses(lj_broken,
     assert [b[s] for s in b] == [a[s] for s in a]                      # exactly
     wa, wb = _weights(ref), _weights(cut)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed beside python")
+def test_two_processes_evaluate_as_one(shared_data, tmp_path):
+    """The evaluation scored clip by clip on each process and summed: 2 processes give the
+    1-process figures, counts and transcripts (in order) for the same weights (the trained
+    default model before its first step, whose decoding ends at end-of-text: a few minutes)."""
+    lj = shared_data / "ljspeech-mini"
+    rows = (lj / "metadata.csv").read_text().splitlines()
+    train, ev = tmp_path / "train", tmp_path / "ev"
+    for d, part in ((train, rows[:2]), (ev, rows[2:5])):
+        (d / "wavs").mkdir(parents=True)
+        for r in part:
+            shutil.copy(lj / "wavs" / f"{r.split('|')[0]}.wav", d / "wavs")
+        (d / "metadata.csv").write_text("\n".join(part) + "\n")
+    (ev / "wavs" / "broken.wav").write_bytes(b"RIFF not really a wav")
+    with open(ev / "metadata.csv", "a") as f:
+        f.write("broken|a broken file|a broken file\n")
+    common = ["train", "whisper", "--data", train, "--eval-data", ev, "--steps", "1",
+              "--eval-every", "1", "--workers", "0"]
+    env = {**os.environ, "TOOLKIT_THREADS": "1"}
+    r = run_toolkit(*common, "--batch-size", "2", "--out", tmp_path / "one", env=env)
+    assert r.returncode == 0, r.stderr
+    r2 = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m",
+                         "toolkit.cli", *map(str, common), "--batch-size", "1", "--out",
+                         str(tmp_path / "two")], capture_output=True, text=True, env=env,
+                        timeout=900)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "eval.json").read_text())[0] for d in ("one", "two"))
+    assert one["step"] == two["step"] == 0
+    for k in ("cer", "wer", "cer_raw", "wer_raw", "clips", "skipped", "texts"):
+        assert one[k] == two[k], k
+    assert one["clips"] == 3 and one["skipped"] == 1 and len(one["texts"]) == 3
+    assert 0 < one["wer"] < 20
+    assert "skipped 1 evaluation file(s), unreadable or silent: broken.wav" in r2.stderr

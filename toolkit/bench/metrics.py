@@ -128,6 +128,70 @@ def scores(hyps: Sequence[str], refs: Sequence[str], language: str | None = "en"
             "normalizer": normalizer_name(language)}
 
 
+class RunningScores:
+    """The corpus figures of ``scores`` built one pair of texts at a time, keeping only counts:
+    jiwer's corpus figures are sums over the pairs (each pair aligned on its own), so adding the
+    pairs' edits and reference lengths gives exactly ``scores(hyps, refs)`` without holding the
+    transcripts. ``counts`` is a flat list of integers (``FIELDS``), so counts made in several
+    processes are summed element-wise and read back with ``from_counts``."""
+
+    FIELDS = ("substitutions", "deleted", "inserted", "ref_words", "word_edits_raw",
+              "ref_words_raw", "char_edits", "ref_chars", "char_edits_raw", "ref_chars_raw",
+              "char_edits_nospace", "ref_chars_nospace", "pairs")
+
+    def __init__(self, language: str | None = "en"):
+        self.language = language
+        self.counts = [0] * len(self.FIELDS)
+
+    @classmethod
+    def from_counts(cls, counts, language: str | None = "en") -> "RunningScores":
+        got = cls(language)
+        got.counts = [int(round(float(c))) for c in counts]
+        if len(got.counts) != len(cls.FIELDS):
+            raise ValueError(f"{len(got.counts)} counts for {len(cls.FIELDS)} fields")
+        return got
+
+    def add(self, hyp: str, ref: str) -> None:
+        jiwer, lang = _jiwer(), self.language
+        (h, r), (hr, rr) = _prepared([hyp, ref], lang, True), _prepared([hyp, ref], lang, False)
+        words = jiwer.process_words([r], [h])
+        raw_words = jiwer.process_words([rr], [hr])
+        row = [words.substitutions, words.deletions, words.insertions,
+               words.hits + words.substitutions + words.deletions,
+               raw_words.substitutions + raw_words.deletions + raw_words.insertions,
+               raw_words.hits + raw_words.substitutions + raw_words.deletions]
+        pairs = [(h, r), (hr, rr)]
+        if lang in NOSPACE_CER_LANGUAGES:
+            pairs.append((re.sub(r"\s+", "", h), re.sub(r"\s+", "", r)))
+        for hh, ref_ in pairs:
+            if ref_:
+                c = jiwer.process_characters([ref_], [hh])
+                row += [c.substitutions + c.deletions + c.insertions,
+                        c.hits + c.substitutions + c.deletions]
+            else:          # no reference characters: the hypothesis's are insertions
+                row += [len(hh), 0]
+        row += [0, 0] * (3 - len(pairs))
+        self.counts = [a + b for a, b in zip(self.counts, row + [1])]
+
+    def result(self) -> dict:
+        """What ``scores`` returns for the pairs added so far."""
+        c = dict(zip(self.FIELDS, self.counts))
+
+        def rate(edits: int, n: int) -> float | None:
+            return 100.0 * edits / n if n else None
+
+        n = c["ref_words"]
+        return {"substitutions": c["substitutions"], "deleted": c["deleted"],
+                "inserted": c["inserted"], "ref_words": n,
+                "wer": rate(c["substitutions"] + c["deleted"] + c["inserted"], n),
+                "cer": rate(c["char_edits"], c["ref_chars"]),
+                "wer_raw": rate(c["word_edits_raw"], c["ref_words_raw"]),
+                "cer_raw": rate(c["char_edits_raw"], c["ref_chars_raw"]),
+                "cer_nospace": rate(c["char_edits_nospace"], c["ref_chars_nospace"])
+                if self.language in NOSPACE_CER_LANGUAGES else None,
+                "normalizer": normalizer_name(self.language)}
+
+
 def corpus_cer(hyps: Sequence[str], refs: Sequence[str], language: str | None = "en"
                ) -> float | None:
     """Normalised corpus CER in percentage points (None without reference characters)."""

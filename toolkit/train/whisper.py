@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from rich.markup import escape
 
-from ..bench.metrics import scores
+from ..bench.metrics import RunningScores
 from ..core.audio import TooLong
 from ..core.errors import ToolkitError
 from ..core.files import atomic_dir, atomic_write_bytes, check_writable
@@ -76,6 +76,7 @@ from .whisper_data import (
     UNREADABLE,
     Batch,
     Clips,
+    FeatureCache,
     GroupedBatches,
     index_clips,
     loader,
@@ -86,6 +87,9 @@ from .whisper_data import (
 # keyed by d_model: tiny, base, small, medium, large.
 DEFAULT_LR = {384: 3.75e-5, 512: 2.5e-5, 768: 1.25e-5, 1024: 6.25e-6, 1280: 4.375e-6}
 DEFAULT_EPOCHS = 3
+# transcripts an evaluation keeps (eval.json "texts": the first clips'); its scores count every
+# clip without holding their transcripts
+EVAL_TEXTS = 100
 LORA_TARGETS = ("q_proj", "v_proj")
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -212,6 +216,10 @@ class TrainOptions:
                                    "decoder padding).", negatable=True)
     save_every: int | None = option(None, "Write the resume state every N steps (default: at "
                                     "every evaluation).", min=1, max=10**9)
+    feature_cache: Path | None = option(None, "Keep each training clip's log-mel in this "
+                                        "folder (NumPy .npy, keyed by the audio's SHA-256 and "
+                                        "the mel settings; ~0.96 MB a clip at 80 bins) and read "
+                                        "it back instead of decoding again.")
 
     def check(self) -> None:
         check_fields(self)
@@ -333,6 +341,7 @@ class _Group:
         return out
 
 
+PROGRESS_EVERY_S = 10.0       # a progress line at most this often when stderr is a log
 # the numbers each micro-batch contributes to the step's log (summed over the processes)
 ROW = ("loss", "clips", "seconds", "unreadable", "long", "cut")
 
@@ -340,7 +349,8 @@ ROW = ("loss", "clips", "seconds", "unreadable", "long", "cut")
 def _memory(device: str) -> dict:
     rec = {"rss_mb": round(rss_bytes() / 1e6, 1)}
     if device == "cuda":
-        rec["gpu_mb"] = round(torch.cuda.max_memory_allocated() / 1e6, 1)
+        rec["gpu_mb"] = round(torch.cuda.max_memory_allocated() / 1e6, 1)      # the peak
+        rec["gpu_in_use_mb"] = round(torch.cuda.memory_allocated() / 1e6, 1)
     return rec
 
 
@@ -354,8 +364,11 @@ class _Trainer:
         self.prompt = _prompt(self.tok, opts)
         train_items, eval_items = _split(opts)
         self.train_index, self.eval_index = index_clips(train_items), index_clips(eval_items)
+        self.cache = (FeatureCache(opts.feature_cache, self.cfg.num_mel_bins)
+                      if opts.feature_cache else None)
         self.clips = Clips(self.train_index, self.tok, self.prompt, self.cfg.num_mel_bins,
-                           self.cfg.max_target_positions, opts.spec_augment, opts.seed)
+                           self.cfg.max_target_positions, opts.spec_augment, opts.seed,
+                           self.cache)
         self.global_batch = opts.batch_size * group.world
         self.batches_per_epoch = -(-len(self.train_index) // self.global_batch)
         per_epoch = -(-self.batches_per_epoch // opts.grad_accum)
@@ -484,45 +497,57 @@ class _Trainer:
     # -- evaluation -------------------------------------------------------------------------
 
     def evaluate(self, step: int, loss: float | None) -> dict | None:
-        """Each process transcribes its share of the evaluation clips; rank 0 scores them all,
-        writes eval.json and, on a better CER, the checkpoint. Returns the record (rank 0)."""
+        """Each process transcribes its share of the evaluation clips and scores each clip as
+        it comes (``RunningScores``: edit and reference counts, no transcript held but the
+        first ``EVAL_TEXTS`` clips'); the counts are summed over the processes and rank 0
+        writes eval.json and, on a better CER, the checkpoint. Memory stays one clip's audio
+        and a few hundred numbers whatever the number of clips. Returns the record (rank 0)."""
         g = self.group
         self.model.eval()
-        mine = []
+        running = RunningScores(self.opts.language)
+        texts: dict[int, str] = {}
+        skipped: list[tuple[int, str]] = []       # the first few, named; all of them counted
+        n_skipped = {UNREADABLE: 0, TOO_LONG: 0}
         for i in range(g.rank, len(self.eval_index), g.world):
             path = self.eval_index.paths[i]
             try:
                 audio = load_audio(path, max_seconds=CHUNK_SECONDS + 0.5)
                 if len(audio) > N_SAMPLES:
                     raise TooLong(path)
-            except TooLong:
-                mine.append((i, None, TOO_LONG))
-                continue
-            except ToolkitError:
-                mine.append((i, None, UNREADABLE))
+            except (TooLong, ToolkitError) as exc:
+                why = TOO_LONG if isinstance(exc, TooLong) else UNREADABLE
+                n_skipped[why] += 1
+                if n_skipped[why] <= 5:
+                    skipped.append((i, why))
                 continue
             res = self.pipe.decode(audio, self.prompt, max_new_tokens=224)
-            mine.append((i, "".join(self.pipe.tokenizer.decode(w) for w in res.tokens).strip(),
-                         None))
+            del audio
+            hyp = "".join(self.pipe.tokenizer.decode(w) for w in res.tokens).strip()
+            running.add(hyp, self.eval_index.texts[i])
+            if i < EVAL_TEXTS:
+                texts[i] = hyp
         self.model.train()
-        done = sorted(r for part in g.gather(mine) for r in part)
+        counts = g.sum([*running.counts, n_skipped[UNREADABLE], n_skipped[TOO_LONG]])
+        parts = g.gather((texts, skipped))     # small: at most EVAL_TEXTS texts, 10 names
         rec = None
         if g.main:
-            rec = self._score(step, loss, done)
+            all_texts = {i: t for part, _ in parts for i, t in part.items()}
+            names = sorted((i, why) for _, part in parts for i, why in part)
+            got = RunningScores.from_counts(counts[:-2], self.opts.language)
+            rec = self._score(step, loss, got, [all_texts[i] for i in sorted(all_texts)],
+                              [(Path(self.eval_index.paths[i]).name, why) for i, why in names],
+                              {UNREADABLE: int(counts[-2]), TOO_LONG: int(counts[-1])})
         self.save_state(step)
         return rec
 
-    def _score(self, step: int, loss: float | None, done: list) -> dict:
-        kept = [(i, hyp) for i, hyp, _ in done if hyp is not None]
-        skipped = [(Path(self.eval_index.paths[i]).name, why) for i, hyp, why in done
-                   if hyp is None]
+    def _score(self, step: int, loss: float | None, running: RunningScores, hyps: list[str],
+               named: list[tuple[str, str]], totals: dict[str, int]) -> dict:
+        kept, n_skipped = running.counts[RunningScores.FIELDS.index("pairs")], sum(totals.values())
         if not kept:
-            raise ToolkitError(f"no usable evaluation audio (all {len(done)} files skipped)")
-        if skipped and step == self.start:
-            _warn_skipped(skipped, "evaluation")
-        hyps = [h for _, h in kept]
-        refs = [self.eval_index.texts[i] for i, _ in kept]
-        got = scores(hyps, refs, self.opts.language)   # Whisper's normaliser (bench/metrics)
+            raise ToolkitError(f"no usable evaluation audio (all {n_skipped} files skipped)")
+        if named and step == self.start:
+            _warn_skipped(named, "evaluation", totals)
+        got = running.result()          # Whisper's normaliser (bench/metrics)
         if got["cer"] is None:
             raise ToolkitError(
                 "the evaluation transcripts hold no letters or digits once "
@@ -530,7 +555,9 @@ class _Trainer:
             )
         rec = {"step": step, "cer": got["cer"], "wer": got["wer"], "cer_raw": got["cer_raw"],
                "wer_raw": got["wer_raw"], "normalizer": got["normalizer"], "train_loss": loss,
-               "clips": len(kept), "skipped": len(skipped), "texts": hyps}
+               "clips": kept, "skipped": n_skipped, "texts": hyps}
+        if len(hyps) < kept:
+            rec["texts_of"] = f"the first {len(hyps)} of {kept} clips"
         if got["cer_nospace"] is not None:
             rec["cer_nospace"] = got["cer_nospace"]
         self.evals.append(rec)
@@ -638,7 +665,12 @@ class _Trainer:
         self.model.train()
         last_cer, t_start, worker_rss = self.best, time.perf_counter(), 0
         steps = self.total - self.start
-        bar = Steps(f"train whisper ({self.loaded.name})", total=steps) if g.main else None
+        # a live bar on a terminal; in a log (stderr not a terminal: nohup, a cluster's job
+        # log, a pipe) plain lines instead, the first and last step's and one every
+        # PROGRESS_EVERY_S seconds between — a bar there is only drawn once, at the end
+        live = g.main and console.is_terminal
+        bar = Steps(f"train whisper ({self.loaded.name})", total=steps) if live else None
+        last_line = None
         with bar or contextlib.nullcontext():
             for step in range(self.start + 1, self.total + 1):
                 self._step = step
@@ -672,25 +704,49 @@ class _Trainer:
                 elif step % self.save_every == 0:
                     self.save_state(step)
                 if bar is not None:
-                    bar.advance(
-                        f"loss {loss:.3f} lr {rec['lr']:.2e} {rec['clips_per_s']:.1f} clips/s "
-                        f"{rec['audio_h_per_s'] * 3600:.1f} audio-s/s RSS "
-                        f"{rec['rss_mb'] / 1e3:.1f} GB"
-                        + (f" GPU {rec['gpu_mb'] / 1e3:.1f} GB" if "gpu_mb" in rec else "")
-                        + (f" CER {last_cer:.2f}" if last_cer is not None else ""))
+                    bar.advance(progress_text(rec, last_cer))      # the bar shows step, ETA
+                elif g.main and (last_line is None or step == self.total or
+                                 time.perf_counter() - last_line >= PROGRESS_EVERY_S):
+                    last_line = time.perf_counter()
+                    console.print(f"step {step}/{self.total} " + progress_text(rec, last_cer,
+                                                                                eta=True),
+                                  soft_wrap=True)
         return losses
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
+def progress_text(rec: dict, cer: float | None = None, eta: bool = False) -> str:
+    """A step's progress from its ``train_log.jsonl`` record: loss, learning rate, samples
+    (clips) per second, hours of audio per second, [ETA,] the trainer's resident memory and, on
+    CUDA, the GPU memory in use and the peak; the last CER."""
+    text = (f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} | {rec['clips_per_s']:.3g} samples/s "
+            f"{rec['audio_h_per_s']:.3g} audio-h/s"
+            + (f" | ETA {_duration(rec['eta_s'])}" if eta else "")
+            + f" | CPU RSS {rec['rss_mb'] / 1e3:.2f} GB")
+    if "gpu_mb" in rec:
+        text += (f" | GPU {rec.get('gpu_in_use_mb', 0) / 1e3:.2f} GB in use, "
+                 f"{rec['gpu_mb'] / 1e3:.2f} GB peak")
+    return text + (f" | CER {cer:.2f}" if cer is not None else "")
 
 
 def _new_epoch(epoch: int) -> dict:
     return {"epoch": epoch, **dict.fromkeys(ROW[1:], 0), "seconds": 0.0}
 
 
-def _warn_skipped(skipped: list[tuple[str, str]], what: str) -> None:
+def _warn_skipped(skipped: list[tuple[str, str]], what: str,
+                  totals: dict[str, int] | None = None) -> None:
+    """``skipped``: (file name, reason), the first ones at least; ``totals``: how many files
+    each reason skipped in all (default: those listed)."""
     for why in (UNREADABLE, TOO_LONG):
         names = [n for n, r in skipped if r == why]
-        if names:
-            console.print(f"[yellow]warning:[/] skipped {len(names)} {what} file(s), {why}: "
-                          + ", ".join(names[:5]) + (", …" if len(names) > 5 else ""))
+        n = (totals or {}).get(why, len(names))
+        if n:
+            console.print(f"[yellow]warning:[/] skipped {n} {what} file(s), {why}: "
+                          + ", ".join(names[:5]) + (", …" if n > 5 else ""))
 
 
 def train(opts: TrainOptions) -> dict:
@@ -725,6 +781,8 @@ def _train(opts: TrainOptions, out: Path, group: _Group) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     run.pipe = make_pipeline(open_model(run.loaded, build_plan, "torch"), from_graphs)
     run.say(run.describe())
+    if run.cache is not None and group.main:       # its size, before anything is written
+        console.print(run.cache.plan(len(run.train_index)), soft_wrap=True)
     if run.start == 0:
         run.best = None
         first = run.evaluate(0, None)   # the starting point is the checkpoint until one beats it

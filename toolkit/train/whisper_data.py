@@ -23,6 +23,9 @@ the batches one process sees — which is what lets a 2-process run repeat a 1-p
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +34,18 @@ import torch
 
 from ..core.audio import TooLong
 from ..core.errors import ToolkitError
+from ..core.files import atomic_write_bytes
 from ..core.memory import high_water_bytes
-from ..models.whisper.audio import CHUNK_SECONDS, HOP_LENGTH, N_SAMPLES, load_audio, log_mel
+from ..models.whisper.audio import (
+    CHUNK_SECONDS,
+    HOP_LENGTH,
+    N_FFT,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    load_audio,
+    log_mel,
+)
 
 MASK_WIDTH, N_MASKS = 30, 2
 UNREADABLE, TOO_LONG = "unreadable or silent", "longer than 30 s (cut them into ≤ 30-s clips)"
@@ -144,6 +157,90 @@ class GroupedBatches:
             epoch, first = epoch + 1, 0
 
 
+# -- the feature cache ------------------------------------------------------------------------
+
+class FeatureCache:
+    """``--feature-cache DIR``: each clip's log-mel on disk, made once and read back in later
+    epochs and runs instead of decoding the audio and computing it again.
+
+    - key: the SHA-256 of the audio file's bytes, under a folder named by the model's mel
+      settings (bins, sample rate, FFT size, hop, frames, this format's version), so another
+      model's bins or a changed file never read a stale entry;
+    - format: one NumPy ``.npy`` per clip holding one record of a plain structured dtype (the
+      clip's sample count and its float32 ``n_mels × 3000`` features), read with
+      ``allow_pickle=False`` — nothing is ever unpickled; a file that does not parse or has
+      another dtype or shape is recomputed and replaced;
+    - writes: to a temporary sibling renamed into place (workers of several processes may
+      write the same clip; either copy is whole);
+    - size: ``plan`` states it before anything is written (``bytes_per_clip`` each)."""
+
+    VERSION = 1
+
+    def __init__(self, directory: str | Path, n_mels: int):
+        self.root = Path(directory).expanduser()
+        self.n_mels = n_mels
+        self.dir = self.root / (f"mel{n_mels}-sr{SAMPLE_RATE}-fft{N_FFT}-hop{HOP_LENGTH}-"
+                                f"frames{N_FRAMES}-v{self.VERSION}")
+        self.dtype = np.dtype([("samples", "<i8"), ("feats", "<f4", (n_mels, N_FRAMES))])
+
+    @property
+    def bytes_per_clip(self) -> int:
+        return self.dtype.itemsize + 128          # + the .npy header
+
+    @staticmethod
+    def key(path: str | Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def file(self, key: str) -> Path:
+        return self.dir / key[:2] / f"{key}.npy"
+
+    def cached(self) -> int:
+        return sum(1 for _ in self.dir.glob("??/*.npy")) if self.dir.is_dir() else 0
+
+    def plan(self, clips: int) -> str:
+        """What the cache will hold, said before it is written (and a warning when the disk
+        has less room than that)."""
+        need = clips * self.bytes_per_clip
+        have = self.cached()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.dir).free
+        from rich.markup import escape
+
+        text = (f"feature cache {escape(str(self.dir))}: {clips} clips × "
+                f"{self.bytes_per_clip / 1e6:.2f} MB "
+                f"(float32 {self.n_mels} × {N_FRAMES}) = {need / 1e9:.2f} GB at most, "
+                f"{have} clip(s) cached already, {free / 1e9:.1f} GB free")
+        if need - have * self.bytes_per_clip > free:
+            text += " — [yellow]warning:[/] not enough room; the clips that do not fit are " \
+                    "recomputed every epoch"
+        return text
+
+    def get(self, key: str) -> tuple[np.ndarray, int] | None:
+        try:
+            rec = np.load(self.file(key), allow_pickle=False)
+        except (OSError, ValueError, EOFError):    # missing, cut short, not .npy, or pickled
+            return None
+        if rec.dtype != self.dtype or rec.shape != ():
+            return None
+        return np.array(rec["feats"]), int(rec["samples"])
+
+    def put(self, key: str, feats: np.ndarray, samples: int) -> None:
+        rec = np.zeros((), self.dtype)
+        rec["feats"], rec["samples"] = feats, samples
+        buf = io.BytesIO()
+        np.save(buf, rec, allow_pickle=False)
+        target = self.file(key)
+        try:
+            os.makedirs(target.parent, exist_ok=True)
+            atomic_write_bytes(target, buf.getvalue())
+        except (OSError, ToolkitError):       # a full or read-only disk: train on, uncached
+            pass
+
+
 # -- the dataset and its batches --------------------------------------------------------------
 
 @dataclass
@@ -218,9 +315,11 @@ class Clips(torch.utils.data.Dataset):
     """``dataset[(epoch, clip)]`` → a ``Sample`` (features + tokens) or a ``Skipped``."""
 
     def __init__(self, index: ClipIndex, tokenizer, prompt: list[int], n_mels: int,
-                 max_positions: int, augment: bool = False, seed: int = 0):
+                 max_positions: int, augment: bool = False, seed: int = 0,
+                 cache: FeatureCache | None = None):
         self.index, self.tok, self.prompt = index, tokenizer, list(prompt)
         self.n_mels, self.augment, self.seed = n_mels, augment, seed
+        self.cache = cache
         self.limit = max_positions - len(self.prompt) - 1
 
     def __len__(self) -> int:
@@ -231,21 +330,41 @@ class Clips(torch.utils.data.Dataset):
             return key
         epoch, i = key
         path = self.index.paths[i]
+        got = self._features(path)
+        if isinstance(got, str):
+            return Skipped(i, Path(path).name, got)
+        feats, samples = got
+        tokens = self.tok.encode(" " + self.index.texts[i].strip())
+        cut = len(tokens) > self.limit
+        if self.augment:
+            rng = np.random.default_rng([self.seed, epoch, i, 1])
+            feats = spec_augment(feats, samples // HOP_LENGTH, rng)
+        return Sample(i, feats, tokens[: self.limit], samples / 16000.0, cut)
+
+    def _features(self, path: str) -> tuple[np.ndarray, int] | str:
+        """The clip's log-mel and sample count (from the cache when it holds them), or why it
+        is skipped."""
+        key = None
+        if self.cache is not None:
+            try:
+                key = self.cache.key(path)
+            except OSError:
+                return UNREADABLE
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
         try:
             audio = load_audio(path, max_seconds=CHUNK_SECONDS + 0.5)
         except TooLong:
-            return Skipped(i, Path(path).name, TOO_LONG)
+            return TOO_LONG
         except ToolkitError:
-            return Skipped(i, Path(path).name, UNREADABLE)
+            return UNREADABLE
         if len(audio) > N_SAMPLES:
-            return Skipped(i, Path(path).name, TOO_LONG)
-        tokens = self.tok.encode(" " + self.index.texts[i].strip())
-        cut = len(tokens) > self.limit
+            return TOO_LONG
         feats = log_mel(audio, self.n_mels)
-        if self.augment:
-            rng = np.random.default_rng([self.seed, epoch, i, 1])
-            feats = spec_augment(feats, len(audio) // HOP_LENGTH, rng)
-        return Sample(i, feats, tokens[: self.limit], len(audio) / 16000.0, cut)
+        if key is not None:
+            self.cache.put(key, feats, len(audio))
+        return feats, len(audio)
 
     def collate(self, items: list) -> Batch:
         head, rest = items[0], items[1:]
