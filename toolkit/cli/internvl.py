@@ -52,9 +52,10 @@ def caption(  # noqa: PLR0913
     beam_size: Annotated[int, number("--beam-size", "Beams (1 = greedy). Default 5, as "
                                                     "InternVL's caption evaluation.", 1, 8)
                          ] = DEFAULT_BEAMS,
-    max_tiles: Annotated[int, number("--max-tiles", "Most 448-px tiles an image is cut into "
-                                                    "(+ a thumbnail when more than one).",
-                                     1, 12)] = DEFAULT_TILES,
+    max_tiles: Annotated[Optional[int], number(
+        "--max-tiles", "Most 448-px tiles an image is cut into (+ a thumbnail when more than "
+                       f"one); default {DEFAULT_TILES}, or the model's limit if lower.", 1, 12)
+    ] = None,
     max_new_tokens: Annotated[int, number("--max-new-tokens", "Most tokens of a caption "
                                                               "(InternVL's evaluation: 30).",
                                           1, 64)] = 30,
@@ -87,6 +88,8 @@ def caption(  # noqa: PLR0913
     pipe = registry.get("internvl").open_pipeline(
         artifact=artifact, checkpoint=checkpoint, preset=preset, backend=backend,
         precision=precision, seed=seed)
+    if max_tiles is None:
+        max_tiles = min(DEFAULT_TILES, pipe.max_tiles)
     try:
         caps = [pipe.caption_one(path, beam_size=beam_size, max_tiles=max_tiles,
                                  max_new_tokens=max_new_tokens,
