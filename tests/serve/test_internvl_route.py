@@ -125,3 +125,45 @@ def test_limits_and_shape_errors(http, client, images):
         assert r.status_code == status, r.text
         err = r.json()["error"]
         assert message in err["message"] and "\n" not in err["message"]
+
+
+def test_the_console_script_server_answers_the_openai_client(internvl_artifact, images,
+                                                             tmp_path):
+    """`toolkit serve --model internvl=ARTIFACT` on a real socket, the openai client over it."""
+    import os
+    import socket
+    import subprocess
+
+    import httpx
+
+    from support.cli import SCRIPT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(SCRIPT), "serve", "--port", str(port), "--model",
+                             f"internvl={internvl_artifact}"], cwd=tmp_path,
+                            env={**os.environ, "TMPDIR": str(tmp_path)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        r = client.chat.completions.create(model=internvl_artifact.name,
+                                           messages=image_message(data_url(images[0])))
+        assert r.choices[0].message.content.strip() and r.usage.completion_tokens >= 8
+        with pytest.raises(openai.BadRequestError, match="not fetched"):
+            client.chat.completions.create(
+                model=internvl_artifact.name,
+                messages=image_message("https://example.com/cat.jpg"))
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=60)[0]
+    assert "POST" in out and "/v1/chat/completions" in out
