@@ -17,6 +17,7 @@ and export references are resolved only when a model is loaded or exported).
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, fields
 from pathlib import PurePath
 from typing import Any
@@ -26,6 +27,11 @@ from .core.errors import ToolkitError, missing_part
 # What the first run of a command on the default model costs, measured on this project's 2-core
 # test CPU (Intel Xeon, 2026-12): exporting tiny.en into the cache, once.
 FIRST_EXPORT_S = {"fp32": 15, "int8": 50}
+
+# InternVL's default model is the trained captioner once it is installed (a file check, no
+# import): its name in folder and served-model names; until then the random preset's.
+_INTERNVL_DEFAULT = ("captioner" if os.path.isfile(os.path.join(
+    os.path.dirname(__file__), "assets", "internvl", "captioner", "config.json")) else "")
 
 
 def resolve(ref: str, what: str | None = None) -> Any:
@@ -136,7 +142,10 @@ class Family:
         if checkpoint or preset or loaded is not None or backend == "torch" \
                 or not self.default_source:
             return None
-        tag, source = resolve(self.default_source)()
+        default = resolve(self.default_source)()
+        if default is None:        # the default is a preset for now (internvl: random weights)
+            return None
+        tag, source = default
         out = resolve("toolkit.runtime.graphs:cache_root")() / f"{self.name}-{tag}-{precision}"
         current = resolve("toolkit.export.artifact:is_current")
         if current(out, self.name, source, precision, self.export_revision, verify=False):
@@ -249,6 +258,21 @@ FAMILIES = {
         test_preset="bergamot-tiny",
         bench_options=(Option("beam_size", "Marian: beams (default 1 = greedy).", kind="int",
                               max=16),)),
+    "internvl": Family(
+        "internvl", summary="image captioning (InternVL2)", default_preset="internvl-tiny",
+        default_model=_INTERNVL_DEFAULT,
+        load="toolkit.models.internvl.loading:load_model",
+        parameter_count="toolkit.models.internvl.loading:parameter_count",
+        plan="toolkit.export.internvl.plan:build_plan", graphs=("vision", "decoder"),
+        pipeline="toolkit.runtime.internvl.pipeline:from_graphs",
+        bench="toolkit.bench.internvl:SPEC", cli="toolkit.cli.internvl",
+        serve="toolkit.serve.routes.internvl",
+        commands=(("caption", "Caption images with InternVL on any backend: the toolkit's "
+                              "trained small captioner by default."),),
+        default_source="toolkit.models.internvl.default:default_source",
+        test_preset="internvl-tiny",
+        bench_options=(Option("beam_size", "InternVL: beams (default 1 = greedy).", kind="int",
+                              max=8),)),
 }
 
 

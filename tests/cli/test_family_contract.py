@@ -28,6 +28,7 @@ TINY_BENCH = {
     "gradtts": {"steps": ["1"], "limit": 1},
     "svt": {"frames": ["2"], "size": ["32"], "limit": 3},
     "marian": {"limit": 2},
+    "internvl": {"limit": 2},
 }
 TABLE_HEAD = ["backend", "precision", "shape", "p50 ms", "p90", "p99"]
 

@@ -39,6 +39,7 @@ ARTIFACT_PATH = [
     "toolkit.serve.routes.marian", "toolkit.models.marian.package", "toolkit.models.marian.vocab",
     "toolkit.runtime.internvl.pipeline", "toolkit.models.internvl.image",
     "toolkit.models.internvl.prompt", "toolkit.models.internvl.tokenizer",
+    "toolkit.cli.internvl", "toolkit.serve.routes.internvl", "toolkit.models.internvl.default",
 ]
 
 
@@ -141,3 +142,13 @@ def test_translate_an_artifact_without_torch(blocked, tmp_path, marian_artifact)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["translation"] == "O arquivo não pôde ser aberto."
+
+
+def test_caption_an_artifact_without_torch(blocked, tmp_path, internvl_artifact, shared_data):
+    """The InternVL artifact path: Pillow, tokenizers, NumPy and onnxruntime only."""
+    image = sorted((shared_data / "captions" / "test").glob("*.jpg"))[0]
+    r = _run(["caption", image, "--artifact", internvl_artifact, "--beam-size", "1", "--json"],
+             blocked, tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["image"] == str(image) and out["caption"].strip() and out["tokens"] >= 8

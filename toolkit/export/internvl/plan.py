@@ -173,10 +173,13 @@ def real_feeds(loaded: LoadedInternVL, images: list, steps: int,
 
 def build_plan(loaded: LoadedInternVL, calib_data=None) -> ExportPlan:
     cfg = model_config(loaded)
+    # taken now: the exporter writes the extra files after ``release()`` has moved the weights
+    # to the meta device (a bench's isolated export); a view of the fp32 weights, no copy
+    table = embedding_table(loaded)
 
     def extra_files() -> dict:
         buf = io.BytesIO()
-        np.save(buf, embedding_table(loaded), allow_pickle=False)
+        np.save(buf, table, allow_pickle=False)
         return {TOKENIZER: loaded.tokenizer.tk.to_str().encode(), TABLE: buf.getvalue()}
 
     return ExportPlan(

@@ -29,6 +29,7 @@ from ...core.files import weights_hash
 from ..base import LoadedModel
 from . import image as image_mod
 from . import internlm2
+from .default import FALLBACK_PRESET, captioner_source, default_checkpoint
 from .model import InternVLChat, VisionConfig
 from .prompt import CAPTION_PROMPT, IMG_CONTEXT, chat_prompt, template
 from .tokenizer import TextTokenizer, tiny_tokenizer
@@ -284,11 +285,16 @@ def _load_preset(name: str, seed: int) -> LoadedInternVL:
 
 def load_model(checkpoint: str | None = None, preset: str | None = None,
                seed: int = 0) -> LoadedInternVL:
-    """Load ``checkpoint`` (either layout, see the module docstring) or build ``preset``."""
+    """Load ``checkpoint`` (either layout, see the module docstring) or build ``preset``; with
+    neither, the default: the trained captioner when it is installed (``default.py``), else the
+    ``internvl-tiny`` preset (random weights)."""
     if checkpoint and preset:
         raise ToolkitError("give either --checkpoint or --preset, not both")
-    if not checkpoint:
-        loaded = _load_preset(preset or "internvl-tiny", seed)
+    if not checkpoint and not preset and (default := default_checkpoint()) is not None:
+        loaded = load_dir(default)          # the trained captioner, the default model
+        loaded.source = captioner_source(default)
+    elif not checkpoint:
+        loaded = _load_preset(preset or FALLBACK_PRESET, seed)
     else:
         loaded = load_dir(Path(checkpoint).expanduser())
     loaded.seed = seed
@@ -606,6 +612,8 @@ def parameter_count(checkpoint: str | None = None, preset: str | None = None) ->
     weights read); None when the configuration cannot be read."""
     import torch
 
+    if not checkpoint and not preset:
+        checkpoint = default_checkpoint()
     try:
         if checkpoint:
             cfg = read_config(Path(checkpoint).expanduser())
