@@ -195,3 +195,30 @@ def test_option_conflicts():
         TrainOptions(data=Path("x"), merge=True).check()
     with pytest.raises(ToolkitError, match="--lora-rank"):
         TrainOptions(data=Path("x"), lora_rank=0).check()
+
+
+def test_the_command_line_is_generated_from_train_options():
+    import typer
+    from typer.testing import CliRunner
+
+    from toolkit.cli.options import with_options
+
+    app, got = typer.Typer(), []
+
+    @app.command()
+    @with_options(opts=TrainOptions)
+    def internvl(*, opts):
+        got.append(opts)
+
+    @app.command()
+    def other():
+        pass
+
+    r = CliRunner().invoke(app, ["internvl", "--data", "c.jsonl", "--lora", "--lora-rank", "16",
+                                 "--freeze-vision", "--merge", "--eval-data", "k.json"])
+    assert r.exit_code == 0, r.output
+    o = got[0]
+    assert (o.lora, o.lora_rank, o.freeze_vision, o.merge) == (True, 16, True, True)
+    assert str(o.eval_data) == "k.json" and TrainOptions(data=Path("x")).lora_rank == 128
+    r = CliRunner().invoke(app, ["internvl", "--data", "c.jsonl", "--lora-rank", "0"])
+    assert r.exit_code != 0 and "--lora-rank must be at least 1" in r.output
