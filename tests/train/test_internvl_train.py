@@ -139,11 +139,17 @@ def test_lora_trains_fewer_parameters_and_merges_exactly(tmp_path, capsys):
     trainable, total = count_params(model)
     assert 0 < trainable < full and total > full
     assert params_line(model).startswith(f"trainable params: {trainable:,d} || all params: ")
+    assert not model.language_model.get_input_embeddings().weight.requires_grad
+    # --lora-embeddings: the table (tied to the output layer) learns too, and is merged
+    emb = load_model(preset="internvl-tiny")
+    prepare(emb, TrainOptions(data=Path("x"), lora=True, lora_rank=8, lora_embeddings=True))
+    assert emb.model.language_model.get_input_embeddings().weight.requires_grad
     torch.manual_seed(3)
     with torch.no_grad():      # adapters that change the output (lora_B starts at zero)
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.05)
+        model.language_model.get_input_embeddings().weight.add_(0.01)   # a trained table
     model.eval()
     ids = torch.tensor([loaded.prompt_ids(1)])
     pixels = torch.randn(1, 3, 448, 448)
@@ -193,6 +199,8 @@ def test_resume_continues_at_the_same_step_with_equal_state(captions, chat, tmp_
 def test_option_conflicts():
     with pytest.raises(ToolkitError, match="--merge"):
         TrainOptions(data=Path("x"), merge=True).check()
+    with pytest.raises(ToolkitError, match="--lora-embeddings goes with --lora"):
+        TrainOptions(data=Path("x"), lora_embeddings=True).check()
     with pytest.raises(ToolkitError, match="--lora-rank"):
         TrainOptions(data=Path("x"), lora_rank=0).check()
 

@@ -103,6 +103,9 @@ class TrainOptions:
     lora_rank: int = option(128, "LoRA rank (InternVL's --use_llm_lora 128).", min=1, max=4096)
     lora_alpha: int | None = option(None, "LoRA alpha (default 2 × rank, as InternVL).", min=1,
                                     max=10**6)
+    lora_embeddings: bool = option(False, "With --lora: train the token embeddings too (tied "
+                                   "to the output layer when the LLM ties them) — for words "
+                                   "the model never saw (the small captioner's case).")
     freeze_vision: bool = option(False, "Freeze the vision encoder (InternViT).")
     freeze_mlp: bool = option(False, "Freeze the MLP projector (mlp1).")
     merge: bool = option(False, "With --lora: write the checkpoint with the adapter merged into "
@@ -133,6 +136,9 @@ class TrainOptions:
         if self.merge and not self.lora:
             raise ToolkitError("--merge merges a LoRA adapter: add --lora (a full fine-tune "
                                "already writes plain weights)")
+        if self.lora_embeddings and not self.lora:
+            raise ToolkitError("--lora-embeddings goes with --lora (a full fine-tune trains "
+                               "the embeddings already)")
         if self.resume and self.force:
             raise ToolkitError("give --resume or --force, not both")
 
@@ -362,6 +368,8 @@ def prepare(loaded: LoadedInternVL, opts: TrainOptions):
                          lora_dropout=0.05, target_modules=list(LORA_TARGETS),
                          task_type="CAUSAL_LM")
         model.language_model = get_peft_model(model.language_model, cfg)
+        if opts.lora_embeddings:   # the base model's own table: merged weights keep it
+            model.language_model.get_input_embeddings().weight.requires_grad_(True)
     for p in model.vision_model.parameters():
         p.requires_grad_(not opts.freeze_vision)
     for p in model.mlp1.parameters():
@@ -571,20 +579,18 @@ class Trainer:
         atomic_write_bytes(self.out / "eval.json", (json.dumps(self.evals, indent=1) + "\n")
                            .encode())
         self.log({k: v for k, v in rec.items() if k != "captions"} | {"eval": True})
-        # the first evaluation after step 0 always writes a checkpoint (a run that never
-        # beats its starting point still leaves one), later ones only when CIDEr improves
-        improved = self.best is None or scores["CIDEr"] > self.best or \
-            (step > 0 and not self.saved)
+        # step 0 scores the starting point (reported, never written: it is the input); the
+        # trained evaluations compete for the kept checkpoint, the first one always written
+        improved = step > 0 and (self.best is None or scores["CIDEr"] > self.best)
         self.say(f"eval step {step}: CIDEr {scores['CIDEr'] * 100:.1f} BLEU-4 "
                  f"{scores['BLEU-4'] * 100:.1f} METEOR {scores['METEOR'] * 100:.1f} ROUGE-L "
                  f"{scores['ROUGE-L'] * 100:.1f} on {len(self.items)} images "
-                 f"({rec['seconds']:.0f} s)" + (" — best so far, kept" if improved and step
-                                                 else "") + f" | e.g. {caps[0]!r}")
+                 f"({rec['seconds']:.0f} s)" + (" — best so far, kept" if improved else "")
+                 + f" | e.g. {caps[0]!r}")
         if improved:
             self.best = scores["CIDEr"]
-            if step:          # step 0 is the starting checkpoint: nothing to write
-                self.save_checkpoint()
-                self.saved = True
+            self.save_checkpoint()
+            self.saved = True
         return rec
 
     # -- training --
