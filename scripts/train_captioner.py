@@ -89,7 +89,8 @@ How (`scripts/train_captioner.py`, {minutes:.0f} min on one CPU thread in all):
 
 1. full training of the random `internvl-tiny` preset on the tag-style answers
    (`shapes_train_tags.jsonl`): {pre_steps} steps × {pre_batch}, lr {pre_lr:g};
-2. LoRA (rank {rank}, alpha {alpha}, vision frozen) on the sentence captions
+2. LoRA (rank {rank}, alpha {alpha}, vision frozen, the token embeddings trained too:
+   `--lora-embeddings`, the sentence words are new to it) on the sentence captions
    (`shapes_train_chat.jsonl`): {lora_steps} steps × {lora_batch}, lr {lora_lr:g}; the best-CIDEr
    adapter merged into plain weights (`toolkit train internvl --lora --merge`);
 3. stored here in fp16 (`model.safetensors`; the loader computes in fp32), in InternVL2's own

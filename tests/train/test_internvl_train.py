@@ -230,3 +230,13 @@ def test_the_command_line_is_generated_from_train_options():
     assert str(o.eval_data) == "k.json" and TrainOptions(data=Path("x")).lora_rank == 128
     r = CliRunner().invoke(app, ["internvl", "--data", "c.jsonl", "--lora-rank", "0"])
     assert r.exit_code != 0 and "--lora-rank must be at least 1" in r.output
+
+
+def test_committed_captioner_captions_a_test_image(captions):
+    assert (CAPTIONER / "model.safetensors").is_file(), "the committed captioner is missing"
+    loaded = load_model(str(CAPTIONER))
+    assert not loaded.random_init
+    image = captions / "test" / "SHAPES_test_000000004301.jpg"
+    text = loaded.caption([image])[0]
+    words = text.split()
+    assert len(words) >= 3 and text[0].isupper() and ";" not in text, text

@@ -436,7 +436,10 @@ def write_checkpoint(loaded: LoadedInternVL, out: Path, lora: bool = False,
         save_file(state, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
         (Path(tmp) / "tokenizer.json").write_text(loaded.tokenizer.tk.to_str(pretty=False))
         (Path(tmp) / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+        mask = os.umask(0)
+        os.umask(mask)
         for name in ("model.safetensors", "tokenizer.json", "config.json"):
+            os.chmod(Path(tmp) / name, 0o666 & ~mask)   # safetensors writes 0600
             os.replace(Path(tmp) / name, out / name)
 
 
