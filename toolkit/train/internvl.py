@@ -36,6 +36,7 @@ The workflow of InternVL's own caption fine-tuning (``internvl_chat_finetune.py`
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -56,10 +57,11 @@ from ..core.files import atomic_write_bytes, check_writable
 from ..core.memory import rss_bytes
 from ..core.options import check_fields, option
 from ..core.progress import console
+from ..core.threads import default_threads
 from ..models.base import load_tensors
 from ..models.internvl import image as image_mod
 from ..models.internvl.loading import PRESETS, LoadedInternVL, load_model
-from ..models.internvl.prompt import IMAGE_PLACEHOLDER, SYSTEM_MESSAGE, template
+from ..models.internvl.prompt import IMAGE_PLACEHOLDER, SYSTEM_MESSAGE, image_tokens, template
 
 # InternVL's wrap_llm_lora targets for Qwen2 / Llama LLMs
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -239,8 +241,6 @@ def encode_sample(loaded: LoadedInternVL, sample_turns, tiles: int) -> tuple[lis
     message, questions, image tokens, role headers)."""
     t = template(loaded.template_name)
     tok = loaded.tokenizer
-    from ..models.internvl.prompt import image_tokens
-
     ids: list[int] = [tok.bos_id] if t.bos and tok.bos_id is not None else []
     labels: list[int] = [-100] * len(ids)
 
@@ -379,7 +379,6 @@ def prepare(loaded: LoadedInternVL, opts: TrainOptions):
 
 def plain_state(loaded: LoadedInternVL, lora: bool) -> dict:
     """The InternVL2-layout state dict of the model (adapters merged, on a copy)."""
-    import copy
 
     model = loaded.model
     if lora:
@@ -649,8 +648,6 @@ def train(opts: TrainOptions) -> dict:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     else:
-        from ..core.threads import default_threads
-
         torch.set_num_threads(default_threads())
     torch.manual_seed(opts.seed)
     loaded = load_model(opts.checkpoint, opts.preset, opts.seed)
