@@ -144,6 +144,11 @@ def test_lora_trains_fewer_parameters_and_merges_exactly(tmp_path, capsys):
     emb = load_model(preset="internvl-tiny")
     prepare(emb, TrainOptions(data=Path("x"), lora=True, lora_rank=8, lora_embeddings=True))
     assert emb.model.language_model.get_input_embeddings().weight.requires_grad
+    assert all(p.requires_grad for p in emb.model.vision_model.parameters())
+    frozen = load_model(preset="internvl-tiny")
+    prepare(frozen, TrainOptions(data=Path("x"), freeze_vision=True, freeze_mlp=True))
+    assert count_params(frozen.model)[0] == sum(
+        p.numel() for p in frozen.model.language_model.parameters())
     torch.manual_seed(3)
     with torch.no_grad():      # adapters that change the output (lora_B starts at zero)
         for name, p in model.named_parameters():

@@ -379,7 +379,6 @@ def prepare(loaded: LoadedInternVL, opts: TrainOptions):
 
 def plain_state(loaded: LoadedInternVL, lora: bool) -> dict:
     """The InternVL2-layout state dict of the model (adapters merged, on a copy)."""
-
     model = loaded.model
     if lora:
         lm = copy.deepcopy(model.language_model).merge_and_unload()
