@@ -266,7 +266,7 @@ FAMILIES = {
         plan="toolkit.export.internvl.plan:build_plan", graphs=("vision", "decoder"),
         pipeline="toolkit.runtime.internvl.pipeline:from_graphs",
         bench="toolkit.bench.internvl:SPEC", cli="toolkit.cli.internvl",
-        serve="toolkit.serve.routes.internvl",
+        serve="toolkit.serve.routes.internvl", train="toolkit.train.internvl",
         commands=(("caption", "Caption images with InternVL on any backend: the toolkit's "
                               "trained small captioner by default."),),
         default_source="toolkit.models.internvl.default:default_source",
