@@ -148,6 +148,11 @@ class TranscribeOptions:
                                        "speech, ms.", min=0, max=60_000)
     speech_pad_ms: int = option(1000, "With --vad-filter: audio kept on each side of a stretch "
                                      "of speech, ms.", min=0, max=5000)
+    batch_size: int = option(1, "With --vad-filter: decode the speech in chunks of up to 30 s, "
+                                "this many at a time through one batched loop (each chunk "
+                                "without the previous chunk's text as prompt, as faster-"
+                                "whisper's BatchedInferencePipeline); 1: the speech joined and "
+                                "decoded window after window.", min=1, max=MAX_BEAMS)
 
     def __post_init__(self) -> None:
         if self.temperatures is None:
@@ -163,6 +168,10 @@ class TranscribeOptions:
         if self.vad_filter and clips != [0.0]:
             raise ToolkitError("--clip-timestamps and --vad-filter both choose what is decoded; "
                                "give one of them")
+        if self.batch_size > 1 and not self.vad_filter:
+            raise ToolkitError("--batch-size decodes the speech chunks --vad-filter finds side "
+                               "by side; without --vad-filter each window starts where the "
+                               "last one ended, so give --vad-filter too")
         SearchOptions(beam_size=self.beam_size, best_of=self.best_of,
                       patience=self.patience, length_penalty=self.length_penalty).check()
         if not self.temperatures or any(not 0 <= t <= 5 for t in self.temperatures):
