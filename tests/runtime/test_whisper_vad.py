@@ -283,3 +283,11 @@ def test_batch_size_is_checked(shared_data):
                   contains="--batch-size")
     fails_cleanly("transcribe", jfk, "--vad-filter", "--batch-size", "2.5",
                   contains="--batch-size takes a whole number")
+
+
+def test_batched_without_speech_decodes_nothing():
+    pipe = registry.get("whisper").open_pipeline(backend="ort", threads=1)
+    silent = np.zeros(5 * SR, np.float32)
+    res = pipe.transcribe_audio(silent, TranscribeOptions(vad_filter=True, batch_size=4))
+    assert res.segments == [] and res.windows == 0
+    assert res.vad["chunks"] == 0 and res.vad["spans"] == []
