@@ -40,6 +40,8 @@ def test_the_anomaly_score_of_words_and_segments():
     assert not looks_hallucinated(_segment(*speech))
     # punctuation is not counted as a word
     assert not looks_hallucinated(_segment(*speech, (" -", 1.2, 1.2, 0.01)))
+    assert looks_hallucinated(_segment((" -", 1.2, 1.2, 0.9)))     # punctuation alone
+    assert not looks_hallucinated(Segment(0, 0, 0.0, 1.0, " x", [], 0.0, -0.5, 1.0, 0.1, []))
 
 
 @pytest.fixture(scope="module")

@@ -230,12 +230,13 @@ def word_anomaly(word: WordTiming) -> float:
 
 
 def looks_hallucinated(segment: Segment) -> bool:
-    """A segment whose first 8 words (punctuation left out) score 3 or more, or about 1 each."""
-    marks = set(PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS)
-    words = [w for w in segment.words or []
-             if w.word.strip() and not set(w.word.strip()) <= marks][:8]
-    if not words:
+    """A segment whose first 8 words (punctuation left out) score 3 or more, or about 1 each;
+    one of punctuation alone counts too (as in openai-whisper), one without words does not."""
+    if not segment.words:
         return False
+    marks = set(PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS)
+    words = [w for w in segment.words
+             if w.word.strip() and not set(w.word.strip()) <= marks][:8]
     score = sum(word_anomaly(w) for w in words)
     return score >= 3 or score + 0.01 >= len(words)
 
