@@ -11,10 +11,13 @@ texts joined. Rows, run ``--runs`` times after a warm-up, the rows' runs interle
 the machine's load hits them alike: ``--vad-filter`` with the speech joined and decoded
 window after window (``--batch-size 1``, the default); the same chunks as the batched rows
 decoded one after the other (the cost of chunking alone); ``--batch-size 4`` and ``8``.
-Decoding: the toolkit's defaults (beam 5, fallback, previous text within a chunk) on the
-default model (tiny.en, onnxruntime fp32) or ``--artifact``. Figures: median wall time
-(VAD, log-mel, encoder, decoder, word-free), its ratio to the sequential row, windows
-encoded, decoder steps, CER/WER (Whisper-normalised, jiwer: ``toolkit/bench/metrics.py``).
+Decoding: the toolkit's defaults (beam 5, fallback, previous text within a chunk; or
+``--beam-size``) on the default model (tiny.en, onnxruntime fp32) or ``--artifact``.
+Figures: median wall time (VAD, log-mel, encoder, decoder; no word timestamps), its ratio to
+the sequential row overall and per round, median CPU seconds (``time.process_time``: with
+one onnxruntime thread they move far less with a shared machine's load than wall time) and
+their ratio, windows encoded, decoder steps, CER/WER (Whisper-normalised, jiwer:
+``toolkit/bench/metrics.py``).
 """
 
 from __future__ import annotations
@@ -52,12 +55,12 @@ def uptime() -> str:
 
 
 def run_row(pipe, audio, opts: TranscribeOptions, batch: int, chunked: bool):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if chunked and batch == 1:
         res = transcribe_chunks(pipe, audio, detect_speech(audio, opts), opts, 1)
     else:
         res = pipe.transcribe_audio(audio, replace(opts, batch_size=batch))
-    return time.perf_counter() - t0, res
+    return time.perf_counter() - t0, res, time.process_time() - c0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,15 +86,22 @@ def main(argv: list[str] | None = None) -> int:
             got[label].append(run_row(pipe, audio, opts, batch, chunked))
     load_after = uptime()
     rows = []
-    base = statistics.median(s for s, _ in got[ROWS[0][0]])
+    base = statistics.median(g[0] for g in got[ROWS[0][0]])
+    base_cpu = statistics.median(g[2] for g in got[ROWS[0][0]])
     for label, batch, chunked in ROWS:
-        seconds = [s for s, _ in got[label]]
+        seconds = [g[0] for g in got[label]]
+        cpu = [g[2] for g in got[label]]
         res = got[label][-1][1]
         sc = scores([res.text], [rec.reference])
         rows.append({"row": label, "batch_size": batch, "chunked": chunked,
                      "seconds_median": round(statistics.median(seconds), 3),
                      "seconds": [round(s, 3) for s in seconds],
                      "speed_vs_sequential": round(base / statistics.median(seconds), 3),
+                     "cpu_seconds_median": round(statistics.median(cpu), 3),
+                     "cpu_seconds": [round(c, 3) for c in cpu],
+                     "cpu_vs_sequential": round(base_cpu / statistics.median(cpu), 3),
+                     "per_round_speed": [round(b[0] / g[0], 3) for b, g in
+                                         zip(got[ROWS[0][0]], got[label])],
                      "windows": res.windows, "decoder_steps": len(res.step_ms),
                      "chunks": res.vad.get("chunks"), "cer": sc["cer"], "wer": sc["wer"],
                      "inserted": sc["inserted"], "deleted": sc["deleted"],
@@ -111,12 +121,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{a.threads} onnxruntime thread(s) per session; {a.runs} interleaved runs",
             f"cpu: {env['cpu']} ({env['cpu_cores']} cores)",
             f"load before: {load_before}", f"load after: {load_after}", "",
-            "| row | s (median) | × sequential | windows | decoder steps (summed over chunks) "
-            "| CER % | WER % | same segments as chunks one at a time |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| row | wall s (median) | × sequential | × per round | CPU s (median) "
+            "| × sequential (CPU) | windows | decoder steps (summed over chunks) | CER % | WER % "
+            "| same segments as chunks one at a time |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         same = {None: "—", True: "yes", False: "no"}[r["same_text_as_chunks_one_at_a_time"]]
+        rounds = ", ".join(f"{x:.2f}" for x in r["per_round_speed"])
         head.append(f"| {r['row']} | {r['seconds_median']:.2f} | {r['speed_vs_sequential']:.2f}× "
+                    f"| {rounds} | {r['cpu_seconds_median']:.2f} | {r['cpu_vs_sequential']:.2f}× "
                     f"| {r['windows']} | {r['decoder_steps']} | {r['cer']:.2f} | {r['wer']:.2f} "
                     f"| {same} |")
     text = "\n".join(head)
