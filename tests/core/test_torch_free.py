@@ -91,6 +91,12 @@ def test_vad_filter_runs_without_torch(blocked, tmp_path, tiny_en_artifact, shar
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["text"].startswith("And so, my fellow Americans")
     assert len(out["vad"]["spans"]) == 1 and 9 < out["vad"]["speech_s"] <= 11.1
+    # and batched (the chunks through the long-form loop's batched path)
+    r = _run(["transcribe", shared_data / "audio" / "jfk.flac", "--artifact", tiny_en_artifact,
+              "--vad-filter", "--batch-size", "2", "--json"], blocked, tmp_path)
+    assert r.returncode == 0, r.stderr
+    batched = json.loads(r.stdout.strip().splitlines()[-1])
+    assert batched["text"] == out["text"] and batched["vad"]["chunks"] == 1
 
 
 def test_synthesize_and_embed_an_artifact_without_torch(blocked, tmp_path, shared_data):

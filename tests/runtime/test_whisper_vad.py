@@ -7,13 +7,14 @@ fewer windows are decoded in less time."""
 import hashlib
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from support.cli import fails_cleanly, run_toolkit
-from support.recordings import JFK, speech_with_gaps, words_outside_speech
+from support.recordings import JFK, clips_with_pauses, speech_with_gaps, words_outside_speech
 from toolkit import registry
 from toolkit.bench.metrics import scores
 from toolkit.models.whisper.audio import SAMPLE_RATE, load_audio
@@ -22,8 +23,11 @@ from toolkit.runtime.whisper.vad import (
     FRAME,
     MODEL_FILE,
     SpeechMap,
+    detect_speech,
+    speech_chunks,
     speech_probabilities,
     speech_spans,
+    transcribe_chunks,
 )
 
 SR = SAMPLE_RATE
@@ -80,6 +84,18 @@ def test_joined_speech_maps_times_back():
     assert speech.span(2.0, 8.0) == (3.0, 9.0)
     assert speech.span(8.0, 13.0) == (20.0, 23.0)      # 2 s in the first piece, 3 in the second
     assert speech.span(4.0, 11.0) == (5.0, 11.0)       # 6 s in the first piece, 1 in the second
+
+
+def test_speech_is_cut_into_chunks_of_at_most_30_s_in_order():
+    speech = SpeechMap([(0, 12 * SR), (20 * SR, 35 * SR), (40 * SR, 44 * SR),
+                        (50 * SR, 100 * SR), (101 * SR, 103 * SR)])
+    chunks = speech_chunks(speech)
+    # 12 + 15 s of speech fit in one window, 4 more would not; a 50-s piece is a chunk alone
+    assert [c.pieces for c in chunks] == [[(0, 12 * SR), (20 * SR, 35 * SR)],
+                                          [(40 * SR, 44 * SR)], [(50 * SR, 100 * SR)],
+                                          [(101 * SR, 103 * SR)]]
+    assert chunks[0].original(13.0) == 21.0          # each chunk maps its own times back
+    assert speech_chunks(SpeechMap()) == []
 
 
 def test_the_model_is_silero_vad_6_2_3():
@@ -191,3 +207,87 @@ def test_vad_options_are_checked(shared_data, tmp_path):
     feats = tmp_path / "f.npy"
     np.save(feats, np.zeros((1, 80, 3000), np.float32))
     fails_cleanly("transcribe", feats, "--vad-filter", contains="--vad-filter needs the audio")
+
+
+# -- batched long-form: the VAD's chunks decoded several at a time ----------------------------
+
+@pytest.fixture(scope="module")
+def paused(shared_data, tmp_path_factory):
+    """8 LJ clips between 3–6-s pauses, transcribed (greedy, no previous text, word
+    timestamps) with the speech joined (--batch-size 1), as chunks one after the other, and
+    as chunks two at a time (--batch-size 2: the pool is refilled as chunks finish)."""
+    rec = clips_with_pauses(shared_data, tmp_path_factory.mktemp("batched") / "paused.wav")
+    pipe = registry.get("whisper").open_pipeline(backend="ort", threads=1)
+    audio = load_audio(rec.path)
+    opts = TranscribeOptions(vad_filter=True, beam_size=1, word_timestamps=True,
+                             condition_on_previous_text=False)
+    joined = pipe.transcribe_audio(audio, opts)
+    one_by_one = transcribe_chunks(pipe, audio, detect_speech(audio, opts), opts, 1)
+    batched = pipe.transcribe_audio(audio, replace(opts, batch_size=2))
+    return rec, joined, one_by_one, batched
+
+
+def _timed(result):
+    return [(s.start, s.end, s.text, s.tokens, s.words) for s in result.segments]
+
+
+def test_batched_chunks_give_what_chunk_by_chunk_gives(paused):
+    rec, _, one_by_one, batched = paused
+    assert batched.vad["chunks"] >= 3 and batched.vad["batch_size"] == 2
+    assert batched.vad["chunks"] == one_by_one.vad["chunks"]
+    assert _timed(batched) == _timed(one_by_one) and batched.text == one_by_one.text
+    assert batched.windows == one_by_one.windows >= batched.vad["chunks"]
+
+
+def test_batched_segments_are_in_file_order_with_the_file_s_times(paused):
+    rec, _, _, batched = paused
+    segs = batched.segments
+    assert [s.id for s in segs] == list(range(len(segs)))
+    for a, b in zip(segs, segs[1:]):
+        assert a.start < a.end <= b.start + 1e-6
+    words = [w for s in segs for w in s.words]
+    assert all(a.start <= b.start for a, b in zip(words, words[1:]))
+    for start, end, text in rec.speech:        # each clip's text where the clip is
+        near = " ".join(s.text for s in segs if s.end > start - 0.5 and s.start < end + 0.5)
+        assert scores([near], [text])["wer"] < 35, (text, near)
+    assert all(any(a - 1.5 <= w.start and w.end <= b + 1.5 for a, b, _ in rec.speech)
+               for w in words)
+
+
+def test_batched_keeps_the_cer_of_the_joined_speech(paused):
+    rec, joined, _, batched = paused
+    cer_joined = scores([joined.text], [rec.reference])["cer"]
+    cer_batched = scores([batched.text], [rec.reference])["cer"]
+    print(f"CER joined {cer_joined:.2f} %, batched {cer_batched:.2f} %; windows "
+          f"{joined.windows} / {batched.windows}")
+    assert cer_batched <= cer_joined + 1.0 and cer_batched < 5.0, (cer_joined, cer_batched)
+
+
+def test_transcribe_batch_size_writes_words_and_subtitles(shared_data, tmp_path):
+    proc = run_toolkit("transcribe", shared_data / "audio" / "jfk.flac", "--vad-filter",
+                       "--batch-size", "4", "--word-timestamps", "--beam-size", "1",
+                       "--output-format", "json,srt", "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads((tmp_path / "jfk.json").read_text())
+    assert scores([out["text"]], [JFK])["wer"] == 0.0
+    assert out["vad"]["chunks"] == 1
+    words = [w for s in out["segments"] for w in s["words"]]
+    assert len(words) == 22 and all(0 <= w["start"] <= w["end"] <= 11.1 for w in words)
+    assert " --> " in (tmp_path / "jfk.srt").read_text()
+
+
+def test_batch_size_is_checked(shared_data):
+    jfk = shared_data / "audio" / "jfk.flac"
+    fails_cleanly("transcribe", jfk, "--batch-size", "4", contains="give --vad-filter too")
+    fails_cleanly("transcribe", jfk, "--vad-filter", "--batch-size", "0",
+                  contains="--batch-size")
+    fails_cleanly("transcribe", jfk, "--vad-filter", "--batch-size", "2.5",
+                  contains="--batch-size takes a whole number")
+
+
+def test_batched_without_speech_decodes_nothing():
+    pipe = registry.get("whisper").open_pipeline(backend="ort", threads=1)
+    silent = np.zeros(5 * SR, np.float32)
+    res = pipe.transcribe_audio(silent, TranscribeOptions(vad_filter=True, batch_size=4))
+    assert res.segments == [] and res.windows == 0
+    assert res.vad["chunks"] == 0 and res.vad["spans"] == []

@@ -1,7 +1,8 @@
 """A recording of speech with long stretches of silence, noise and music-like tones, built
 from the shared clips (``speech_with_gaps``): where Whisper, left alone, writes text nobody
-said, and what ``--vad-filter`` is for. Used by tests/runtime/test_whisper_vad.py and
-tests/support/vad_side_by_side.py."""
+said, and what ``--vad-filter`` is for; and LJ clips between pauses (``clips_with_pauses``),
+several VAD chunks for ``--batch-size``. Used by tests/runtime/test_whisper_vad.py,
+tests/support/vad_side_by_side.py and scripts/whisper_batched.py."""
 
 from __future__ import annotations
 
@@ -118,3 +119,22 @@ def words_outside_speech(segments: list[dict], rec: Recording, tol: float = 0.5)
         if not any(s["end"] > a - tol and s["start"] < b + tol for a, b, _ in rec.speech):
             out += s["text"].split()
     return out
+
+
+def clips_with_pauses(shared_data: Path, out: Path, clips: int = 8,
+                      pauses_s: tuple[float, ...] = (3.0, 4.5, 6.0), seed: int = 0) -> Recording:
+    """The first ``clips`` LJ Speech clips, each followed by a quiet-room pause of 3, 4.5 or
+    6 s in turn (longer than the VAD's 2 s of silence and twice its padding, so every clip is
+    a stretch of speech of its own): several VAD chunks of up to 30 s, for ``--batch-size``."""
+    rng = np.random.default_rng(seed)
+    parts, speech, other, t = [], [], [], 0.0
+    for k, utt in enumerate(load_folder(shared_data / "ljspeech-mini")[:clips]):
+        audio = load_audio(utt.path)
+        pause = noise_floor(pauses_s[k % len(pauses_s)], rng)
+        speech.append((t, t + len(audio) / SAMPLE_RATE, utt.text))
+        t += len(audio) / SAMPLE_RATE
+        other.append((t, t + len(pause) / SAMPLE_RATE, "quiet room"))
+        t += len(pause) / SAMPLE_RATE
+        parts += [audio, pause]
+    sf.write(out, np.concatenate(parts), SAMPLE_RATE)
+    return Recording(out, t, speech, other)

@@ -33,7 +33,12 @@ from ...core.options import check_fields, check_number, option
 from ...models.whisper.audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, log_mel_long
 from ..generate import SearchOptions
 from .decoding import SECONDS_PER_TIMESTAMP
-from .timing import WordTiming, add_word_timestamps
+from .timing import (
+    APPEND_PUNCTUATIONS,
+    PREPEND_PUNCTUATIONS,
+    WordTiming,
+    add_word_timestamps,
+)
 
 FRAMES_PER_TIMESTAMP = 2      # one timestamp step = two mel frames (the encoder's stride)
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH   # mel frames
@@ -126,6 +131,10 @@ class TranscribeOptions:
     word_timestamps: bool = option(False, "Word-level times (cross-attention alignment, as "
                                           "openai-whisper): `words` in each segment; needs an "
                                           "artifact with the align graph.")
+    hallucination_silence_threshold: float | None = option(
+        None, "With --word-timestamps: a segment that looks hallucinated (its words improbable, "
+              "very short or very long) with more than this many seconds of silence around it "
+              "is dropped and the silence skipped (openai-whisper's).", min=0, max=3600)
     # the fallback schedule; default: ``temperature`` then steps of the increment up to 1.0
     temperatures: tuple[float, ...] | None = option(None, cli=False)
     # voice-activity detection (``vad.py``); faster-whisper's names and defaults, but for the
@@ -139,6 +148,11 @@ class TranscribeOptions:
                                        "speech, ms.", min=0, max=60_000)
     speech_pad_ms: int = option(1000, "With --vad-filter: audio kept on each side of a stretch "
                                      "of speech, ms.", min=0, max=5000)
+    batch_size: int = option(1, "With --vad-filter: decode the speech in chunks of up to 30 s, "
+                                "this many at a time through one batched loop (each chunk "
+                                "without the previous chunk's text as prompt, as faster-"
+                                "whisper's BatchedInferencePipeline); 1: the speech joined and "
+                                "decoded window after window.", min=1, max=MAX_BEAMS)
 
     def __post_init__(self) -> None:
         if self.temperatures is None:
@@ -148,9 +162,16 @@ class TranscribeOptions:
     def check(self) -> None:
         check_fields(self)
         clips = parse_clip_timestamps(self.clip_timestamps)
+        if self.hallucination_silence_threshold is not None and not self.word_timestamps:
+            raise ToolkitError("--hallucination-silence-threshold finds hallucinations by their "
+                               "words and needs --word-timestamps")
         if self.vad_filter and clips != [0.0]:
             raise ToolkitError("--clip-timestamps and --vad-filter both choose what is decoded; "
                                "give one of them")
+        if self.batch_size > 1 and not self.vad_filter:
+            raise ToolkitError("--batch-size decodes the speech chunks --vad-filter finds side "
+                               "by side; without --vad-filter each window starts where the "
+                               "last one ended, so give --vad-filter too")
         SearchOptions(beam_size=self.beam_size, best_of=self.best_of,
                       patience=self.patience, length_penalty=self.length_penalty).check()
         if not self.temperatures or any(not 0 <= t <= 5 for t in self.temperatures):
@@ -194,6 +215,30 @@ class LongFormResult:
     @property
     def text(self) -> str:
         return "".join(s.text for s in self.segments).strip()
+
+
+def word_anomaly(word: WordTiming) -> float:
+    """How unlike speech a word is (openai-whisper's score): 1 if its probability is below
+    0.15, plus a penalty growing as it gets shorter than 0.133 s or longer than 2 s."""
+    duration = word.end - word.start
+    score = 1.0 if word.probability < 0.15 else 0.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def looks_hallucinated(segment: Segment) -> bool:
+    """A segment whose first 8 words (punctuation left out) score 3 or more, or about 1 each;
+    one of punctuation alone counts too (as in openai-whisper), one without words does not."""
+    if not segment.words:
+        return False
+    marks = set(PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS)
+    words = [w for w in segment.words
+             if w.word.strip() and not set(w.word.strip()) <= marks][:8]
+    score = sum(word_anomaly(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)
 
 
 def compression_ratio(text: str) -> float:
@@ -326,7 +371,7 @@ class LongFormJob:
         else:
             pieces, consumed = _split_segments(hyp.tokens, tok.timestamp_begin, size,
                                                options.without_timestamps)
-            first = len(result.segments)
+            new: list[Segment] = []
             for toks, start, end in pieces:
                 text = tok.decode([t for t in toks if t < tok.eot])
                 start_s = offset + start * SECONDS_PER_TIMESTAMP
@@ -334,16 +379,13 @@ class LongFormJob:
                 if not text.strip() or end_s <= start_s:
                     continue                  # instantaneous or empty: not a segment, and not
                                               # part of the next window's prompt either
-                result.segments.append(Segment(len(result.segments), self.seek, start_s, end_s,
-                                               text, toks, temperature, hyp.avg_logprob, ratio,
-                                               hyp.probe))
-                self.all_tokens += toks
+                new.append(Segment(len(result.segments) + len(new), self.seek, start_s, end_s,
+                                   text, toks, temperature, hyp.avg_logprob, ratio, hyp.probe))
             seek = self.seek + consumed
-            new = result.segments[first:]
             if options.word_timestamps and new:
                 if cross is None:
                     raise ToolkitError("word timestamps need the window's cross-attention K/V")
-                self.last_speech = add_word_timestamps(
+                last_speech = add_word_timestamps(
                     pipe, new, cross(), size, offset, result.language, options.task,
                     self.last_speech)
                 toks = hyp.tokens
@@ -352,12 +394,62 @@ class LongFormJob:
                 ends = [w.end for s in new for w in (s.words or [])]
                 if not single_ending and ends and ends[-1] > offset:
                     seek = max(self.seek + 1, round(ends[-1] * FRAMES_PER_SECOND))
+                if options.hallucination_silence_threshold is not None:
+                    new, seek = self._skip_hallucinations(new, seek, size, single_ending)
+                    ends = [w.end for s in new for w in (s.words or [])]
+                    last_speech = ends[-1] if ends else self.last_speech
+                self.last_speech = last_speech
+            for segment in new:
+                segment.id = len(result.segments)
+                result.segments.append(segment)
+                self.all_tokens += segment.tokens
             self.seek = seek
             if (not options.condition_on_previous_text
                     or temperature > options.prompt_reset_on_temperature):
                 self.prompt_reset = len(self.all_tokens)
         if self.progress:
             self.progress(min(self.duration, self.seek * HOP_LENGTH / SAMPLE_RATE))
+
+    def _skip_hallucinations(self, new: list[Segment], seek: int, size: int,
+                             single_ending: bool) -> tuple[list[Segment], int]:
+        """``--hallucination-silence-threshold`` (openai-whisper's rule): the window's segments
+        (words aligned) up to the first that looks hallucinated with silence on both sides,
+        and where the next window starts (past the silence)."""
+        threshold = self.options.hallucination_silence_threshold
+        offset = self.seek * HOP_LENGTH / SAMPLE_RATE
+        window_end = (self.seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE
+        ends = [w.end for s in new for w in (s.words or [])]
+        if not single_ending and ends and ends[-1] > offset:
+            # after the last word: decode it again only if it is long enough to be silence
+            # worth skipping, else take the window as consumed
+            seek = (round(ends[-1] * FRAMES_PER_SECOND) if window_end - ends[-1] > threshold
+                    else self.seek + size)
+        worded = [s for s in new if s.words]
+        if worded and looks_hallucinated(worded[0]) and worded[0].start - offset > threshold:
+            # a doubtful first segment after a long lead-in: drop the window, start again at
+            # the segment (the silence before it is skipped)
+            return [], max(self.seek + 1,
+                           self.seek + round((worded[0].start - offset) * FRAMES_PER_SECOND))
+        speech_end = self.last_speech
+        for i, segment in enumerate(new):
+            if not segment.words:
+                continue
+            if looks_hallucinated(segment):
+                later = next((s for s in new[i + 1:] if s.words), None)
+                later_start = (later.words[0].start if later is not None
+                               else offset + size * HOP_LENGTH / SAMPLE_RATE)
+                quiet_before = (segment.start - speech_end > threshold
+                                or segment.start < threshold or segment.start - offset < 2.0)
+                quiet_after = (later_start - segment.end > threshold
+                               or (later is not None and looks_hallucinated(later))
+                               or window_end - segment.end < 2.0)
+                if quiet_before and quiet_after:
+                    if self.duration - segment.end < threshold:
+                        return new[:i], self.content       # only silence is left
+                    return new[:i], max(self.seek + 1, round(
+                        max(offset + 1, segment.start) * FRAMES_PER_SECOND))
+            speech_end = segment.end
+        return new, max(self.seek + 1, seek)
 
 
 def advance(pipe, jobs: list[LongFormJob], max_windows: int | None = None) -> None:
