@@ -30,7 +30,7 @@ import numpy as np
 
 from ..core.errors import ToolkitError
 from ..core.threads import default_threads
-from .captions import METRICS, caption_scores, cider_against, read_split
+from .captions import METRICS, _need_java, caption_scores, cider_against, read_split
 from .harness import BenchSpec, Workload
 from .plots import Panel
 
@@ -134,8 +134,6 @@ class InternVLBench(BenchSpec):
         return {"beam_size": beam}
 
     def workloads(self, family, loaded, data, limit, options):
-        from .captions import _need_java
-
         items = read_split(Path(data) if data else default_data(), SPLIT, limit)
         _need_java()        # before minutes of captioning: the scoring needs it
         self.refs = {it.image_id: list(it.references) for it in items}

@@ -13,6 +13,8 @@ from .. import registry
 from ..core.errors import ToolkitError
 from ..core.files import atomic_write_bytes
 from ..core.precisions import check_precision
+from ..models.internvl.image import describe_conversion, open_image
+from ..models.internvl.prompt import CAPTION_PROMPT
 from .base import Artifact, Backend, Checkpoint, Preset, Seed, note, one_line_errors
 from .options import number
 
@@ -26,8 +28,6 @@ def check_images(images: list[Path]) -> list[str | None]:
     """Every image decoded once before the model is opened (a bad file is one line, fast);
     what each one's mode converts to (None for RGB)."""
     from PIL import Image
-
-    from ..models.internvl.image import describe_conversion, open_image
 
     conversions = []
     for path in images:
@@ -73,8 +73,6 @@ def caption(  # noqa: PLR0913
 ):
     """Caption images with InternVL on any backend: the toolkit's trained small captioner by
     default (one caption per image; with several images, "image<TAB>caption" lines)."""
-    from ..models.internvl.prompt import CAPTION_PROMPT
-
     check_precision(precision)
     question = CAPTION_PROMPT if prompt is None else prompt.strip()
     if not question:
