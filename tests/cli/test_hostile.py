@@ -265,3 +265,13 @@ def test_no_library_notes_and_no_note_before_an_error(tmp_path, whisper_artifact
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot decode"), r.stderr
+
+
+def test_bench_writes_its_records_into_a_folder_it_makes(tmp_path):
+    out = tmp_path / "new" / "deeper" / "b.json"
+    r = run_toolkit("bench", "--model", "svt", "--preset", "tiny", "--backend", "ort",
+                    "--runs", "1", "--warmup", "0", "--limit", "3", "--out", out, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    records = json.loads(out.read_text())
+    assert "ort" in {rec["backend"] for rec in records}
+    assert out.with_suffix(".csv").is_file()

@@ -62,6 +62,7 @@ def write_records(records: list[dict], out: str | Path,
     check_schema(records, family_fields)
     out = Path(out)
     check_writable(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)    # --out in a folder not made yet
     if out.suffix != ".json":
         out = out.with_suffix(".json")
     atomic_write_bytes(out, (json.dumps(records, indent=2, default=_jsonable) + "\n").encode())
