@@ -183,15 +183,26 @@ def real_feeds(loaded: LoadedInternVL, images: list, steps: int,
 
 def build_plan(loaded: LoadedInternVL, calib_data=None) -> ExportPlan:
     cfg = model_config(loaded)
+    # the table's file, taken with the validation feeds: the exporter releases the PyTorch
+    # weights (``loaded.release``) after those and before it writes the extra files
+    saved: dict[str, bytes] = {}
+
+    def table_bytes() -> bytes:
+        if TABLE not in saved:
+            buf = io.BytesIO()
+            np.save(buf, embedding_table(loaded), allow_pickle=False)
+            saved[TABLE] = buf.getvalue()
+        return saved[TABLE]
+
+    def validation_feeds() -> dict:
+        table_bytes()
+        return real_feeds(loaded, caption_images("val")[:2], steps=3)
 
     def extra_files() -> dict:
-        buf = io.BytesIO()
-        np.save(buf, embedding_table(loaded), allow_pickle=False)
-        return {TOKENIZER: loaded.tokenizer.tk.to_str().encode(), TABLE: buf.getvalue()}
+        return {TOKENIZER: loaded.tokenizer.tk.to_str().encode(), TABLE: table_bytes()}
 
     return ExportPlan(
-        family="internvl", graphs=_specs(loaded, cfg),
-        validation_feeds=lambda: real_feeds(loaded, caption_images("val")[:2], steps=3),
+        family="internvl", graphs=_specs(loaded, cfg), validation_feeds=validation_feeds,
         calibration_feeds=lambda: real_feeds(loaded, caption_images(
             "train", calib_data)[:CALIBRATION_IMAGES], steps=4),
         source=loaded.source, model_config=cfg, extra_files=extra_files,
