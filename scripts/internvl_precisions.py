@@ -82,6 +82,9 @@ def step_feeds(cfg: dict, table: np.ndarray, text_tokens: int, seed: int = 0) ->
     return {"inputs_embeds": embeds, **past}
 
 
+PREFILL_LOGITS: dict = {}
+
+
 def time_decoder(artifact: Path, threads: int, runs: int, steps: int, text_tokens: int) -> dict:
     from toolkit.runtime.session import OrtSession
 
@@ -95,6 +98,7 @@ def time_decoder(artifact: Path, threads: int, runs: int, steps: int, text_token
         t0 = time.perf_counter()
         out = sess.run(feeds)
         t_pre = (time.perf_counter() - t0) * 1e3
+        first = out["logits"]
         times = []
         for _ in range(steps):
             nxt = np.argmax(out["logits"], axis=-1)
@@ -104,6 +108,8 @@ def time_decoder(artifact: Path, threads: int, runs: int, steps: int, text_token
             t0 = time.perf_counter()
             out = sess.run(feeds)
             times.append((time.perf_counter() - t0) * 1e3)
+        if r == 0:
+            PREFILL_LOGITS[str(artifact)] = first
         if r:
             per_run.append(statistics.median(times))
             prefill.append(t_pre)
@@ -117,7 +123,8 @@ def time_decoder(artifact: Path, threads: int, runs: int, steps: int, text_token
 
 # the plan's int4 is b32-sym-lm8; "int8-cpu" is the int8-cpu export's decoder converter
 # (8-bit blockwise MatMulNBits) applied to the fp32 artifact's decoder: the same graph
-VARIANTS = {"int8-cpu": None, "b128-sym-lm8": (128, True, ("lm_head",)),
+VARIANTS = {"int8-cpu": None, "int4-plan-b32-sym-lm8": (32, True, ("lm_head",)),
+            "b128-sym-lm8": (128, True, ("lm_head",)),
             "b32-asym-lm8": (32, False, ("lm_head",)), "b32-sym-lm4": (32, True, ())}
 
 
@@ -153,13 +160,22 @@ def make_variant(fp32: Path, name: str, where: Path) -> Path:
 
 
 def run_variants(a, report: dict) -> None:
+    from toolkit.core.parity import cosine, rel_l2
+
     var = report.setdefault("int4_variants", {})
+    fp32 = str(a.work / f"{a.preset}-fp32")
     for name in VARIANTS:
         art = make_variant(a.work / f"{a.preset}-fp32", name, a.work)
         size = sum(f.stat().st_size for f in art.iterdir() if f.name.startswith("decoder"))
-        for t in (int(x) for x in (a.variant_threads or a.threads).split(",")):
+        main = name in ("int8-cpu", "int4-plan-b32-sym-lm8")
+        threads = a.threads if main else a.variant_threads or a.threads
+        for t in (int(x) for x in threads.split(",")):
             r = time_decoder(art, t, a.runs, a.steps, a.text_tokens)
-            var[f"{name}@{t}"] = {"variant": name, "decoder_gb": round(size / 1e9, 3), **r}
+            got, ref = PREFILL_LOGITS.get(str(art)), PREFILL_LOGITS.get(fp32)
+            err = ({"prefill_logits_rel_l2_vs_fp32_onnx": round(float(rel_l2(got, ref)), 4),
+                    "prefill_logits_cosine": round(float(cosine(got, ref)), 5)}
+                   if got is not None and ref is not None else {})
+            var[f"{name}@{t}"] = {"variant": name, "decoder_gb": round(size / 1e9, 3), **r, **err}
             print(json.dumps(var[f"{name}@{t}"]), flush=True)
             if a.json:
                 a.json.write_text(json.dumps(report, indent=1))
