@@ -91,3 +91,15 @@ def test_reduced_precisions_validate(precision, internvl_tiny, shared_data, tmp_
     assert manifest["precision"] == precision
     held = {g["held_precision"] for g in manifest["graphs"].values()}
     assert held <= {"fp16", "int8", "fp32"} and held != {"fp32"}
+
+
+def test_the_table_is_written_after_the_weights_are_released(shared_data, tmp_path):
+    """The exporter frees the PyTorch weights (``release``) before it writes the extra files:
+    the embedding table is taken before that (it was read off the meta tensors and failed)."""
+    from toolkit.models.internvl.loading import load_model
+
+    loaded = load_model(preset="internvl-tiny")
+    want = loaded.model.language_model.get_input_embeddings().weight.detach().numpy().copy()
+    manifest = export_plan(build_plan(loaded), "fp32", tmp_path / "a", release=loaded.release)
+    table = np.load(tmp_path / "a" / manifest["model_config"]["embed_table"], allow_pickle=False)
+    assert np.array_equal(table, want)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.errors import ToolkitError
 from ..core.files import check_replaceable, check_writable
-from ..core.precisions import PRECISIONS
+from ..core.precisions import EXPORT_PRECISIONS, check_family_precision
 from ..core.progress import console, step
 from . import external
 from .manifest import is_artifact
@@ -34,11 +34,14 @@ class ExportOptions:
     trt: bool = False
 
     def check(self) -> None:
-        if self.precision not in PRECISIONS:
+        if self.precision not in EXPORT_PRECISIONS:
             raise ToolkitError(f"unknown precision {self.precision!r}; use one of "
-                               f"{', '.join(PRECISIONS)}")
+                               f"{', '.join(EXPORT_PRECISIONS)}")
         if self.trt and self.precision == "int8-cpu":
             raise ToolkitError("--trt needs the TensorRT int8 form; drop --int8-target cpu")
+        if self.trt and self.precision == "int4":
+            raise ToolkitError("--trt cannot build int4 (onnxruntime CPU MatMulNBits); export "
+                               "--int8 for TensorRT")
         low, high = EXTERNAL_DATA_MB
         if self.external_data_mb is not None and not low <= self.external_data_mb <= high:
             raise ToolkitError(f"--external-data-mb must be between {low} and {high} MiB "
@@ -59,6 +62,7 @@ def export_model(family, opts: ExportOptions) -> dict:
     """Load ``family``'s model, export it at ``opts.precision`` into ``opts.out`` (checked
     before anything is loaded), build engines with ``opts.trt``. Returns the manifest."""
     opts.check()
+    check_family_precision(family.name, opts.precision)   # before anything is loaded
     out = Path(opts.out or default_out(family, opts))
     if opts.trt:
         require_tensorrt(out)    # fail before a long export if no build can happen

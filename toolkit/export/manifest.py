@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core.errors import ToolkitError
 from ..core.files import sha256_file
-from ..core.precisions import PRECISIONS
+from ..core.precisions import EXPORT_PRECISIONS
 from ..core.schema import field
 from .external import check_locations
 
@@ -145,7 +145,7 @@ def load_manifest(directory: str | Path, family: str | None = None,
                            "re-export the artifact with this toolkit version")
     where = f"the manifest of {directory}"
     fam = field(manifest, "family", str, where)
-    field(manifest, "precision", str, where, choices=PRECISIONS)
+    field(manifest, "precision", str, where, choices=EXPORT_PRECISIONS)
     field(manifest, "export_revision", int, where, 1, 10_000, required=False)
     field(manifest, "model_config", dict, where, required=False)
     field(manifest, "source", dict, where, required=False)

@@ -19,7 +19,7 @@ from ..core.files import atomic_dir, check_replaceable, sha256_file
 from ..core.hardware import tool_versions
 from ..core.memory import give_back, high_water_bytes
 from ..core.parity import cosine, max_abs, rel_l2
-from ..core.precisions import PRECISIONS, base_precision
+from ..core.precisions import base_precision, check_family_precision
 from ..core.progress import console, step
 from ..core.threads import default_threads
 from . import external
@@ -57,7 +57,10 @@ def graph_settings(spec: GraphSpec) -> dict:
     """The export choices that change a graph's numbers (a cached artifact must match them)."""
     return {"fp32_ops": sorted(spec.fp32_ops), "quantize_ops": sorted(spec.quantize_ops),
             "int8_budget": spec.int8_budget, "int8_cpu_scheme": spec.int8_cpu_scheme,
-            "int8_float_layers": sorted(spec.int8_float_layers)}
+            "int8_float_layers": sorted(spec.int8_float_layers),
+            "int4_scheme": spec.int4_scheme, "int4_block_size": spec.int4_block_size,
+            "int4_symmetric": spec.int4_symmetric,
+            "int4_8bit_layers": sorted(spec.int4_8bit_layers)}
 
 
 def control_flow_nodes(path: str | Path) -> list[str]:
@@ -205,9 +208,9 @@ def export_plan(plan: ExportPlan, precision: str, out: str | Path,
     Returns the manifest, whose ``export_steps`` lists each step's time and peak memory
     (after the ones given in ``steps``, e.g. loading the model).
     """
-    if precision not in PRECISIONS:
-        raise ToolkitError(f"unknown precision {precision!r}; use one of "
-                           f"{', '.join(PRECISIONS)}")
+    check_family_precision(plan.family, precision)
+    if precision == "int4" and not any(g.int4_scheme == "nbits" for g in plan.graphs):
+        raise ToolkitError(f"the {plan.family} plan declares no int4 graph (GraphSpec.int4_scheme)")
     if not 0 < external_threshold <= external.MAX_INLINE:
         raise ToolkitError(f"the external-data threshold must be between 1 byte and "
                            f"{external.MAX_INLINE >> 20} MiB, not {external_threshold}")
@@ -269,7 +272,7 @@ def _references(plan: ExportPlan, precision: str, steps: list[dict]):
         val_feeds = plan.validation_feeds()
         refs = reference_outputs(plan, val_feeds)
     calib = None
-    if base_precision(precision) == "int8":
+    if base_precision(precision) == "int8" and precision != "int4":  # int4: weight-only
         if plan.calibration_feeds is None:
             raise ToolkitError(f"{plan.family} has no calibration data source for int8")
         with step("calibration inputs from real data", steps):
@@ -295,8 +298,25 @@ def _to_int8_cpu(src, dst, spec, feeds, calib, threshold) -> dict:
     return prec.quantize_int8(src, dst, spec, calib, activations="uint8", threshold=threshold)
 
 
-# precision → converter(src, dst, spec, validation feeds, calibration feeds, threshold)
-CONVERTERS = {"fp16": _to_fp16, "int8": _to_int8, "int8-cpu": _to_int8_cpu}
+def _to_int4(src, dst, spec, feeds, calib, threshold) -> dict | None:
+    """The graph's declared int4 form: 4-bit MatMulNBits ("nbits"), its int8-cpu form, or fp32
+    (None: the file is kept). Weight-only: the conversion error is measured on the validation
+    feeds, no calibration set is built."""
+    if spec.int4_scheme == "nbits":
+        return prec.quantize_int4(src, dst, spec, feeds, threshold=threshold)
+    if spec.int4_scheme == "int8-cpu":   # weight-only / dynamic schemes: no calibration
+        if spec.int8_cpu_scheme == "qdq":
+            raise ToolkitError(f"graph {spec.name}: int4 keeps graphs at int8-cpu only with a "
+                               "dynamic or blockwise int8_cpu_scheme (no calibration in int4)")
+        return {**_to_int8_cpu(src, dst, spec, feeds, feeds, threshold), "int4_scheme": "int8-cpu"}
+    if spec.int4_scheme is None:
+        return None
+    raise ToolkitError(f"unknown int4 scheme {spec.int4_scheme!r} for graph {spec.name}")
+
+
+# precision → converter(src, dst, spec, validation feeds, calibration feeds, threshold);
+# a converter returning None leaves the graph fp32
+CONVERTERS = {"fp16": _to_fp16, "int8": _to_int8, "int8-cpu": _to_int8_cpu, "int4": _to_int4}
 
 
 def _convert(plan: ExportPlan, files: dict[str, Path], where: Path, precision: str, val_feeds,
@@ -311,8 +331,12 @@ def _convert(plan: ExportPlan, files: dict[str, Path], where: Path, precision: s
     for spec in plan.graphs:
         dst = where / f"{spec.name}.onnx"
         with step(f"{spec.name}: {precision} conversion", steps, live=False):
-            info[spec.name] = convert(files[spec.name], dst, spec, val_feeds.get(spec.name, []),
-                                      (calib or {}).get(spec.name, []), threshold)
+            got = convert(files[spec.name], dst, spec, val_feeds.get(spec.name, []),
+                          (calib or {}).get(spec.name, []), threshold)
+        if got is None:   # this graph stays fp32 at this precision
+            info[spec.name] = {"kept_fp32": True}
+            continue
+        info[spec.name] = got
         files[spec.name] = dst
         give_back()  # the converter's copy of the graph, before the next one
     return info

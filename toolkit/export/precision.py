@@ -310,7 +310,6 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
     cannot (measured on trained Whisper: see docs/int8.md)."""
     import logging
 
-
     big = bool(external.data_files(src))
     # the weights are needed in memory only by the block-wise quantizer
     model = onnx.load(str(src), load_external_data=scheme == "blockwise")
@@ -322,21 +321,10 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
     try:
         with console.status(f"{spec.name}: int8 ({scheme})"):
             if scheme == "blockwise":
-                from onnxruntime.quantization import QuantFormat
-                from onnxruntime.quantization.matmul_nbits_quantizer import (
-                    DefaultWeightOnlyQuantConfig,
-                    MatMulNBitsQuantizer,
-                )
-
-                cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
-                                                   accuracy_level=4, bits=8,
-                                                   quant_format=QuantFormat.QOperator)
-                q = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True,
-                                         accuracy_level=4, algo_config=cfg)
-                q.process()
+                model = nbits_quantize(model, bits=8, block_size=block_size, symmetric=True)
+                tied = share_tied_embedding(model)
+                _save(model, dst, big)
                 del model
-                tied = share_tied_embedding(q.model.model)
-                q.model.save_model_to_file(str(dst), big)
                 op, how = "MatMulNBits", (f"MatMulNBits: 8-bit symmetric weights in blocks of "
                                           f"{block_size}, accuracy_level 4 (activations "
                                           "quantized per block at run time)")
@@ -368,6 +356,91 @@ def quantize_cpu_int8(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dic
             "int8_activations": "dynamic (per call)" if scheme == "dynamic" else
                                 "dynamic per block (kernel)",
             "tied_embedding": tied,
+            "quantization": how + " — onnxruntime CPU form, not buildable by TensorRT"}
+
+
+def nbits_quantize(model, bits: int, block_size: int, symmetric: bool,
+                   exclude: Sequence[str] = ()):
+    """``model``'s constant-weight MatMuls (but ``exclude``) → MatMulNBits with ``bits``-bit
+    weights in blocks of ``block_size`` along K, ``accuracy_level=4`` (the kernel quantizes each
+    activation block to int8 and multiplies in int8). Returns the new ModelProto."""
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric,
+                                       accuracy_level=4, bits=bits,
+                                       quant_format=QuantFormat.QOperator)
+    q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=symmetric,
+                             accuracy_level=4, nodes_to_exclude=list(exclude), algo_config=cfg)
+    q.process()
+    return q.model.model
+
+
+def _save(model, dst: Path, big: bool) -> None:
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    ONNXModel(model).save_model_to_file(str(dst), big)
+
+
+def nbits_layers(model) -> dict[str, int]:
+    """{MatMulNBits node: bits} of a graph."""
+    return {n.name: int(_attrs(n).get("bits", 4)) for n in model.graph.node
+            if n.op_type == "MatMulNBits"}
+
+
+def quantize_int4(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
+                  threshold: int = external.DEFAULT_THRESHOLD) -> dict:
+    """The int4 form of a small-M graph (an LLM's decoder step) for onnxruntime on CPU: every
+    constant-weight MatMul → MatMulNBits with 4-bit weights in blocks of
+    ``spec.int4_block_size`` (``spec.int4_symmetric``; asymmetric blocks carry a zero point),
+    except the layers named in ``spec.int4_8bit_layers`` (e.g. an LM head whose output is
+    argmax'ed), which get 8-bit blocks. ``accuracy_level=4``: int8 compute on the unpacked
+    weights (VNNI/AMX on x86). Weight-only: no activation ranges, no calibration. The step is
+    memory-bound, so a quarter of the fp32 bytes is what makes it fast."""
+    import logging
+
+    big = bool(external.data_files(src))
+    model = onnx.load(str(src), load_external_data=True)
+    nodes = weight_matmuls(model, ("MatMul",))
+    if not nodes:
+        raise ToolkitError(f"graph {spec.name} has no MatMul with constant weights to quantise")
+    eight = [n for n in nodes if any(k in n for k in spec.int4_8bit_layers)]
+    bs, sym = spec.int4_block_size, spec.int4_symmetric
+    logging.disable(logging.WARNING)  # the quantizers log every node they visit
+    try:
+        with console.status(f"{spec.name}: int4 (MatMulNBits, {len(nodes)} layers)"):
+            model = nbits_quantize(model, bits=4, block_size=bs, symmetric=sym, exclude=eight)
+            if eight:
+                model = nbits_quantize(model, bits=8, block_size=bs, symmetric=True)
+            tied = share_tied_embedding(model)
+            _save(model, dst, big)
+            del model
+    finally:
+        logging.disable(logging.NOTSET)
+    external.consolidate(dst, threshold)
+    out = onnx.load(str(dst), load_external_data=False)
+    bits = nbits_layers(out)
+    n4 = sum(1 for b in bits.values() if b == 4)
+    del out
+    probe, ref = _probe(src, feeds)
+    err = worst_rel_l2(run_onnx(dst, probe, "all"), ref) if probe else None
+    how = (f"MatMulNBits: 4-bit {'symmetric' if sym else 'asymmetric (zero point per block)'} "
+           f"weights in blocks of {bs}"
+           + (f", {', '.join(eight)} at 8-bit symmetric blocks" if eight else "")
+           + ", accuracy_level 4 (activations quantized per block at run time)")
+    console.print(f"  {spec.name}: int4 — {n4}/{len(nodes)} weight MatMuls in 4-bit"
+                  + (f", {len(eight)} in 8-bit" if eight else "")
+                  + (f"; error vs fp32 rel L2 {err:.3g}" if err is not None else ""))
+    return {"quantized_nodes": len(bits), "quantizable_nodes": len(nodes),
+            "weight_layers": len(nodes), "int4_nodes": n4,
+            "int8_nodes": sorted(n for n, b in bits.items() if b == 8),
+            "float_layers": [n for n in nodes if n not in bits],
+            "int4_error_rel_l2": err, "calibration_inputs": 0, "int4_scheme": "nbits",
+            "int4_block_size": bs, "int4_symmetric": sym,
+            "int8_activations": "dynamic per block (kernel)", "tied_embedding": tied,
             "quantization": how + " — onnxruntime CPU form, not buildable by TensorRT"}
 
 

@@ -71,6 +71,14 @@ class GraphSpec:
     # int8-cpu: "qdq" (static uint8 activations), "dynamic" (activation scale per call) or
     # "blockwise" (MatMulNBits, int8 compute; for small-M graphs such as a decoder step)
     int8_cpu_scheme: str = "qdq"
+    # int4 (families that offer it, core.precisions.FAMILY_PRECISIONS): "nbits" — 4-bit
+    # block-wise weights (MatMulNBits, blocks of ``int4_block_size``, ``int4_symmetric``), the
+    # layers named in ``int4_8bit_layers`` at 8-bit blocks instead; "int8-cpu" — this graph's
+    # int8-cpu form; None — the graph stays fp32 in an int4 artifact
+    int4_scheme: str | None = None
+    int4_block_size: int = 32
+    int4_symmetric: bool = True
+    int4_8bit_layers: Sequence[str] = ()
 
 
 Feeds = dict  # {input name: np.ndarray}
@@ -113,9 +121,9 @@ class ExportPlan:
 # 1.85 / 1.51 at fp32, 1.95 / 1.46 fp16, — / 1.97 int8, 2.61 / 2.22 int8-cpu; the factors
 # below are the larger of each pair with some margin.
 EXPORT_MEMORY_BASE = 1.0e9
-EXPORT_MEMORY_FACTOR = {"fp32": 2.0, "fp16": 2.1, "int8": 2.3, "int8-cpu": 2.8}
+EXPORT_MEMORY_FACTOR = {"fp32": 2.0, "fp16": 2.1, "int8": 2.3, "int8-cpu": 2.8, "int4": 2.8}
 # (disk: PyTorch's per-tensor files and the consolidated data file coexist for one graph)
-EXPORT_DISK_FACTOR = {"fp32": 1.7, "fp16": 2.0, "int8": 1.9, "int8-cpu": 1.9}
+EXPORT_DISK_FACTOR = {"fp32": 1.7, "fp16": 2.0, "int8": 1.9, "int8-cpu": 1.9, "int4": 1.9}
 
 
 def check_export_room(parameters: int, what: str, precision: str, out) -> None:

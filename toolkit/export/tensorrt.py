@@ -624,6 +624,10 @@ def build_precision(
     if fp16 and int8:
         raise ToolkitError("choose one of --fp16 and --int8")
     art = manifest.get("precision", "fp32")
+    if art == "int4":
+        raise ToolkitError(f"{artifact_dir} is the int4 form (onnxruntime CPU MatMulNBits), "
+                           "which TensorRT cannot build; re-export with "
+                           f"`{_export_command(manifest, 'int8')}`")
     if art == "int8-cpu":
         raise ToolkitError(
             f"{artifact_dir} is the onnxruntime-CPU int8 form (uint8 activations, "

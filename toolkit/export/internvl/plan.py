@@ -36,6 +36,14 @@ TOLERANCE = {
     "int8": {"rel_l2": 0.35, "cosine": 0.94},
 }
 INT8_BUDGET = {"vision": 0.15, "decoder": 0.08}
+# int4: the decoder's weights 4-bit (MatMulNBits, symmetric blocks of INT4_BLOCK, lm_head at
+# 8-bit), the vision graph at its int8-cpu form. Budget: the worst relative L2 (and least
+# cosine) of the decoder's outputs — logits and K/V — vs PyTorch fp32 on the real validation
+# feeds (prefill, cached steps, beams). Measured on the tiny preset + noise: 0.27 / 0.963
+# (block 128: 0.32 / 0.947; asymmetric blocks 32: 0.26 / 0.967; lm_head at 4-bit: 0.28).
+INT4_BUDGET = {"decoder": 0.35, "cosine": 0.95}
+INT4_BLOCK = 32
+TOLERANCE["int4"] = {"rel_l2": INT4_BUDGET["decoder"], "cosine": INT4_BUDGET["cosine"]}
 CALIBRATION_IMAGES = 6    # each: its tiles, the prefill and 4 cached steps
 
 
@@ -92,7 +100,8 @@ def _specs(loaded: LoadedInternVL, cfg: dict) -> list[GraphSpec]:
         dynamic_axes={"pixel_values": {0: "tiles"}, "image_embeds": {0: "tiles"}},
         example_inputs=lambda: _example_pixels(s),
         profiles={"pixel_values": Profile([1, 3, s, s], [1, 3, s, s], [MAX_TILES, 3, s, s])},
-        tolerance=TOLERANCE, int8_budget=INT8_BUDGET["vision"], int8_cpu_scheme="dynamic")
+        tolerance=TOLERANCE, int8_budget=INT8_BUDGET["vision"], int8_cpu_scheme="dynamic",
+        int4_scheme="int8-cpu")
     total = cfg["max_prompt_tokens"] + MAX_NEW_TOKENS
     cache = {e: (kv, None, dh) for e in kv_entries(n)}
     axes, profiles = decoder_axes(cache, {}, MAX_ROWS, 1, total, 128)
@@ -104,7 +113,8 @@ def _specs(loaded: LoadedInternVL, cfg: dict) -> list[GraphSpec]:
         input_names=decoder_inputs(n), output_names=decoder_outputs(n), dynamic_axes=axes,
         example_inputs=lambda: _example_step(cfg), profiles=profiles, tolerance=TOLERANCE,
         int8_budget=INT8_BUDGET["decoder"], int8_cpu_scheme="blockwise",
-        int8_float_layers=("lm_head",))
+        int8_float_layers=("lm_head",), int4_scheme="nbits", int4_block_size=INT4_BLOCK,
+        int4_symmetric=True, int4_8bit_layers=("lm_head",))
     return [vision, decoder]
 
 
