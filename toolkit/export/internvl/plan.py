@@ -35,7 +35,9 @@ TOLERANCE = {
     "fp16": {"rel_l2": 2e-2, "cosine": 0.999},
     "int8": {"rel_l2": 0.35, "cosine": 0.94},
 }
-INT8_BUDGET = {"vision": 0.15, "decoder": 0.08}
+# decoder 0.01: at 0.08 every layer stayed int8 (rel L2 0.027) and the trained captioner's CIDEr
+# fell 4.3 % on the 500 test images; at 0.01, 5 of 29 layers stay float and it moves 0.13 %
+INT8_BUDGET = {"vision": 0.15, "decoder": 0.01}
 # int4: the decoder's weights 4-bit (MatMulNBits, symmetric blocks of INT4_BLOCK, lm_head at
 # 8-bit), the vision graph at its int8-cpu form. Budget: the worst relative L2 (and least
 # cosine) of the decoder's outputs — logits and K/V — vs PyTorch fp32 on the real validation
