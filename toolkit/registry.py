@@ -17,7 +17,6 @@ and export references are resolved only when a model is loaded or exported).
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass, fields
 from pathlib import PurePath
 from typing import Any
@@ -27,11 +26,6 @@ from .core.errors import ToolkitError, missing_part
 # What the first run of a command on the default model costs, measured on this project's 2-core
 # test CPU (Intel Xeon, 2026-12): exporting tiny.en into the cache, once.
 FIRST_EXPORT_S = {"fp32": 15, "int8": 50}
-
-# InternVL's default model is the trained captioner once it is installed (a file check, no
-# import): its name in folder and served-model names; until then the random preset's.
-_INTERNVL_DEFAULT = ("captioner" if os.path.isfile(os.path.join(
-    os.path.dirname(__file__), "assets", "internvl", "captioner", "config.json")) else "")
 
 
 def resolve(ref: str, what: str | None = None) -> Any:
@@ -260,7 +254,7 @@ FAMILIES = {
                               max=16),)),
     "internvl": Family(
         "internvl", summary="image captioning (InternVL2)", default_preset="internvl-tiny",
-        default_model=_INTERNVL_DEFAULT,
+        default_model="captioner",     # toolkit/assets/internvl/captioner (trained here)
         load="toolkit.models.internvl.loading:load_model",
         parameter_count="toolkit.models.internvl.loading:parameter_count",
         plan="toolkit.export.internvl.plan:build_plan", graphs=("vision", "decoder"),
