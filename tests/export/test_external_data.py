@@ -206,3 +206,28 @@ def test_per_tensor_files_become_one_data_file(artifacts, tmp_path):
 def test_external_data_threshold_out_of_range(value, says, tmp_path):
     fails_cleanly("export", "whisper", "--external-data-mb", value, "--out", tmp_path / "x",
                   contains=f"--external-data-mb {says}")
+
+
+def _graph_with_weight(path: Path, n: int) -> None:
+    w = onnx.numpy_helper.from_array(np.arange(n, dtype=np.float32).reshape(1, n), "w")
+    node = onnx.helper.make_node("Add", ["x", "w"], ["y"])
+    graph = onnx.helper.make_graph(
+        [node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, n])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, n])], [w])
+    onnx.save(onnx.helper.make_model(graph), str(path))
+
+
+def test_consolidate_leaves_an_inline_graph_under_the_threshold_as_written(tmp_path):
+    # the rewrite used to parse and re-save it (the peak of InternVL2-1B's export); now the file
+    # is not touched, and one over the threshold still goes to its data file
+    small = tmp_path / "small.onnx"
+    _graph_with_weight(small, 4096)
+    before = (small.read_bytes(), small.stat().st_mtime_ns)
+    external.consolidate(small, threshold=1 << 20)
+    assert (small.read_bytes(), small.stat().st_mtime_ns) == before
+    assert external.data_files(small) == []
+    big = tmp_path / "big.onnx"
+    _graph_with_weight(big, 4096)
+    external.consolidate(big, threshold=8192)
+    assert [p.name for p in external.data_files(big)] == ["big.onnx.data"]
+    assert external.locations(big) == {"big.onnx.data"}

@@ -163,6 +163,11 @@ def consolidate(path: str | Path, threshold: int = DEFAULT_THRESHOLD) -> None:
     ``<name>.data`` beside it — or, under ``threshold``, the graph holds its weights inline.
     Streams one tensor at a time; the old data files are removed afterwards."""
     path = Path(path)
+    if path.stat().st_size < min(threshold, MAX_INLINE) and not _may_refer_outside(path):
+        # already in the layout: an inline graph under the threshold (what PyTorch writes for
+        # a graph under 2 GiB). Parsing and rewriting it would hold it twice more beside the
+        # PyTorch model for the same bytes — the peak of a 1B model's export.
+        return
     model = onnx.load(str(path), load_external_data=False)
     tmp = path.with_name(path.stem + ".consolidating.onnx")
     old = _write_split(model, tmp, path.parent, threshold, path.with_name(data_name(path)))
