@@ -72,7 +72,9 @@ def test_one_line_errors(ckpt, tmp_path, shared_data):
                   contains="--steps does not apply to whisper; it applies to gradtts")
     fails_cleanly("bench", "--model", "whisper", "--runs", "0", contains="--runs must be at least 1")
     fails_cleanly("bench", "--model", "whisper", "--precision", "int4",
-                  contains="unknown precision 'int4'")
+                  contains="whisper does not offer --precision int4; only internvl does")
+    fails_cleanly("bench", "--model", "whisper", "--precision", "fp8",
+                  contains="unknown precision 'fp8'")
 
 
 @pytest.mark.slow

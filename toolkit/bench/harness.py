@@ -29,7 +29,12 @@ from rich.markup import escape
 
 from ..core.errors import ToolkitError
 from ..core.hardware import environment
-from ..core.precisions import PRECISIONS, check_precision
+from ..core.precisions import (
+    EXPORT_PRECISIONS,
+    FAMILY_PRECISIONS,
+    PRECISIONS,
+    check_family_precision,
+)
 from ..core.progress import Steps, console
 from ..export.artifact import is_current
 from ..export.manifest import load_manifest
@@ -45,7 +50,8 @@ from .timing import percentiles
 DEFAULT_BACKENDS = ("torch", "ort")
 REFERENCE = ("torch", "fp32")
 # what each backend can run (torch: the fp32 reference; fp16 too where a spec allows it on CUDA)
-BACKEND_PRECISIONS = {"torch": ("fp32",), "ort": PRECISIONS,
+# (int4 and other family-only precisions: onnxruntime CPU, where the family offers them)
+BACKEND_PRECISIONS = {"torch": ("fp32",), "ort": EXPORT_PRECISIONS,
                       "ort-cuda": ("fp32", "fp16", "int8"), "ort-trt": ("fp32", "fp16", "int8"),
                       "trt": ("fp32", "fp16", "int8")}
 
@@ -124,6 +130,12 @@ class BenchSpec:
     default_out: str = ""
 
     # -- parent ---------------------------------------------------------------------------
+    def default_precisions(self) -> tuple[str, ...]:
+        """What runs without --precision: every common precision and the family's own
+        (``core.precisions.FAMILY_PRECISIONS``: InternVL's int4)."""
+        return PRECISIONS + tuple(p for p, families in FAMILY_PRECISIONS.items()
+                                  if self.family in families)
+
     def check_options(self, options: dict) -> dict:
         """Validate and normalise the family's own options (``--steps`` …)."""
         return options
@@ -349,7 +361,8 @@ def _checked(spec: BenchSpec, opts: BenchOptions) -> tuple[list[str], list[str],
     backends = [b if b in spec.extra_backends else check_backend(b)
                 for b in (opts.backends or spec.default_backends())]
     spec.check_backends(backends)
-    precisions = [check_precision(p) for p in (opts.precisions or PRECISIONS)]
+    precisions = [p if p == "bf16" else check_family_precision(spec.family, p)
+                  for p in (opts.precisions or spec.default_precisions())]
     opts.check()
     record_paths(opts.out or spec.default_out)      # before minutes of benchmarking
     return backends, precisions, spec.check_options(dict(opts.family_options))

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .. import registry
 from ..core.errors import ToolkitError
-from ..core.precisions import precision_from_flags
+from ..core.precisions import FAMILY_PRECISIONS, precision_from_flags
 from ..doctor import collect
 from .base import Checkpoint, Preset, Seed, app, csv, one_line_errors, out
 from .options import number
@@ -56,6 +56,10 @@ def export(
                                                       "kept fp32).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="int8 QDQ graphs calibrated on real "
                                                       "data.")] = False,
+    int4: Annotated[bool, typer.Option(
+        "--int4", help="4-bit block-wise weights (MatMulNBits) for an LLM's decoder step, "
+                       "onnxruntime CPU; families that offer it: "
+                       + ", ".join(FAMILY_PRECISIONS["int4"]) + ".")] = False,
     int8_target: Annotated[str, typer.Option(
         "--int8-target", help="int8 form: trt (QDQ with symmetric int8 activations on the "
                               "layers within the error budget; TensorRT and onnxruntime) or cpu "
@@ -82,7 +86,7 @@ def export(
     """Export a model's accelerated parts to ONNX (validated against PyTorch) + manifest.json."""
     registry.get(model).export(
         checkpoint=checkpoint, preset=preset,
-        precision=precision_from_flags(fp16, int8, int8_target), out=out_dir,
+        precision=precision_from_flags(fp16, int8, int8_target, int4), out=out_dir,
         calib_data=calib_data, opset=opset, seed=seed, force=force,
         external_data_mb=external_data_mb, trt=trt)
 
@@ -125,7 +129,9 @@ def _bench_signature() -> inspect.Signature:
             "faster-whisper). Default: torch,ort, plus the family's peers when installed."))],
             None),
         opt("precision", Annotated[Optional[str], typer.Option(
-            help="Comma list of fp32,fp16,int8,int8-cpu (default: all).")], None),
+            help="Comma list of fp32,fp16,int8,int8-cpu (bf16 on torch; int4 where the family "
+                 "offers it: " + ", ".join(FAMILY_PRECISIONS["int4"]) + "). Default: all "
+                 "the family offers.")], None),
         opt("data", Annotated[Optional[Path], typer.Option(
             help="Data folder (default: the family's bundled data).")], None),
         opt("runs", Annotated[int, number("--runs", "Timed runs per case.", 1, 10_000)], 5),

@@ -12,7 +12,7 @@ import typer
 from .. import registry
 from ..core.errors import ToolkitError
 from ..core.files import atomic_write_bytes
-from ..core.precisions import check_precision
+from ..core.precisions import check_family_precision
 from ..models.internvl.image import describe_conversion, open_image
 from ..models.internvl.prompt import CAPTION_PROMPT
 from .base import Artifact, Backend, Checkpoint, Preset, Seed, note, one_line_errors
@@ -47,8 +47,8 @@ def caption(  # noqa: PLR0913
     preset: Preset = None,
     backend: Backend = "ort",
     precision: Annotated[str, typer.Option(
-        help="fp32, fp16, int8 or int8-cpu: the export made into the cache for a model (an "
-             "--artifact has its own).")] = "fp32",
+        help="fp32, fp16, int8, int8-cpu or int4: the export made into the cache for a model "
+             "(an --artifact has its own).")] = "fp32",
     beam_size: Annotated[int, number("--beam-size", "Beams (1 = greedy). Default 5, as "
                                                     "InternVL's caption evaluation.", 1, 8)
                          ] = DEFAULT_BEAMS,
@@ -73,7 +73,8 @@ def caption(  # noqa: PLR0913
 ):
     """Caption images with InternVL on any backend: the toolkit's trained small captioner by
     default (one caption per image; with several images, "image<TAB>caption" lines)."""
-    check_precision(precision)
+    if precision != "bf16":   # torch only; the rest as the export takes them (int4 too)
+        check_family_precision("internvl", precision)
     question = CAPTION_PROMPT if prompt is None else prompt.strip()
     if not question:
         raise ToolkitError("--prompt is empty; leave it out for InternVL's caption prompt")

@@ -40,19 +40,16 @@ def check_family_precision(family: str, precision: str) -> str:
     return precision
 
 
-def check_precision(name: str) -> str:
-    if name not in PRECISIONS + ("bf16",):
-        raise ToolkitError(f"unknown precision {name!r}; use one of {', '.join(PRECISIONS)} "
-                           "(bf16 on torch)")
-    return name
-
-
-def precision_from_flags(fp16: bool, int8: bool, int8_target: str = "trt") -> str:
-    """``--fp16`` / ``--int8 [--int8-target trt|cpu]`` → the precision's name."""
-    if fp16 and int8:
-        raise ToolkitError("choose one of --fp16 and --int8")
+def precision_from_flags(fp16: bool, int8: bool, int8_target: str = "trt",
+                         int4: bool = False) -> str:
+    """``--fp16`` / ``--int8 [--int8-target trt|cpu]`` / ``--int4`` → the precision's name."""
+    given = [flag for flag, on in (("--fp16", fp16), ("--int8", int8), ("--int4", int4)) if on]
+    if len(given) > 1:
+        raise ToolkitError(f"choose one of {' and '.join(given)}")
     if int8_target not in ("trt", "cpu"):
         raise ToolkitError(f"--int8-target must be trt or cpu, not {int8_target!r}")
+    if int4:
+        return "int4"
     if int8:
         return "int8-cpu" if int8_target == "cpu" else "int8"
     return "fp16" if fp16 else "fp32"
