@@ -44,10 +44,13 @@ def export_one(preset: str, precision: str, out: Path) -> None:
 def run_export(preset: str, precision: str, out: Path) -> dict:
     cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--child-export", precision,
            "--preset", preset, "--out", str(out)]
+    log = out.with_name(out.name + ".log")  # the export's progress, readable while it runs
+    log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stderr=f, text=True)
     wall = time.perf_counter() - t0
-    err = proc.stderr
+    err = log.read_text(errors="replace")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
     if proc.returncode != 0:
         tail = [ln for ln in err.splitlines() if ln.strip()][-25:]

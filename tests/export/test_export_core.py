@@ -1,7 +1,10 @@
 """The generic exporter on a toy two-layer model: fp32/fp16/int8, manifest, atomicity."""
 
+import dataclasses
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -97,3 +100,84 @@ def test_an_artifact_with_a_user_file_inside_is_not_replaced(tmp_path):
         export_plan(_plan(), "fp32", out)
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+class _Deep(torch.nn.Module):
+    """Six 64-wide layers, one of them sensitive to int8: enough weight for a 16 KiB
+    external-data threshold and a choice for the int8 layer search."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = torch.nn.Linear(16, 64)
+        self.mid = torch.nn.ModuleList(torch.nn.Linear(64, 64) for _ in range(4))
+        self.out = torch.nn.Linear(64, 8)
+        # one layer made sensitive: an outlier channel (×300) in its input, undone in its
+        # weight — the same function, but that input's int8 range is 300× too coarse
+        scale = torch.ones(64)
+        scale[0] = 300.0
+        self.register_buffer("scale", scale)
+        with torch.no_grad():
+            self.mid[1].weight[:, 0] /= 300.0
+
+    def forward(self, x):
+        h = self.inp(x)
+        for i, layer in enumerate(self.mid):
+            h = h + torch.tanh(layer(h * self.scale if i == 1 else h))
+        return (self.out(h),)
+
+
+@pytest.mark.parametrize("twin_group_bytes", [None, 1])
+def test_int8_layer_search_on_external_weights_keeps_only_its_own_data_file(
+        tmp_path, monkeypatch, twin_group_bytes):
+    """The layer search assembles its candidates from the fp32 and QDQ graphs' structure, with
+    the float weights read through a link to the fp32 data file (``external.linked``): the
+    artifact must come out with the chosen layers float, referring only to its own data file,
+    and no link or candidate file may be left anywhere. The sensitivities are the same whether
+    the float twins run in one session or one per layer (``TWIN_GROUP_BYTES``)."""
+    from toolkit.export import external, precision
+
+    if twin_group_bytes is not None:
+        monkeypatch.setattr(precision, "TWIN_GROUP_BYTES", twin_group_bytes)
+
+    plan = _plan(_Deep())
+    plan.graphs[0] = dataclasses.replace(plan.graphs[0], int8_budget=0.03)
+    out = tmp_path / "art"
+    export_plan(plan, "int8", out, external_threshold=16 << 10)
+    g = load_manifest(out, family="toy")["graphs"]["toy"]
+    assert g["weight_layers"] == 6
+    # the one layer made sensitive, and only it, stays float
+    assert g["float_layers"] == ["/mid.1/MatMul"] and g["int8_error_rel_l2"] <= 0.03
+    assert g["float_layer_sensitivity"]["/mid.1/MatMul"] > 0.05
+    assert g["quantized_nodes"] == 5
+    assert external.locations(out / "toy.onnx") == {"toy.onnx.data"}
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "toy.onnx", "toy.onnx.data"]
+    assert not [p for p in tmp_path.rglob("*") if "linked" in p.name or "candidate" in p.name]
+    x = np.random.default_rng(1).standard_normal((2, 7, 16)).astype(np.float32)
+    ref = TorchSession(_Deep(), ["x"], ["y"]).run({"x": x})["y"]
+    got = OrtSession(out / "toy.onnx", precision="int8", optimization="none").run({"x": x})["y"]
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.05  # budget 0.03 on the calib feeds
+
+
+def test_linked_repoints_external_tensors_and_removes_its_links(tmp_path):
+    from toolkit.export import external
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    w = onnx.numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])], [w])
+    external.save(onnx.helper.make_model(graph), a / "g.onnx", threshold=1024)
+    with external.linked(a / "g.onnx", b) as model:
+        (loc,) = {e.value for t in model.graph.initializer for e in t.external_data
+                  if e.key == "location"}
+        assert (b / loc).exists() and loc != "g.onnx.data"
+        onnx.save(model, str(b / "probe.onnx"))
+        x = np.ones((1, 64), np.float32)
+        (y,) = ort.InferenceSession(str(b / "probe.onnx")).run(None, {"x": x})
+        np.testing.assert_allclose(y, x @ np.arange(4096, dtype=np.float32).reshape(64, 64))
+    assert sorted(p.name for p in b.iterdir()) == ["probe.onnx"]
+    assert sorted(p.name for p in a.iterdir()) == ["g.onnx", "g.onnx.data"]

@@ -14,6 +14,7 @@ import onnx
 import pytest
 import torch
 
+from support.cli import fails_cleanly, run_toolkit
 from toolkit.core.errors import ToolkitError
 from toolkit.core.precisions import FAMILY_PRECISIONS, check_family_precision
 from toolkit.export.command import ExportOptions, export_model
@@ -144,3 +145,62 @@ def test_a_family_without_int4_refuses_it_in_one_line(tmp_path):
         check_family_precision("internvl", "int3")
     with pytest.raises(ToolkitError, match="--trt cannot build int4"):
         ExportOptions(precision="int4", trt=True).check()
+
+
+def test_toolkit_export_int4_on_the_trained_captioner(tmp_path, shared_data):
+    """`toolkit export internvl --int4` (the default model: the captioner trained here) writes
+    a validated int4 artifact that `toolkit caption` reads; the flag is refused in one line by a
+    family without int4 and beside another precision flag."""
+    out = tmp_path / "cap-int4"
+    r = run_toolkit("export", "internvl", "--int4", "--out", out,
+                    env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "int4" and manifest["random_init"] is False
+    dec = manifest["graphs"]["decoder"]
+    assert dec["int4_nodes"] >= 1 and dec["int4_nodes"] < dec["weight_layers"]
+    assert all(m["passed"] for g in manifest["parity"]["graphs"].values() for m in g.values())
+    image = shared_data / "captions" / "test" / "SHAPES_test_000000004313.jpg"
+    r = run_toolkit("caption", image, "--artifact", out, "--json", env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert 8 <= got["tokens"] <= 30 and "background" in got["caption"]
+    fails_cleanly("export", "whisper", "--int4", "--out", tmp_path / "w",
+                  contains="whisper does not offer --precision int4; only internvl does")
+    fails_cleanly("export", "internvl", "--int4", "--int8", "--out", tmp_path / "w",
+                  contains="choose one of --int8 and --int4")
+    assert not (tmp_path / "w").exists()
+
+
+def test_int4_over_its_budget_moves_the_most_sensitive_layers_to_8bit(tmp_path):
+    """The trained captioner's all-4-bit decoder measures ~0.06 rel L2; with a budget of 0.03
+    the exporter must move some (not all) 4-bit layers to 8-bit blocks until the error holds,
+    ship exactly that graph, and say which layers and why in the manifest."""
+    import dataclasses
+
+    from toolkit.models.internvl.default import captioner_dir
+    from toolkit.models.internvl.loading import load_model
+
+    loaded = load_model(checkpoint=str(captioner_dir()))
+    plan = build_plan(loaded)
+    plan.graphs[1] = dataclasses.replace(plan.graphs[1], int4_budget=0.03)
+    assert plan.graphs[1].name == "decoder"
+    out = tmp_path / "cap-int4-mixed"
+    export_plan(plan, "int4", out, release=loaded.release)
+    manifest = json.loads((out / "manifest.json").read_text())
+    dec = manifest["graphs"]["decoder"]
+    moved = dec["int8_by_sensitivity"]
+    assert dec["int4_budget_rel_l2"] == 0.03 and 0 < dec["int4_error_rel_l2"] <= 0.03
+    assert 1 <= len(moved) < dec["weight_layers"] - 1 and dec["float_layers"] == []
+    bits, _ = _bits(out / "decoder.onnx")
+    # the graph holds what the manifest says: lm_head and the moved layers at 8-bit, the rest 4
+    assert sorted(n for n, b in bits.items() if b == 8) == sorted(dec["int8_nodes"])
+    assert set(moved) < set(dec["int8_nodes"]) and dec["int4_nodes"] == len(bits) - len(
+        dec["int8_nodes"]) > 0
+    # the moved ones were the most sensitive of the 4-bit layers measured
+    assert min(moved.values()) > 0
+    assert manifest["parity"]["graphs"]["decoder"]["logits"]["passed"]
+    assert not [p for p in out.iterdir() if "all8bit" in p.name or "candidate" in p.name]
+    pipe = from_graphs(open_artifact(out, "internvl", "ort", threads=1))
+    (got,) = pipe.caption(caption_images("test")[:1])
+    assert 8 <= len(got.tokens) <= 30

@@ -79,6 +79,9 @@ class GraphSpec:
     int4_block_size: int = 32
     int4_symmetric: bool = True
     int4_8bit_layers: Sequence[str] = ()
+    # int4: the largest relative L2 (worst output vs fp32) the all-4-bit graph may have; over
+    # it, the most sensitive layers move to 8-bit blocks until it holds. None: no search.
+    int4_budget: float | None = None
 
 
 Feeds = dict  # {input name: np.ndarray}
