@@ -64,3 +64,18 @@ def test_files_and_directories_follow_the_umask(tmp_path):
         os.umask(old)
     assert oct((tmp_path / "r.json").stat().st_mode & 0o777) == oct(0o644)
     assert oct((tmp_path / "d").stat().st_mode & 0o777) == oct(0o755)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 3 * 4096 + 17])
+def test_sha256_file_hashes_window_by_window(tmp_path, monkeypatch, size):
+    """The file is hashed through mappings of HASH_WINDOW bytes (resident memory stays at one
+    window): the digest is the whole file's, at any size against the window."""
+    import hashlib
+
+    from toolkit.core import files
+
+    monkeypatch.setattr(files, "HASH_WINDOW", 4096)
+    data = bytes((i * 7 + 3) % 251 for i in range(size))
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert files.sha256_file(path) == hashlib.sha256(data).hexdigest()

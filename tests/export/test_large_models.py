@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from support.cli import fails_cleanly
 from toolkit.core.errors import ToolkitError
 from toolkit.core.memory import MEMORY_CAP_ENV, available_bytes, check_fits
 from toolkit.export.tensorrt import DEFAULT_WORKSPACE_MB, default_workspace_mb
@@ -91,3 +92,28 @@ def test_windows_per_batch_follows_the_profile():
         with pytest.raises(ToolkitError, match="--best-of 8 decodes 8 rows per window, but this "
                                                "artifact's TensorRT profile allows 5"):
             per(pipe(backend), 8, "--best-of")
+
+
+def test_internvl_export_memory_follows_its_measured_line():
+    """InternVL's estimate (spec.FAMILY_EXPORT_MEMORY) covers the peaks measured on the 2B
+    preset (results/internvl-2b-export.md) and stays within 16 GB, where the generic factors
+    refused every 2B export on a 16 GB machine; other families keep the generic estimate."""
+    from toolkit import registry
+    from toolkit.export.spec import EXPORT_MEMORY_FACTOR, export_memory
+
+    n = registry.get("internvl").count_parameters(None, "internvl2-2b")
+    assert n == 2_205_754_368
+    measured = {"fp32": 13.18e9, "fp16": 15.08e9, "int8-cpu": 14.88e9, "int4": 13.22e9}
+    for precision, peak in measured.items():
+        assert peak < export_memory(n, precision, "internvl") <= 16e9, precision
+        assert export_memory(n, precision, "whisper") > 16e9
+    assert export_memory(n, "int8", "internvl") == int(1e9 + EXPORT_MEMORY_FACTOR["int8"] * 4 * n)
+
+
+def test_internvl_2b_export_over_the_memory_cap_is_refused_before_loading(tmp_path):
+    out = tmp_path / "2b"
+    err = fails_cleanly("export", "internvl", "--preset", "internvl2-2b", "--out", out,
+                        env={"TOOLKIT_MAX_MEMORY_GB": "2"},
+                        contains="exporting internvl internvl2-2b at fp32 (2.21 B parameters) "
+                                 "needs about 13.8 GB of memory")
+    assert "TOOLKIT_MAX_MEMORY_GB=2" in err and not out.exists()

@@ -20,15 +20,24 @@ from rich.markup import escape
 from .errors import ToolkitError
 from .progress import console
 
+# mapped and hashed this much at a time: a whole-file mapping counts every page read as the
+# process's resident memory until it is unmapped (hashing the InternVL2-2B decoder's 6.7 GB
+# data file was its int8 export's peak, 16.25 GB against 13.85 GB for any other step)
+HASH_WINDOW = 64 << 20
+
 
 def sha256_file(path: str | Path) -> str:
-    """The file's sha256, hashed from a read-only mapping (no copy through Python buffers:
-    an artifact's graphs are hashed each time one is opened)."""
+    """The file's sha256, hashed from read-only mappings of ``HASH_WINDOW`` bytes each (no copy
+    through Python buffers: an artifact's graphs are hashed each time one is opened; windows:
+    resident memory stays at one window, whatever the file's size)."""
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return hashlib.sha256().hexdigest()
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            return hashlib.sha256(view).hexdigest()
+        size = os.fstat(f.fileno()).st_size
+        for offset in range(0, size, HASH_WINDOW):
+            with mmap.mmap(f.fileno(), min(HASH_WINDOW, size - offset), access=mmap.ACCESS_READ,
+                           offset=offset) as view:
+                h.update(view)
+    return h.hexdigest()
 
 
 def weights_hash(directory: str | Path) -> str | None:

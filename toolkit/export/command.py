@@ -71,7 +71,7 @@ def export_model(family, opts: ExportOptions) -> dict:
     n = family.count_parameters(opts.checkpoint, opts.preset)
     if n is not None:
         check_export_room(n, f"{family.name} {family.default_tag(opts.checkpoint, opts.preset)}",
-                          opts.precision, out)
+                          opts.precision, out, family=family.name)
     steps: list[dict] = []
     with step(f"loading {family.name}", steps):
         loaded = family.load_model(opts.checkpoint, opts.preset, opts.seed)

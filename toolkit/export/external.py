@@ -72,6 +72,11 @@ def _tensors(model):
     return _get_all_tensors(model)
 
 
+def tensor_bytes(t) -> int:
+    """Bytes of one tensor's data, inline or external (no data is read)."""
+    return _tensor_bytes(t)
+
+
 def weight_bytes(model) -> int:
     """Bytes of weights a graph holds, inline or external (no data is read)."""
     return sum(_tensor_bytes(t) for t in _tensors(model))

@@ -205,7 +205,7 @@ def _twin_errors(q, where: Path, feeds: Sequence[dict],
     groups: list[list] = [[]]
     size = 0
     for twin in twins:
-        n = external._tensor_bytes(twin[2])
+        n = external.tensor_bytes(twin[2])
         if groups[-1] and size + n > TWIN_GROUP_BYTES:
             groups.append([])
             size = 0
