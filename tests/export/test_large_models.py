@@ -103,11 +103,12 @@ def test_internvl_export_memory_follows_its_measured_line():
 
     n = registry.get("internvl").count_parameters(None, "internvl2-2b")
     assert n == 2_205_754_368
-    measured = {"fp32": 13.18e9, "fp16": 15.08e9, "int8-cpu": 14.88e9, "int4": 13.22e9}
+    measured = {"fp32": 13.18e9, "fp16": 15.08e9, "int8": 13.82e9, "int8-cpu": 14.88e9,
+                "int4": 14.70e9}
     for precision, peak in measured.items():
         assert peak < export_memory(n, precision, "internvl") <= 16e9, precision
         assert export_memory(n, precision, "whisper") > 16e9
-    assert export_memory(n, "int8", "internvl") == int(1e9 + EXPORT_MEMORY_FACTOR["int8"] * 4 * n)
+    assert export_memory(n, "int8", "mystery") == int(1e9 + EXPORT_MEMORY_FACTOR["int8"] * 4 * n)
 
 
 def test_internvl_2b_export_over_the_memory_cap_is_refused_before_loading(tmp_path):

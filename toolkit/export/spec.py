@@ -132,11 +132,12 @@ EXPORT_DISK_FACTOR = {"fp32": 1.7, "fp16": 2.0, "int8": 1.9, "int8-cpu": 1.9, "i
 # two tiles beside the model, and the vision graph's 1.2 GB protobuf — and its LLM decoder goes
 # to files while it is traced. Measured peaks (results/internvl-2b-export.md): fp32 8.04 GB on
 # InternVL2-1B (3.75 GB of fp32 weights) and 13.18 GB on InternVL2-2B (8.82 GB) → 4.24 GB +
-# 1.01 × weights; 2B fp16 15.08, int8-cpu 14.88, int4 13.22 GB. With the margins below the 2B
-# estimates are 13.8 / 15.5 / 15.5 / 15.5 GB (the generic factors: 18.6–25.7 GB, which refused
-# the 2B on a 16 GB machine that its exports fit).
+# 1.01 × weights; 2B fp16 15.08, int8 13.82, int8-cpu 14.88, int4 14.70 GB. With the margins
+# below the 2B estimates are 13.8 GB (fp32) and 15.5 GB (the generic factors: 18.6–25.7 GB,
+# which refused the 2B on a 16 GB machine that its exports fit).
 FAMILY_EXPORT_MEMORY = {
-    "internvl": (4.5e9, {"fp32": 1.05, "fp16": 1.25, "int8-cpu": 1.25, "int4": 1.25}),
+    "internvl": (4.5e9, {"fp32": 1.05, "fp16": 1.25, "int8": 1.25, "int8-cpu": 1.25,
+                         "int4": 1.25}),
 }
 
 
