@@ -521,10 +521,10 @@ def quantize_int4(src: Path, dst: Path, spec: GraphSpec, feeds: Sequence[dict],
             "quantization": how + " — onnxruntime CPU form, not buildable by TensorRT"}
 
 
-# each try of the int4 refinement runs the whole decoder on the probe feeds (about a minute
-# on the InternVL2-2B preset), so fewer than the int8 search's on small graphs (and the int8
-# search's on large ones, LARGE_GRAPH_BYTES)
-INT4_REFINE_TRIES = 8
+# refinement tries where each is a session over a large graph: the int4 search's always (it
+# runs the whole decoder on the probe feeds, about a minute on the InternVL2-2B preset), the
+# int8 search's past LARGE_GRAPH_BYTES
+FEW_REFINE_TRIES = 8
 
 
 def _int4_with_8bit_layers(src: Path, dst: Path, spec: GraphSpec, probe: Sequence[dict],
@@ -567,7 +567,7 @@ def _int4_with_8bit_layers(src: Path, dst: Path, spec: GraphSpec, probe: Sequenc
         chosen, err = _shortest_prefix(
             order, error, budget,
             f"{spec.name}: choosing 4-bit layers (budget rel L2 ≤ {budget:g})", "at 8-bit",
-            INT4_REFINE_TRIES,
+            FEW_REFINE_TRIES,
             f"graph {spec.name}: no layer can stay 4-bit within the error budget (rel L2 ≤ "
             f"{budget:g}); export --int8 --int8-target cpu (8-bit blocks) instead")
         final = _with_8bit_layers(q4, q8, chosen)
@@ -743,7 +743,7 @@ def tie_transposed_embedding(path: Path) -> str | None:
 
 MAX_REFINE_TRIES = 48
 # each try is a session over the whole graph: past this much weight (a 2B decoder: 8.5 GB,
-# about a minute a try on 2 cores) the refinement stops after INT4_REFINE_TRIES tries
+# about a minute a try on 2 cores) the refinement stops after FEW_REFINE_TRIES tries
 LARGE_GRAPH_BYTES = 1 << 30
 
 
@@ -780,7 +780,7 @@ def _search_float_layers(qdq: Path, src_model, spec: GraphSpec, nodes: Sequence[
     float_set, err = _shortest_prefix(
         order, error, budget, f"{spec.name}: choosing int8 layers (budget rel L2 ≤ {budget:g})",
         "float", (MAX_REFINE_TRIES if external.weight_bytes(q) + external.weight_bytes(src_model)
-                  < LARGE_GRAPH_BYTES else INT4_REFINE_TRIES),
+                  < LARGE_GRAPH_BYTES else FEW_REFINE_TRIES),
         f"graph {spec.name}: no int8 layer can be kept within the error budget (rel L2 ≤ "
         f"{budget:g}); export it at fp16 or fp32")
     return [n for n in order if n in float_set], err
